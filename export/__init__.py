@@ -1,0 +1,1 @@
+"""Checkpoint to artifacts: ONNX, AOTInductor and TensorRT engines plus a manifest (``humanliff.export``)."""

@@ -1,0 +1,327 @@
+"""Configuration: dataclass defaults < ``configs/<preset>.yaml`` < ``--set section.key=value``.
+
+Every section is a flat dataclass of JSON-serialisable scalars (and tuples of them). Unknown keys are
+errors that name the key and the valid ones. The resolved config is written into every run directory
+and checkpoint (``Config.to_dict``) and read back with ``Config.from_dict``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from humanliff.errors import HumanLiffError, InputFileError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+"""Where the named presets (``synbody``, ``tightcap``, ``demo``, ``tiny``) live in a source checkout."""
+
+
+@dataclass
+class DataConfig:
+    """Where the multi-view layered images are and how they are read."""
+
+    root: str = "data/synthetic"
+    """Dataset folder (holds ``human_list.txt``)."""
+    layout: str = "synbody"
+    """``synbody`` or ``tightcap``."""
+    image_scaling: float = 1.0
+    """Resize factor applied on load (the original: 0.5 for SynBody's 1024 px renders, 1.0 for TightCap)."""
+    max_subjects: int = 0
+    """Use the first N subjects of ``human_list.txt`` (0: all)."""
+    holdout_every: int = 8
+    """Every N-th view is held out of fitting and used by ``eval recon`` (0: no held-out views)."""
+    canonical: bool = False
+    """TightCap only: warp sample points to the canonical big pose through SMPL (needs the SMPL model)."""
+    smpl_dir: str = "assets/models"
+    """Folder of the SMPL / SMPL-X model files, used only where no bounds file exists."""
+
+
+@dataclass
+class SynthConfig:
+    """The built-in synthetic layered humans (``humanliff data synth``)."""
+
+    subjects: int = 8
+    views: int = 32
+    resolution: int = 128
+    """Image side in pixels."""
+    seed: int = 0
+
+
+@dataclass
+class DecoderConfig:
+    """The tri-plane decoder MLP."""
+
+    kind: str = "fused"
+    """``fused`` (tiny-cuda-nn shaped, fast) or ``seed`` (the original's layout, loads its weights)."""
+    backend: str = "torch"
+    """``torch`` (default, exportable) or ``tcnn`` (needs tinycudann)."""
+    hidden: int = 64
+    """Hidden width of the density network (16, 32, 64 or 128 for tcnn's FullyFusedMLP)."""
+    density_layers: int = 2
+    """Hidden layers of the density network."""
+    geo_features: int = 15
+    """Geometry features passed from the density network to the colour network."""
+    color_hidden: int = 64
+    color_layers: int = 1
+    view_freqs: int = 4
+    """Frequencies of the view-direction encoding (1, 2, 4, ... 2^(n-1))."""
+    activation: str = "softplus"
+    """``softplus`` or ``relu``."""
+
+
+@dataclass
+class RenderConfig:
+    """Volume rendering of one tri-plane."""
+
+    n_samples: int = 128
+    """Coarse samples per ray (uniform in [near, far])."""
+    n_importance: int = 128
+    """Fine samples per ray (inverse-CDF of the coarse weights)."""
+    perturb: bool = True
+    """Stratified jitter of the coarse samples while fitting (never at evaluation)."""
+    density_noise_std: float = 0.0
+    """Std of the noise added to raw density while fitting; the original hard-codes 1.0 (bug B2)."""
+    metric_intervals: bool = True
+    """Alpha from metric interval lengths; ``false`` reproduces the original (bug B3)."""
+    chunk: int = 8192
+    """Rays per chunk when rendering whole images."""
+    occupancy_resolution: int = 64
+    """Cells per side of the occupancy grid used to skip empty space (0: off)."""
+    occupancy_threshold: float = 0.01
+    """Density (after softplus) below which a cell counts as empty."""
+
+
+@dataclass
+class TriplaneConfig:
+    """Tri-plane layout: [27, R, R] per layer, channel = plane*9 + group*3 + c."""
+
+    resolution: int = 256
+    channels: int = 27
+
+
+@dataclass
+class FitConfig:
+    """Tri-plane fitting, stage A (shared decoder + planes) and stage B (frozen decoder, per subject)."""
+
+    iterations_a: int = 200000
+    iterations_b: int = 2000
+    """Iterations per layer in stage B."""
+    batch_images: int = 8
+    """Images per step (stage A: per rank)."""
+    rays_per_image: int = 2048
+    foreground_fraction: float = 0.8
+    """Fraction of rays drawn inside the mask; the rest inside the projected box, outside the mask."""
+    lr_decoder: float = 5e-3
+    lr_planes: float = 1e-1
+    lr_decay: int = 500
+    """The original's ``lrate_decay``: decoder lr x 0.1 every 600*N steps, planes x 0.5 every 60*N."""
+    lr_decay_b: int = 500
+    """Stage B: planes lr x 0.5 every N steps."""
+    acc_weight: float = 0.1
+    tv_weight: float = 1e-2
+    l1_weight: float = 5e-4
+    clamp: bool = True
+    """Clamp planes to [-1, 1] after every step."""
+    init_std: float = 0.1
+    subjects_per_batch_b: int = 8
+    """Stage B fits this many subjects at once."""
+    precision: str = "bf16"
+    """``bf16`` (autocast on CUDA) or ``fp32``."""
+    compile: bool = False
+    checkpoint_every: int = 1000
+    log_every: int = 100
+    seed: int = 0
+
+
+@dataclass
+class UNetConfig:
+    """The layered diffusion UNet; keywords as the original ``UNetModel``."""
+
+    model_channels: int = 192
+    num_res_blocks: int = 3
+    attention_resolutions: tuple[int, ...] = (8, 16, 32)
+    """Downsample rates at which attention runs."""
+    channel_mult: tuple[int, ...] = (1, 1, 2, 2, 4, 4)
+    num_heads: int = 4
+    use_scale_shift_norm: bool = True
+    dropout: float = 0.0
+    num_classes: int = 4
+
+
+@dataclass
+class DiffusionConfig:
+    """The diffusion process: linear betas, epsilon prediction, fixed-large variance."""
+
+    steps: int = 1000
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+
+
+@dataclass
+class TrainConfig:
+    """Diffusion training."""
+
+    steps: int = 300000
+    batch_size: int = 8
+    microbatch: int = 0
+    """Split each batch into micro-batches of this size (gradient accumulation; 0: no split)."""
+    lr: float = 5e-5
+    lr_final: float = 1e-5
+    lr_anneal_steps: int = 100000
+    """Linear LR anneal from ``lr`` to ``lr_final`` over this many steps (the original's)."""
+    weight_decay: float = 0.0
+    ema_rate: float = 0.9999
+    grad_clip: float = 1.0
+    """Clip the gradient norm (0: off)."""
+    precision: str = "bf16"
+    compile: bool = False
+    cond_noise: float = 0.0
+    """Std of noise added to the conditioning layer while training (narrows the train/test gap, D5)."""
+    checkpoint_every: int = 5000
+    log_every: int = 100
+    seed: int = 0
+
+
+@dataclass
+class SampleConfig:
+    """Layered generation."""
+
+    sampler: str = "dpmpp"
+    """``ddpm``, ``ddim`` or ``dpmpp``."""
+    steps: int = 20
+    eta: float = 0.0
+    """DDIM eta (0: deterministic)."""
+    batch: int = 4
+    seed: int = 0
+    image_size: int = 512
+    """Rendered view side in pixels."""
+    views: int = 4
+    """Views per human and layer in the contact sheet and view folders."""
+    turntable_frames: int = 36
+    mesh_resolution: int = 256
+    """Marching-cubes grid cells per side."""
+    precision: str = "bf16"
+
+
+@dataclass
+class Config:
+    """Everything a run needs; sections as above."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    triplane: TriplaneConfig = field(default_factory=TriplaneConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
+    fit: FitConfig = field(default_factory=FitConfig)
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (tuples become lists), ready for YAML or a checkpoint."""
+        return _to_plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], source: str = "config") -> Config:
+        """Build from a nested dict; missing keys take defaults, unknown keys raise."""
+        return _merge(cls(), values, source)
+
+    def with_overrides(self, overrides: Iterable[str], source: str = "--set") -> Config:
+        """Apply ``section.key=value`` strings (values parsed as YAML scalars)."""
+        cfg = self
+        for item in overrides:
+            key, sep, raw = item.partition("=")
+            if not sep or "." not in key:
+                raise HumanLiffError(f"{source}: '{item}' is not of the form section.key=value")
+            section, name = key.split(".", 1)
+            cfg = _merge(cfg, {section: {name: yaml.safe_load(raw)}}, source)
+        return cfg
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Check and convert one YAML value to the field's type."""
+    origin = typing.get_origin(annotation)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise HumanLiffError(f"{where}: expected a list, got {value!r}")
+        (item_type, _) = typing.get_args(annotation)
+        return tuple(_coerce(v, item_type, where) for v in value)
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise HumanLiffError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise HumanLiffError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise HumanLiffError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise HumanLiffError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config annotation {annotation!r} at {where}")
+
+
+def _merge(obj: Any, values: Mapping[str, Any], where: str) -> Any:
+    """Return a copy of dataclass ``obj`` with ``values`` merged in, recursively."""
+    if not isinstance(values, Mapping):
+        raise HumanLiffError(f"{where}: expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(type(obj))
+    names = [f.name for f in dataclasses.fields(obj)]
+    changes = {}
+    for key, value in values.items():
+        if key not in names:
+            raise HumanLiffError(f"{where}: unknown key '{key}' (valid: {', '.join(names)})")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            changes[key] = _merge(current, value or {}, f"{where}: {key}")
+        else:
+            changes[key] = _coerce(value, hints[key], f"{where}: {key}")
+    return dataclasses.replace(obj, **changes)
+
+
+def preset_path(preset: str | Path) -> Path:
+    """Resolve a preset name (``demo``) or a YAML path to an existing file."""
+    path = Path(preset)
+    if path.suffix not in (".yaml", ".yml"):
+        path = CONFIG_DIR / f"{preset}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+        raise InputFileError(path, f"no such config (presets: {', '.join(known)})")
+    return path
+
+
+def load_config(preset: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
+    """Defaults, then the preset's YAML (name or path), then ``section.key=value`` overrides."""
+    cfg = Config()
+    if preset is not None:
+        path = preset_path(preset)
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise InputFileError(path, f"not valid YAML ({exc.__class__.__name__})") from exc
+        cfg = _merge(cfg, values, str(path))
+    return cfg.with_overrides(overrides)
+
+
+def dump_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML."""
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -1,0 +1,42 @@
+"""Config precedence, presets and error messages."""
+
+import pytest
+
+from humanliff.config import Config, dump_config, load_config
+from humanliff.errors import HumanLiffError, InputFileError
+
+
+@pytest.mark.parametrize("preset", ["synbody", "tightcap", "demo", "tiny"])
+def test_presets_load(preset):
+    cfg = load_config(preset)
+    assert cfg.triplane.channels == 27
+
+
+def test_precedence_defaults_preset_overrides():
+    assert Config().fit.iterations_b == 2000
+    assert load_config("tiny").fit.iterations_b == 2
+    cfg = load_config("tiny", ["fit.iterations_b=7", "unet.channel_mult=[1,2,4]"])
+    assert cfg.fit.iterations_b == 7
+    assert cfg.unet.channel_mult == (1, 2, 4)
+
+
+def test_round_trip(tmp_path):
+    cfg = load_config("demo", ["render.perturb=false"])
+    dump_config(cfg, tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml") == cfg
+    assert Config.from_dict(cfg.to_dict()) == cfg
+
+
+def test_unknown_key_names_it():
+    with pytest.raises(HumanLiffError, match="unknown key 'iterationz'"):
+        load_config(None, ["fit.iterationz=3"])
+
+
+def test_wrong_type_names_key():
+    with pytest.raises(HumanLiffError, match="iterations_b: expected an integer"):
+        load_config(None, ["fit.iterations_b=abc"])
+
+
+def test_missing_preset_names_file():
+    with pytest.raises(InputFileError, match="nope.yaml: no such config"):
+        load_config("nope")
