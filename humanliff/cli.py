@@ -80,6 +80,269 @@ def eval_group() -> None:
     """Evaluate reconstructions and generations."""
 
 
+@command(app, "generate")
+@config_options
+@click.option("--unet", "unet_ckpt", default=None, metavar="CKPT",
+              help="The training run's ema.pt (or the run folder).")
+@click.option("--store", default=None, metavar="STORE",
+              help="Tri-plane store: its decoder renders, its first subject's box frames the humans.")
+@click.option("--out", "out_dir", default="generated", show_default=True, metavar="DIR",
+              help="Output folder (replaced when complete).")
+@click.option("--sampler", type=click.Choice(["ddpm", "ddim", "dpmpp"]), default=None,
+              help="Sampler (default: sample.sampler).")
+@click.option("--steps", type=int, default=None, help="Sampling steps per layer (default: sample.steps).")
+@click.option("--seed", type=int, default=None, help="Human i uses seed + i (default: sample.seed).")
+@click.option("--batch", type=int, default=None, help="Humans generated at once (default: sample.batch).")
+@click.option("--layers", "layer_spec", default=None, metavar="LO-HI",
+              help="Layers to generate, e.g. 0-3 or 1-2 (default: 0-3, or those above --from).")
+@click.option("--from", "from_spec", default=None, metavar="STORE:SUBJECT:LAYER",
+              help="Keep a fitted layer fixed (e.g. a body) and generate the layers above it.")
+@click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")
+def generate_command(cfg: Config, unet_ckpt: str | None, store: str | None, out_dir: str, sampler: str | None,
+                     steps: int | None, seed: int | None, batch: int | None, layer_spec: str | None,
+                     from_spec: str | None, device: str | None) -> None:
+    """Generate layered humans: layer 0 from noise, each next layer conditioned on the one below.
+
+    Writes the tri-planes, views, a contact sheet, turntables and meshes to --out.
+    """
+    import dataclasses
+
+    from humanliff.generate import generate
+    from humanliff.runtime.layered import parse_layers
+
+    chosen = {"sampler": sampler, "steps": steps, "seed": seed, "batch": batch}
+    cfg = dataclasses.replace(cfg, sample=dataclasses.replace(
+        cfg.sample, **{k: v for k, v in chosen.items() if v is not None}))
+    layers = parse_layers(layer_spec) if layer_spec is not None else None
+    result = generate(cfg, unet_ckpt, store, out_dir, layers, from_spec, device=device)
+    click.echo(f"wrote {result['folder']} (contact sheet: {result['contact_sheet']})")
+
+
+@command(app, "train")
+@config_options
+@click.option("--store", required=True, metavar="STORE", help="Tri-plane store folder (from fit).")
+@click.option("--out", "run_dir", required=True, metavar="RUN_DIR",
+              help="Run folder (config.yaml, checkpoint.pt, ema.pt); resumes when it holds checkpoint.pt.")
+@click.option("--device", default=None, help="cpu or cuda (default: cuda if available, else cpu).")
+def train_command(cfg: Config, store: str, run_dir: str, device: str | None) -> None:
+    """Train the layered diffusion UNet on a tri-plane store (under torchrun: one process per GPU)."""
+    from humanliff.training.train import train
+
+    click.echo(f"wrote {train(cfg, store, run_dir, device)}")
+
+
+@command(data, "synth")
+@config_options
+@click.option("--out", "out_dir", required=True, metavar="DIR", help="Dataset folder to write (replaced).")
+@click.option("--subjects", type=int, default=None, help="Number of humans (default: synth.subjects).")
+@click.option("--views", type=int, default=None, help="Views per layer (default: synth.views).")
+@click.option("--resolution", type=int, default=None, help="Image side, pixels (default: synth.resolution).")
+@click.option("--seed", type=int, default=None, help="Random seed (default: synth.seed).")
+def data_synth_command(cfg: Config, out_dir: str, subjects: int | None, views: int | None,
+                       resolution: int | None, seed: int | None) -> None:
+    """Write synthetic layered humans in the SynBody layout (body, +pants, +shirt, +shoes)."""
+    import dataclasses
+
+    from humanliff.data.synth import synthesize_from_config
+
+    chosen = {"subjects": subjects, "views": views, "resolution": resolution, "seed": seed}
+    synth = dataclasses.replace(cfg.synth, **{k: v for k, v in chosen.items() if v is not None})
+    click.echo(f"wrote {synthesize_from_config(synth, out_dir)}")
+
+
+@command(data, "check")
+@config_options
+@click.argument("root", metavar="DIR")
+@click.option("--layout", type=click.Choice(["synbody", "tightcap"]), default=None,
+              help="Dataset layout (default: data.layout).")
+def data_check_command(cfg: Config, root: str, layout: str | None) -> None:
+    """Validate a dataset: list every problem found (exit code 1 if any)."""
+    import dataclasses
+
+    from humanliff.data.check import check_dataset
+
+    data_cfg = dataclasses.replace(cfg.data, root=root, layout=layout or cfg.data.layout)
+    problems, n_subjects = check_dataset(data_cfg)
+    for problem in problems:
+        click.echo(f"problem: {problem}", err=True)
+    if problems:
+        click.echo(f"error: {len(problems)} problem(s) in {root}", err=True)
+        sys.exit(1)
+    click.echo(f"ok: {root} ({n_subjects} subjects, {data_cfg.layout} layout)")
+
+
+@command(data, "preview")
+@config_options
+@click.argument("root", metavar="DIR")
+@click.option("--out", required=True, metavar="PNG", help="Contact sheet to write.")
+@click.option("--layout", type=click.Choice(["synbody", "tightcap"]), default=None,
+              help="Dataset layout (default: data.layout).")
+@click.option("--views", type=int, default=3, show_default=True, help="Views per layer.")
+@click.option("--subjects", type=int, default=8, show_default=True, help="Rows (the first subjects).")
+@click.option("--tile", type=int, default=96, show_default=True, help="Tile side in pixels.")
+def data_preview_command(cfg: Config, root: str, out: str, layout: str | None, views: int, subjects: int,
+                         tile: int) -> None:
+    """Contact sheet of a dataset: subjects x layers, a few views each."""
+    import dataclasses
+
+    from humanliff.data.preview import contact_sheet
+
+    data_cfg = dataclasses.replace(cfg.data, root=root, layout=layout or cfg.data.layout)
+    click.echo(f"wrote {contact_sheet(data_cfg, out, views, subjects, tile)}")
+
+
+@command(app, "export")
+@click.option("--unet", "unet_ckpt", required=True, metavar="CKPT",
+              help="The training run's ema.pt (or its folder).")
+@click.option("--store", required=True, metavar="STORE", help="Tri-plane store: its decoder and default box.")
+@click.option("--out", "out_dir", required=True, metavar="DIR",
+              help="Artifacts folder (replaced when complete).")
+@click.option("--formats", default="ep,onnx", show_default=True, metavar="LIST",
+              help="Comma-separated: ep (torch.export), onnx, aoti (AOTInductor), tensorrt.")
+@click.option("--batch", type=int, default=1, show_default=True,
+              help="Humans per UNet call the engines are tuned for (TensorRT profile, CUDA graphs).")
+@click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True,
+              help="Compute dtype inside the engines (their inputs and outputs stay float32).")
+@click.option("--opset", type=click.IntRange(18, 19), default=18, show_default=True, help="ONNX opset.")
+@click.option("--device", default=None, help="Build and check on this device (default: cuda if available).")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Change the run's sample / render settings recorded as the runtime defaults; repeatable.")
+def export_command(unet_ckpt: str, store: str, out_dir: str, formats: str, batch: int, dtype: str, opset: int,
+                   device: str | None, overrides: tuple[str, ...]) -> None:
+    """Export the UNet and the decoder to engines (checked against torch) plus a manifest."""
+    from humanliff.export.artifacts import export_artifacts
+
+    manifest = export_artifacts(unet_ckpt, store, out_dir, formats, batch, dtype, overrides=overrides,
+                                device=device, opset=opset)
+    for name, net in manifest["networks"].items():
+        for fmt, art in net["artifacts"].items():
+            check = art.get("check") or {}
+            error = f", max rel err {check['max_rel_err']:.1e}" if "max_rel_err" in check else ""
+            took = f", {art['export_s']:.1f} s" if "export_s" in art else ""
+            click.echo(f"{name}.{fmt}: {art['status']}{error}{took}")
+    click.echo(f"wrote {out_dir}")
+
+
+@command(app, "run")
+@click.argument("artifacts", metavar="ARTIFACTS")
+@click.option("--out", "out_dir", default="generated", show_default=True, metavar="DIR",
+              help="Output folder (replaced when complete).")
+@click.option("--humans", type=int, default=4, show_default=True, help="Humans to generate.")
+@click.option("--sampler", type=click.Choice(["ddpm", "ddim", "dpmpp"]), default="dpmpp", show_default=True)
+@click.option("--steps", type=int, default=20, show_default=True, help="Sampling steps per layer.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Human i uses seed + i.")
+@click.option("--layers", "layer_spec", default=None, metavar="0-HI",
+              help="Layers to generate (default: all).")
+@click.option("--engine", "engines", default="tensorrt,aoti,onnx,ep", show_default=True, metavar="LIST",
+              help="Engine formats to try, best first.")
+@click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Change a sample / render setting of the manifest (e.g. sample.views=1); repeatable.")
+def run_command(artifacts: str, out_dir: str, humans: int, sampler: str, steps: int, seed: int,
+                layer_spec: str | None, engines: str, device: str | None, overrides: tuple[str, ...]) -> None:
+    """Generate layered humans from an artifacts folder (from export), without the training code."""
+    from humanliff.runtime.layered import parse_layers
+    from humanliff.runtime.pipeline import run_artifacts
+
+    layers = parse_layers(layer_spec) if layer_spec is not None else None
+    prefer = [e.strip() for e in engines.split(",") if e.strip()]
+    result = run_artifacts(artifacts, out_dir, humans, sampler, steps, seed, layers, device, prefer=prefer,
+                           overrides=overrides)
+    used = ", ".join(f"{k}: {v}" for k, v in result["engines"].items())
+    click.echo(f"wrote {result['folder']} ({used}; {result['timings']['total_s']:.2f} s)")
+
+
+@command(app, "fit")
+@config_options
+@click.option("--stage", type=click.Choice(["a", "b"]), required=True,
+              help="a: shared decoder + planes (torchrun for N GPUs); b: per-subject planes, frozen decoder.")
+@click.option("--out", "out_dir", required=True, metavar="DIR",
+              help="Run folder: checkpoints and the store (store_a or store_b); resumes from its checkpoint.")
+@click.option("--store", default=None, metavar="STORE",
+              help="Stage b: the stage-A store whose decoder is used (default: DIR/store_a).")
+@click.option("--device", default=None, help="cpu or cuda (default: cuda if available, else cpu).")
+def fit_command(cfg: Config, stage: str, out_dir: str, store: str | None, device: str | None) -> None:
+    """Fit tri-planes to the multi-view layered images of data.root (writes a tri-plane store)."""
+    from pathlib import Path
+
+    from humanliff.training import distributed
+    from humanliff.training.fit import fit_stage_a, fit_stage_b
+
+    if stage == "a":
+        path = fit_stage_a(cfg, out_dir, device)
+        if distributed.is_main():
+            click.echo(f"wrote {path}")
+        distributed.cleanup()
+    else:
+        click.echo(f"wrote {fit_stage_b(cfg, store or Path(out_dir) / 'store_a', out_dir, device)}")
+
+
+@command(app, "render")
+@config_options
+@click.argument("ref", metavar="STORE:SUBJECT:LAYER")
+@click.option("--out", required=True, metavar="PATH", help="PNG (views tiled), GIF or MP4 (a frame a view).")
+@click.option("--cameras", default=None, metavar="JSON",
+              help="cameras.json (the dataset format); default: an orbit around the subject box.")
+@click.option("--camera-ids", default=None, metavar="LIST", help="With --cameras: e.g. 0,8,16 (default all).")
+@click.option("--views", type=int, default=None, help="Orbit views (default: sample.turntable_frames).")
+@click.option("--size", type=int, default=None, help="Image side in pixels (default: sample.image_size).")
+@click.option("--device", default=None, help="cpu or cuda (default: cuda if available, else cpu).")
+def render_command(cfg: Config, ref: str, out: str, cameras: str | None, camera_ids: str | None,
+                   views: int | None, size: int | None, device: str | None) -> None:
+    """Render one stored tri-plane from given or orbiting cameras."""
+    import torch
+
+    from humanliff.evaluation.recon import read_camera_file, render_triplane
+
+    chosen = read_camera_file(cameras, camera_ids) if cameras else None
+
+    dev = None if device is None else torch.device(device)
+    click.echo(f"wrote {render_triplane(cfg, ref, out, chosen, views or 0, size or 0, device=dev)}")
+
+
+@command(eval_group, "recon")
+@config_options
+@click.option("--store", required=True, metavar="STORE", help="Tri-plane store to evaluate (from fit).")
+@click.option("--out", "out_dir", required=True, metavar="DIR", help="Folder for metrics.json and the PNG.")
+@click.option("--subjects", default=None, metavar="LIST", help="Comma-separated names (default: all shared).")
+@click.option("--max-views", type=int, default=0, show_default=True,
+              help="Held-out views per subject and layer (0: all).")
+@click.option("--device", default=None, help="cpu or cuda (default: cuda if available, else cpu).")
+def eval_recon_command(cfg: Config, store: str, out_dir: str, subjects: str | None, max_views: int,
+                       device: str | None) -> None:
+    """PSNR / SSIM per layer of a store's tri-planes on held-out views of data.root."""
+    import torch
+
+    from humanliff.evaluation.recon import evaluate_recon
+
+    names = [s.strip() for s in subjects.split(",") if s.strip()] if subjects else ()
+    result = evaluate_recon(cfg, store, out_dir, names, max_views, torch.device(device) if device else None)
+    for layer, values in result["layers"].items():
+        click.echo(f"layer {layer}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
+    click.echo(f"wrote {out_dir}/metrics.json, {out_dir}/side_by_side.png")
+
+
+@app.group("store")
+def store_group() -> None:
+    """Tri-plane stores: import the original code's checkpoints."""
+
+
+@command(store_group, "import")
+@config_options
+@click.argument("stage_a", metavar="STAGE_A_TAR")
+@click.argument("stage_b", nargs=-1, metavar="[STAGE_B_TAR...]")
+@click.option("--out", required=True, metavar="STORE", help="Store folder to write (replaced).")
+def store_import_command(cfg: Config, stage_a: str, stage_b: tuple[str, ...], out: str) -> None:
+    """Import original checkpoints: the stage-A NNNNNN.tar (decoder, planes) and stage-B <subject>_NNNNNN.tar.
+
+    Subject names and boxes come from data.root (human_list.txt, each subject's bounds.json or SMPL fit).
+    """
+    from humanliff.training.import_original import dataset_bounds, import_original
+
+    subjects, bounds = dataset_bounds(cfg.data)
+    click.echo(f"wrote {import_original(stage_a, out, subjects, bounds, cfg, stage_b)}")
+
+
 def main() -> None:
     """Console entry point."""
     app()

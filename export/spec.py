@@ -1,0 +1,137 @@
+"""One export spec per network: I/O names and shapes, dynamic dims, sample inputs, TensorRT profiles.
+
+The ONNX, AOTInductor, torch.export and TensorRT exporters all read these specs, and the manifest
+records them (``ExportSpec.network_spec``), so every engine of a network has the same interface. The
+graphs exported are :class:`UNetGraph` and :class:`DecoderGraph`: float I/O is float32 whatever the
+compute dtype (weights and activations in ``dtype`` inside), ids are int64.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from humanliff.runtime.field import decode_points
+from humanliff.runtime.manifest import DTYPES, NetworkSpec, TensorSpec
+from torch import nn
+
+from humanliff.errors import HumanLiffError
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+"""``--dtype`` names and the compute dtypes they select."""
+MAX_POINTS = 1 << 21
+"""Most points per decoder call (the runtime's engine field splits larger calls)."""
+
+
+class UNetGraph(nn.Module):
+    """The UNet (with its control branch) as exported: ``(x, timesteps, x_cond, y) -> eps``, float32 I/O."""
+
+    def __init__(self, unet: nn.Module, dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        self.unet = unet.to(dtype).eval()
+        self.dtype = dtype
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, x_cond: torch.Tensor, y: torch.Tensor
+                ) -> torch.Tensor:
+        """``x, x_cond [B, 27, R, R]`` float32, ``timesteps, y [B]`` int64 -> eps ``[B, 27, R, R]``."""
+        return self.unet(x.to(self.dtype), timesteps, x_cond.to(self.dtype), y).float()
+
+
+class DecoderGraph(nn.Module):
+    """Tri-plane feature sampling plus the decoder in one graph: ``(planes, points, viewdirs) -> raw``."""
+
+    def __init__(self, decoder: nn.Module, dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        self.decoder = decoder.to(dtype).eval()
+        self.dtype = dtype
+
+    def forward(self, planes: torch.Tensor, points: torch.Tensor, viewdirs: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``planes [B, 27, R, R]``, ``points [B, M, 3]`` in [-1, 1], ``viewdirs [B, M, 3]`` unit ->
+        ``(rgb_raw [B, M, 3], sigma_raw [B, M, 1])`` float32, before sigmoid / softplus."""
+        d = self.dtype
+        rgb, sigma = decode_points(planes.to(d), self.decoder, points.to(d), viewdirs.to(d))
+        return rgb, sigma
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """How one network is exported: tensors, dynamic dims ``{symbol: (min, max)}``, sample-input kinds."""
+
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    dims: Mapping[str, tuple[int, int]]
+    kinds: Mapping[str, str]
+    """Per input: ``normal``, ``uniform`` (in [-1.1, 1.1]), ``unit`` (unit vectors) or ``int:<high>``."""
+
+    def check_dims(self, sizes: Mapping[str, int]) -> None:
+        """Raise when a symbol's size lies outside its exported range."""
+        for name, size in sizes.items():
+            low, high = self.dims[name]
+            if not low <= size <= high:
+                raise HumanLiffError(f"{self.name}: {name} = {size} is outside the supported range "
+                                     f"[{low}, {high}]")
+
+    def sample_inputs(self, sizes: Mapping[str, int], generator: torch.Generator | None = None,
+                      device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+        """Random inputs of the given symbol sizes (``{"batch": 2, "points": 64}``), on ``device``."""
+        self.check_dims(sizes)
+        feeds = {}
+        for spec in self.inputs:
+            shape, kind = spec.resolve(sizes), self.kinds[spec.name]
+            if kind.startswith("int:"):
+                value = torch.randint(0, int(kind[4:]), shape, generator=generator)
+            elif kind == "uniform":
+                value = torch.rand(shape, generator=generator) * 2.2 - 1.1
+            elif kind == "unit":
+                value = F.normalize(torch.randn(shape, generator=generator), dim=-1)
+            else:
+                value = torch.randn(shape, generator=generator)
+            feeds[spec.name] = value.to(device, DTYPES[spec.dtype])
+        return feeds
+
+    def dynamic_shapes(self) -> dict[str, dict[int, torch.export.Dim]]:
+        """``torch.export`` dynamic shapes, one shared ``Dim`` per symbol."""
+        dims = {name: torch.export.Dim(name, min=low, max=high) for name, (low, high) in self.dims.items()}
+        return {s.name: {i: dims[d] for i, d in enumerate(s.shape) if isinstance(d, str)}
+                for s in self.inputs}
+
+    def profile(self, opt: Mapping[str, int]) -> dict[str, tuple[tuple[int, ...], ...]]:
+        """TensorRT optimization profile: input name -> ``(min shape, opt shape, max shape)``."""
+        lows = {k: v[0] for k, v in self.dims.items()}
+        highs = {k: v[1] for k, v in self.dims.items()}
+        return {s.name: (s.resolve(lows), s.resolve(opt), s.resolve(highs)) for s in self.inputs}
+
+    def network_spec(self, opt: Mapping[str, int]) -> NetworkSpec:
+        """The manifest's record of this interface, with ``opt`` as each symbol's optimal size."""
+        ranges = {k: (lo, opt[k], hi) for k, (lo, hi) in self.dims.items()}
+        return NetworkSpec(self.inputs, self.outputs, ranges)
+
+
+def unet_spec(resolution: int, channels: int, layers: int, timesteps: int, max_batch: int) -> ExportSpec:
+    """The UNet's spec: ``x, timesteps, x_cond, y -> eps`` with a dynamic batch in ``[1, max_batch]``."""
+    plane = ("batch", channels, resolution, resolution)
+    return ExportSpec(
+        name="unet",
+        inputs=(TensorSpec("x", plane), TensorSpec("timesteps", ("batch",), "int64"),
+                TensorSpec("x_cond", plane), TensorSpec("y", ("batch",), "int64")),
+        outputs=(TensorSpec("eps", plane),),
+        dims={"batch": (1, max_batch)},
+        kinds={"x": "normal", "timesteps": f"int:{timesteps}", "x_cond": "normal", "y": f"int:{layers}"},
+    )
+
+
+def decoder_spec(resolution: int, channels: int, max_batch: int) -> ExportSpec:
+    """The decoder graph's spec: ``planes, points, viewdirs -> rgb_raw, sigma_raw``; dynamic batch, points."""
+    points = ("batch", "points", 3)
+    return ExportSpec(
+        name="decoder",
+        inputs=(TensorSpec("planes", ("batch", channels, resolution, resolution)),
+                TensorSpec("points", points), TensorSpec("viewdirs", points)),
+        outputs=(TensorSpec("rgb_raw", points), TensorSpec("sigma_raw", ("batch", "points", 1))),
+        dims={"batch": (1, max_batch), "points": (1, MAX_POINTS)},
+        kinds={"planes": "normal", "points": "uniform", "viewdirs": "unit"},
+    )

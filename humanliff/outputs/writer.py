@@ -1,0 +1,158 @@
+"""Write a layered generation: tri-planes, rendered views, contact sheet, turntables and meshes.
+
+Shared by ``humanliff generate`` (torch decoder) and the ``run`` pipeline (exported decoder engines): it
+sees only a ``field_factory`` that turns tri-planes ``[B, 27, R, R]`` into a field, so it imports no
+models, training or data code. Folder layout (written under a temporary name, renamed when complete)::
+
+    planes.npz                   planes fp16 [L, B, 27, R, R], layers [L], bounds [2, 3]
+    generation.json              layers, titles, bounds and the sample / render settings
+    contact_sheet.png            humans x layers (front views), titled body / +pants / +shirt / +shoes
+    layer_<k>/human_<i>.png      grid of the human's views; each view in layer_<k>/views/
+    layer_<k>/human_<i>.ply      marching-cubes mesh with vertex colours (and .glb)
+    turntable/human_<i>.gif      all layers side by side, orbiting (and .mp4 with imageio-ffmpeg)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from humanliff.config import RenderConfig, SampleConfig
+from humanliff.errors import HumanLiffError
+from humanliff.io import atomic_path
+from humanliff.outputs.images import contact_sheet, save_png, to_uint8, view_grid
+from humanliff.outputs.meshes import write_mesh
+from humanliff.outputs.video import mp4_available, write_video
+from humanliff.runtime.cameras import orbit_cameras
+from humanliff.runtime.field import Field
+from humanliff.runtime.layered import LAYER_TITLES
+from humanliff.runtime.mesh import extract_mesh
+from humanliff.runtime.occupancy import build_occupancy
+from humanliff.runtime.render import render_image
+
+log = logging.getLogger(__name__)
+
+FieldFactory = Callable[[torch.Tensor], Field]
+"""``field_factory(planes [B, 27, R, R]) -> field`` (see ``humanliff.runtime.field``)."""
+Cameras = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+"""``(K [V, 3, 3], R [V, 3, 3], T [V, 3])``."""
+
+TURNTABLE_FPS = 20.0
+"""Frames per second of the turntables (as the original's videos)."""
+
+
+@torch.no_grad()
+def render_views(field: Field, cameras: Cameras, image_size: int, bounds: torch.Tensor,
+                 render_cfg: RenderConfig, occupancy: torch.Tensor | None = None) -> np.ndarray:
+    """Render a one-human field from each camera: uint8 ``[V, S, S, 3]`` (black background).
+
+    The cameras and ``bounds`` ``[2, 3]`` (world box) should be on the field's device.
+    """
+    size = image_size
+    images = [render_image(field, K, R, T, size, size, bounds, render_cfg, occupancy=occupancy)["rgb"]
+              for K, R, T in zip(*cameras, strict=True)]
+    return to_uint8(torch.stack(images).cpu().numpy())
+
+
+def _occupancy(field: Field, render_cfg: RenderConfig, device: torch.device) -> torch.Tensor | None:
+    """The field's occupancy grid ``[1, G, G, G]``, or None when ``render.occupancy_resolution`` is 0."""
+    if render_cfg.occupancy_resolution <= 0:
+        return None
+    return build_occupancy(field, render_cfg.occupancy_resolution, render_cfg.occupancy_threshold,
+                           device=device)
+
+
+def _write_meshes(stem: Path, field: Field, bounds: torch.Tensor, resolution: int) -> list[Path]:
+    """PLY and GLB of the field's surface (marching cubes on the density); none when it has no surface."""
+    vertices, faces, colors = extract_mesh(field, bounds, resolution)
+    if len(faces) == 0:
+        log.warning("%s: no surface in the density, no mesh written", stem)
+        return []
+    return [write_mesh(stem.with_suffix(suffix), vertices, faces, colors) for suffix in (".ply", ".glb")]
+
+
+@dataclasses.dataclass
+class _Job:
+    """What every (human, layer) rendering needs."""
+
+    folder: Path
+    views: Cameras
+    turntable: Cameras
+    bounds: torch.Tensor
+    sample_cfg: SampleConfig
+    render_cfg: RenderConfig
+    device: torch.device
+
+
+def _write_layer(job: _Job, field: Field, layer: int, human: int, written: dict[str, list[Path]]
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Write one human's layer (views, grid, meshes); returns ``(views [V,S,S,3], turntable [F,S,S,3])``."""
+    size = job.sample_cfg.image_size
+    occupancy = _occupancy(field, job.render_cfg, job.device)
+    images = render_views(field, job.views, size, job.bounds, job.render_cfg, occupancy)
+    folder = job.folder / f"layer_{layer}"
+    name = f"human_{human:03d}"
+    written["grids"].append(save_png(folder / f"{name}.png", view_grid(images)))
+    written["views"] += [save_png(folder / "views" / f"{name}_{v:02d}.png", image)
+                         for v, image in enumerate(images)]
+    written["meshes"] += _write_meshes(folder / name, field, job.bounds, job.sample_cfg.mesh_resolution)
+    return images, render_views(field, job.turntable, size, job.bounds, job.render_cfg, occupancy)
+
+
+def write_generation(out_dir: str | Path, planes: torch.Tensor, layers: Sequence[int],
+                     field_factory: FieldFactory, bounds: torch.Tensor, sample_cfg: SampleConfig,
+                     render_cfg: RenderConfig, *, progress: bool = True) -> dict[str, Any]:
+    """Render and save tri-planes ``planes [L, B, 27, R, R]`` of layer ids ``layers`` into folder ``out_dir``.
+
+    ``bounds`` ``[2, 3]`` is the world box the planes are decoded in (the cameras orbit it); rendering runs
+    on ``planes``' device. ``sample_cfg`` sets the image size, views, turntable frames and mesh resolution.
+    Returns the final paths: ``folder``, ``planes``, ``metadata``, ``contact_sheet`` and the lists
+    ``views``, ``grids``, ``turntables``, ``meshes``.
+    """
+    out_dir = Path(out_dir)
+    layers = [int(k) for k in layers]
+    if planes.dim() != 5 or planes.shape[0] != len(layers):
+        raise HumanLiffError(f"planes must be [L={len(layers)}, B, C, R, R], got {list(planes.shape)}")
+    device = planes.device
+    bounds = torch.as_tensor(bounds, dtype=torch.float32).cpu()
+    n_layers, batch = planes.shape[:2]
+    size = sample_cfg.image_size
+    cameras = [tuple(x.to(device) for x in orbit_cameras(bounds, n, size))
+               for n in (sample_cfg.views, sample_cfg.turntable_frames)]
+    titles = [LAYER_TITLES[k] for k in layers]
+    written: dict[str, list[Path]] = {"views": [], "grids": [], "turntables": [], "meshes": []}
+    fronts = np.zeros((batch, n_layers, size, size, 3), np.uint8)
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        np.savez(tmp / "planes.npz", planes=planes.detach().cpu().to(torch.float16).numpy(),
+                 layers=np.asarray(layers, np.int64), bounds=bounds.numpy())
+        metadata = {"layers": layers, "titles": titles, "batch": batch, "bounds": bounds.tolist(),
+                    "sample": dataclasses.asdict(sample_cfg), "render": dataclasses.asdict(render_cfg)}
+        (tmp / "generation.json").write_text(json.dumps(metadata, indent=1))
+        job = _Job(tmp, cameras[0], cameras[1], bounds.to(device), sample_cfg, render_cfg, device)
+        with tqdm(total=batch * n_layers, desc="rendering", unit="layer", disable=not progress) as bar:
+            for i in range(batch):
+                frames = []
+                for li, k in enumerate(layers):
+                    images, turntable = _write_layer(job, field_factory(planes[li, i:i + 1]), k, i, written)
+                    fronts[i, li] = images[0]
+                    frames.append(turntable)
+                    bar.update()
+                movie = np.concatenate(frames, axis=2)
+                written["turntables"] += [write_video(tmp / "turntable" / f"human_{i:03d}{suffix}", movie,
+                                                      fps=TURNTABLE_FPS)
+                                          for suffix in ((".gif", ".mp4") if mp4_available() else (".gif",))]
+        save_png(tmp / "contact_sheet.png", contact_sheet(fronts, titles))
+    result: dict[str, Any] = {key: [out_dir / p.relative_to(tmp) for p in paths]
+                              for key, paths in written.items()}
+    result.update(folder=out_dir, planes=out_dir / "planes.npz", metadata=out_dir / "generation.json",
+                  contact_sheet=out_dir / "contact_sheet.png")
+    return result

@@ -1,0 +1,189 @@
+"""The tri-plane store: a folder holding every fitted tri-plane plus the decoder that renders them.
+
+Layout: ``manifest.json`` (version, subjects, bounds, resolution, channels, decoder config, resolved
+config), ``planes.npy`` fp16 ``[S, 4, C, R, R]`` (read memory-mapped, so a store larger than memory is
+fine) and ``decoder.pt`` (``{"state_dict", "config"}``). Diffusion training, ``render`` and ``eval recon``
+read it; ``fit`` and ``store import`` write it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.lib.format import open_memmap
+
+from humanliff.config import DecoderConfig
+from humanliff.errors import InputFileError
+from humanliff.models.decoder import build_decoder
+
+STORE_VERSION = 1
+LAYERS = 4
+MANIFEST = "manifest.json"
+PLANES = "planes.npy"
+DECODER = "decoder.pt"
+
+
+@dataclass
+class TriplaneStore:
+    """An opened store; ``planes`` is a numpy memmap ``[S, 4, C, R, R]`` fp16."""
+
+    path: Path
+    subjects: list[str]
+    bounds: np.ndarray
+    """float32 ``[S, 2, 3]`` world boxes (min row, max row)."""
+    planes: np.ndarray
+    decoder_config: dict[str, Any]
+    config: dict[str, Any]
+
+    @property
+    def resolution(self) -> int:
+        return int(self.planes.shape[-1])
+
+    @property
+    def channels(self) -> int:
+        return int(self.planes.shape[2])
+
+    def index(self, subject: str | int) -> int:
+        """Row of ``subject`` (a name, or an index given as int or digit string)."""
+        if isinstance(subject, int) or (isinstance(subject, str) and subject.isdigit()
+                                        and subject not in self.subjects):
+            i = int(subject)
+            if not 0 <= i < len(self.subjects):
+                last = len(self.subjects) - 1
+                raise InputFileError(self.path, f"subject index {i} out of range (0..{last})")
+            return i
+        if subject not in self.subjects:
+            shown = ", ".join(self.subjects[:5]) + (", ..." if len(self.subjects) > 5 else "")
+            raise InputFileError(self.path, f"no subject '{subject}' (subjects: {shown})")
+        return self.subjects.index(subject)
+
+    def layer(self, subject: str | int, layer: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """One tri-plane as float32 ``[C, R, R]``."""
+        if not 0 <= layer < LAYERS:
+            raise InputFileError(self.path, f"layer {layer} out of range (0..{LAYERS - 1})")
+        return torch.from_numpy(np.asarray(self.planes[self.index(subject), layer], np.float32)).to(device)
+
+    def subject_bounds(self, subject: str | int) -> torch.Tensor:
+        """float32 ``[2, 3]`` world box of one subject."""
+        return torch.from_numpy(self.bounds[self.index(subject)].copy())
+
+    def decoder_state(self) -> dict[str, torch.Tensor]:
+        """The decoder's state dict as saved in ``decoder.pt``."""
+        return _read_decoder(self.path / DECODER)["state_dict"]
+
+    def write_manifest(self) -> None:
+        """Rewrite ``manifest.json`` from this object (e.g. after filling ``bounds`` in place)."""
+        manifest = _manifest(self.subjects, self.bounds, self.resolution, self.channels, self.decoder_config,
+                             self.config)
+        (self.path / MANIFEST).write_text(json.dumps(manifest, indent=1))
+
+    def load_decoder(self, device: torch.device | str = "cpu") -> torch.nn.Module:
+        """The store's decoder (``build_decoder`` of its config, weights loaded strictly), in eval mode."""
+        path = self.path / DECODER
+        blob = _read_decoder(path)
+        try:
+            cfg = DecoderConfig(**blob["config"])
+        except TypeError as exc:
+            raise InputFileError(path, f"bad decoder config ({exc})") from exc
+        decoder = build_decoder(cfg)
+        try:
+            decoder.load_state_dict(blob["state_dict"])
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()
+            raise InputFileError(path, f"weights do not fit a '{cfg.kind}' decoder: "
+                                       f"{' '.join(line.strip() for line in first[:3])}") from exc
+        return decoder.to(device).eval().requires_grad_(False)
+
+
+def _manifest(subjects: Sequence[str], bounds: np.ndarray, resolution: int, channels: int,
+              decoder_config: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "version": STORE_VERSION,
+        "subjects": list(subjects),
+        "bounds": np.asarray(bounds, np.float32).tolist(),
+        "layers": LAYERS,
+        "resolution": int(resolution),
+        "channels": int(channels),
+        "dtype": "float16",
+        "decoder": decoder_config,
+        "config": config,
+    }
+
+
+def create_store(path: str | Path, subjects: Sequence[str], bounds: np.ndarray | torch.Tensor,
+                 resolution: int, channels: int, decoder_state: dict[str, torch.Tensor],
+                 decoder_config: dict[str, Any], config: dict[str, Any]) -> TriplaneStore:
+    """Write a new store folder at ``path`` with zero planes, returned open for writing (``r+``).
+
+    The caller fills ``store.planes[s, l] = ...`` (fp16 ``[C, R, R]``) and calls ``store.planes.flush()``.
+    Write to a temporary path (``humanliff.io.atomic_path``) so that a half-written store never appears.
+    """
+    path = Path(path)
+    bounds = np.asarray(torch.as_tensor(bounds, dtype=torch.float32).cpu(), np.float32)
+    if bounds.shape != (len(subjects), 2, 3):
+        raise ValueError(f"bounds must be [{len(subjects)}, 2, 3], got {list(bounds.shape)}")
+    path.mkdir(parents=True, exist_ok=True)
+    planes = open_memmap(path / PLANES, mode="w+", dtype=np.float16,
+                         shape=(len(subjects), LAYERS, channels, resolution, resolution))
+    state = {k: v.detach().cpu().contiguous() for k, v in decoder_state.items()}
+    torch.save({"state_dict": state, "config": decoder_config}, path / DECODER)
+    store = TriplaneStore(path, list(subjects), bounds, planes, decoder_config, config)
+    store.write_manifest()
+    return store
+
+
+def _read_decoder(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise InputFileError(path, "missing (a tri-plane store needs decoder.pt)")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputFileError(path, f"not a readable torch file ({exc.__class__.__name__})") from exc
+    if not isinstance(blob, dict) or not isinstance(blob.get("state_dict"), dict) or "config" not in blob:
+        raise InputFileError(path, "expected a dict with keys 'state_dict' and 'config'")
+    return blob
+
+
+def open_store(path: str | Path, mode: str = "r") -> TriplaneStore:
+    """Open a store folder; ``mode`` ``r`` (read-only memmap) or ``r+`` (writable). Checks every shape."""
+    path = Path(path)
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise InputFileError(path, "not a tri-plane store (no manifest.json)")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputFileError(manifest_path, f"not valid JSON ({exc})") from exc
+    required = ("version", "subjects", "bounds", "resolution", "channels", "decoder", "config")
+    missing = [k for k in required if k not in manifest]
+    if missing:
+        raise InputFileError(manifest_path, f"missing keys: {', '.join(missing)}")
+    if manifest["version"] != STORE_VERSION:
+        raise InputFileError(manifest_path,
+                             f"store version {manifest['version']} (this code reads {STORE_VERSION})")
+    subjects = list(manifest["subjects"])
+    bounds = np.asarray(manifest["bounds"], np.float32)
+    if bounds.shape != (len(subjects), 2, 3):
+        raise InputFileError(manifest_path, f"bounds must be [{len(subjects)}, 2, 3] (one box per subject), "
+                                            f"got {list(bounds.shape)}")
+    planes_path = path / PLANES
+    if not planes_path.is_file():
+        raise InputFileError(planes_path, "missing")
+    try:
+        planes = np.load(planes_path, mmap_mode=mode)
+    except (ValueError, OSError) as exc:
+        raise InputFileError(planes_path, f"not a readable .npy array ({exc})") from exc
+    res, ch = int(manifest["resolution"]), int(manifest["channels"])
+    expected = (len(subjects), LAYERS, ch, res, res)
+    if planes.dtype != np.float16 or planes.shape != expected:
+        raise InputFileError(planes_path, f"expected float16 {list(expected)}, got {planes.dtype} "
+                                          f"{list(planes.shape)}")
+    if not (path / DECODER).is_file():
+        raise InputFileError(path / DECODER, "missing (a tri-plane store needs decoder.pt)")
+    return TriplaneStore(path, subjects, bounds, planes, dict(manifest["decoder"]), dict(manifest["config"]))

@@ -1,0 +1,278 @@
+"""Layered diffusion training (``humanliff train``): epsilon-prediction MSE on (subject, layer) tri-planes.
+
+Each item is one layer of one subject: x0 = that layer, condition = the ground-truth previous layer
+(zeros for layer 0), class y = the layer id (the original's teacher forcing). Per rank: ``batch_size``
+items per optimizer step, split into micro-batches (gradients averaged, not summed as the original).
+AdamW with the original's linear LR anneal, EMA, bf16 autocast without a GradScaler (the original's
+scaler misuse, D1, is not reproduced), gradient-norm clipping, optional torch.compile, DDP under
+torchrun. The randomness of an item (timestep, noise, condition noise) is a function of (seed, step,
+global position), so results do not depend on the number of ranks, the micro-batch size or a resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from humanliff.config import Config, TrainConfig, dump_config
+from humanliff.errors import HumanLiffError, InputFileError
+from humanliff.io import atomic_path
+from humanliff.models.unet import UNet, build_unet
+from humanliff.runtime.schedule import alphas_cumprod, linear_betas, q_sample
+from humanliff.training import distributed
+from humanliff.training.checkpoint import (
+    CHECKPOINT,
+    CONFIG_FILE,
+    EMA_FILE,
+    load_checkpoint,
+    save_checkpoint,
+    save_ema,
+)
+from humanliff.training.distributed import DistInfo
+from humanliff.training.ema import EMA
+from humanliff.training.store import LAYERS, MANIFEST, TriplaneStore, open_store
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = ("bf16", "fp32")
+LOG_FILE = "train_log.jsonl"
+
+
+def annealed_lr(cfg: TrainConfig, step: int) -> float:
+    """The original's LR: linear from ``lr`` to ``lr_final`` over ``lr_anneal_steps``, then held
+    (``lr_anneal_steps`` 0: constant ``lr``)."""
+    if cfg.lr_anneal_steps <= 0:
+        return cfg.lr
+    return cfg.lr + (cfg.lr_final - cfg.lr) * min(step / cfg.lr_anneal_steps, 1.0)
+
+
+def item_positions(step: int, per_rank: int, rank: int, world_size: int) -> np.ndarray:
+    """Global positions in the endless item stream of this rank's items at ``step``: int64 ``[per_rank]``."""
+    start = (step * world_size + rank) * per_rank
+    return np.arange(start, start + per_rank, dtype=np.int64)
+
+
+def items_at(positions: np.ndarray, n_items: int, seed: int) -> np.ndarray:
+    """Item ids at stream positions: each epoch of ``n_items`` positions is a fresh seeded permutation."""
+    epochs = positions // n_items
+    items = np.empty_like(positions)
+    for epoch in np.unique(epochs):
+        perm = np.random.default_rng([seed, int(epoch)]).permutation(n_items)
+        chosen = epochs == epoch
+        items[chosen] = perm[positions[chosen] % n_items]
+    return items
+
+
+class LayerPairs:
+    """The (subject, layer) items of a store as training batches; planes kept on the GPU when they fit."""
+
+    def __init__(self, planes: np.ndarray, device: torch.device, on_device: bool | None = None) -> None:
+        self.device = device
+        self.subjects = int(planes.shape[0])
+        if on_device is None:
+            on_device = device.type == "cuda" and planes.nbytes < 0.4 * torch.cuda.mem_get_info(device)[0]
+        self.planes: np.ndarray | torch.Tensor = (
+            torch.from_numpy(np.ascontiguousarray(planes)).to(device) if on_device else planes)
+
+    def __len__(self) -> int:
+        return self.subjects * LAYERS
+
+    def batch(self, items: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(x0, x_cond, y)`` on the device: float32 channels_last ``[B, C, R, R]`` twice, int64 ``[B]``."""
+        subject, layer = items // LAYERS, items % LAYERS
+        previous = np.maximum(layer - 1, 0)
+        if isinstance(self.planes, torch.Tensor):
+            s, l, p = (torch.from_numpy(a).to(self.device) for a in (subject, layer, previous))
+            x0, x_cond = self.planes[s, l], self.planes[s, p]
+        else:
+            x0 = self._to_device(self.planes[subject, layer])
+            x_cond = self._to_device(self.planes[subject, previous])
+        y = torch.from_numpy(layer).to(self.device)
+        x_cond = x_cond * (y > 0).to(x_cond.dtype)[:, None, None, None]
+        fmt = torch.channels_last
+        return (x0.to(torch.float32, memory_format=fmt), x_cond.to(torch.float32, memory_format=fmt), y)
+
+    def _to_device(self, array: np.ndarray) -> torch.Tensor:
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+        if self.device.type == "cuda":
+            tensor = tensor.pin_memory()
+        return tensor.to(self.device, non_blocking=True)
+
+
+class DiffusionTrainer:
+    """The model, EMA and optimizer of one rank, and ``train_step``: one optimizer step over one batch.
+
+    For benchmarks: ``DiffusionTrainer(cfg, info).train_step(x0, x_cond, y)`` with float32 ``[B, C, R, R]``
+    tensors on ``info.device``; ``cfg.train.microbatch``, ``precision`` and ``compile`` apply.
+    """
+
+    def __init__(self, cfg: Config, info: DistInfo) -> None:
+        tc = cfg.train
+        if tc.precision not in PRECISIONS:
+            raise HumanLiffError(f"train.precision '{tc.precision}' is not one of {', '.join(PRECISIONS)}")
+        if tc.microbatch < 0 or (tc.microbatch and tc.batch_size % tc.microbatch):
+            raise HumanLiffError(f"train.batch_size {tc.batch_size} is not a multiple of train.microbatch "
+                                 f"{tc.microbatch}")
+        self.cfg, self.info, self.step = cfg, info, 0
+        self.device = info.device
+        self.model: UNet = build_unet(cfg.unet, cfg.triplane.resolution, cfg.triplane.channels).to(
+            self.device, memory_format=torch.channels_last)
+        self.ema = EMA(self.model, tc.ema_rate)
+        self.ddp = (DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda"
+                                            else None) if info.distributed else None)
+        module = self.ddp if self.ddp is not None else self.model
+        self.forward = torch.compile(module) if tc.compile else module
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=annealed_lr(tc, 0),
+                                           weight_decay=tc.weight_decay, fused=self.device.type == "cuda")
+        self.alphas_cumprod = alphas_cumprod(linear_betas(cfg.diffusion.steps, cfg.diffusion.beta_start,
+                                                          cfg.diffusion.beta_end)).float().to(self.device)
+        self.generator = torch.Generator(self.device)
+
+    def _draws(self, keys: np.ndarray, shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-item timesteps ``[B]``, noise and condition noise ``[B, C, R, R]`` from per-item seeds."""
+        b = len(keys)
+        t = torch.empty(b, dtype=torch.int64, device=self.device)
+        noise = torch.empty(shape, device=self.device).contiguous(memory_format=torch.channels_last)
+        cond_noise = torch.zeros_like(noise)
+        base = (self.cfg.train.seed * 1_000_003 + self.step) * 2**20
+        for i, key in enumerate(keys.tolist()):
+            self.generator.manual_seed((base + key) % 2**63)
+            t[i:i + 1].random_(0, self.alphas_cumprod.shape[0], generator=self.generator)
+            noise[i].normal_(generator=self.generator)
+            if self.cfg.train.cond_noise > 0:
+                cond_noise[i].normal_(generator=self.generator)
+        return t, noise, cond_noise
+
+    def _loss(self, x0: torch.Tensor, x_cond: torch.Tensor, y: torch.Tensor, t: torch.Tensor,
+              noise: torch.Tensor, cond_noise: torch.Tensor) -> torch.Tensor:
+        """MSE between predicted and true noise, mean over the batch and C, H, W (float32 scalar)."""
+        x_t = q_sample(x0, t, noise, self.alphas_cumprod)
+        std = self.cfg.train.cond_noise
+        if std > 0:
+            x_cond = x_cond + std * cond_noise * (y > 0).to(x_cond.dtype)[:, None, None, None]
+        bf16 = self.cfg.train.precision == "bf16"
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+            eps = self.forward(x_t, t, x_cond, y)
+        return F.mse_loss(eps.float(), noise)
+
+    def train_step(self, x0: torch.Tensor, x_cond: torch.Tensor, y: torch.Tensor,
+                   keys: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step on ``x0, x_cond [B, C, R, R]`` and ``y [B]``; ``keys`` (int64 ``[B]``, the
+        items' global stream positions) seed their noise. Returns device scalars ``(loss, grad_norm)``."""
+        tc = self.cfg.train
+        b = x0.shape[0]
+        keys = np.arange(b, dtype=np.int64) if keys is None else keys
+        t, noise, cond_noise = self._draws(keys, x0.shape)
+        micro = tc.microbatch or b
+        total = torch.zeros((), device=self.device)
+        for start in range(0, b, micro):
+            part = slice(start, start + micro)
+            last = start + micro >= b
+            sync = contextlib.nullcontext() if last or self.ddp is None else self.ddp.no_sync()
+            with sync:
+                loss = self._loss(x0[part], x_cond[part], y[part], t[part], noise[part], cond_noise[part])
+                (loss * (min(micro, b - start) / b)).backward()
+            total += loss.detach() * (min(micro, b - start) / b)
+        params = list(self.model.parameters())
+        if tc.grad_clip > 0:
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip, foreach=True)
+        else:
+            grad_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm([p.grad for p in params])))
+        for group in self.optimizer.param_groups:
+            group["lr"] = annealed_lr(tc, self.step)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.ema.update(self.model)
+        self.step += 1
+        return total, grad_norm
+
+
+def _check_store(store: TriplaneStore, cfg: Config) -> None:
+    for name in ("resolution", "channels"):
+        have, want = getattr(store, name), getattr(cfg.triplane, name)
+        if have != want:
+            raise InputFileError(store.path, f"tri-plane {name} {have} differs from the model's {want} "
+                                             f"(triplane.{name}); use the config the store was fitted with")
+
+
+def _log(out: Path, record: dict[str, Any]) -> None:
+    with open(out / LOG_FILE, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def train(cfg: Config, store_path: str | Path, out: str | Path, device: str | None = None) -> Path:
+    """Train (or resume, when ``out`` holds a checkpoint) up to ``cfg.train.steps``; returns ``out/ema.pt``.
+
+    Launch under torchrun for several devices (one process each; gloo on CPU, nccl on CUDA).
+    """
+    info = distributed.init_distributed(device)
+    try:
+        return _train(cfg, Path(store_path), Path(out), info)
+    finally:
+        distributed.cleanup()
+
+
+def _train(cfg: Config, store_path: Path, out: Path, info: DistInfo) -> Path:
+    tc = cfg.train
+    store = open_store(store_path)
+    _check_store(store, cfg)
+    store_manifest = json.loads((store.path / MANIFEST).read_text())
+    if info.device.type == "cuda":
+        torch.set_float32_matmul_precision("high")
+        torch.backends.cudnn.benchmark = True
+    main = info.rank == 0
+    trainer = DiffusionTrainer(cfg, info)
+    if (out / CHECKPOINT).is_file():
+        trainer.step = load_checkpoint(out / CHECKPOINT, trainer.model, trainer.ema, trainer.optimizer, cfg)
+        if main:
+            logger.info("resuming %s at step %d", out, trainer.step)
+    elif main:
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out / CONFIG_FILE) as tmp:
+            dump_config(cfg, tmp)
+    data = LayerPairs(store.planes, info.device)
+    n_params = sum(p.numel() for p in trainer.model.parameters())
+    if main:
+        logger.info("training %.1fM parameters on %d items, %d rank(s) x batch %d, %s%s",
+                    n_params / 1e6, len(data), info.world_size, tc.batch_size, tc.precision,
+                    ", compiled" if tc.compile else "")
+    loss_sum = torch.zeros((), device=info.device)
+    since, tick = 0, time.perf_counter()
+    bar = tqdm(total=tc.steps, initial=trainer.step, desc="train", unit="step", disable=not main)
+    while trainer.step < tc.steps:
+        keys = item_positions(trainer.step, tc.batch_size, info.rank, info.world_size)
+        x0, x_cond, y = data.batch(items_at(keys, len(data), tc.seed))
+        loss, grad_norm = trainer.train_step(x0, x_cond, y, keys)
+        loss_sum += loss
+        since += 1
+        bar.update(1)
+        done = trainer.step >= tc.steps
+        if trainer.step % tc.log_every == 0 or done:
+            mean_loss = distributed.all_reduce_sum(loss_sum.clone()).item() / (since * info.world_size)
+            elapsed = time.perf_counter() - tick
+            record = {"step": trainer.step, "loss": mean_loss, "lr": annealed_lr(tc, trainer.step - 1),
+                      "grad_norm": grad_norm.item(), "steps_per_s": since / elapsed,
+                      "items_per_s": since * tc.batch_size * info.world_size / elapsed}
+            if main:
+                _log(out, record)
+                bar.set_postfix(loss=f"{mean_loss:.4f}", items_s=f"{record['items_per_s']:.1f}")
+                logger.debug("%s", record)
+            loss_sum.zero_()
+            since, tick = 0, time.perf_counter()
+        if main and (trainer.step % tc.checkpoint_every == 0 or done):
+            save_checkpoint(out / CHECKPOINT, trainer.model, trainer.ema, trainer.optimizer, trainer.step,
+                            cfg)
+            save_ema(out / EMA_FILE, trainer.model, trainer.ema, cfg, store_manifest)
+    bar.close()
+    distributed.barrier()
+    return out / EMA_FILE

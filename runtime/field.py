@@ -1,0 +1,68 @@
+"""A radiance field from tri-planes plus a decoder callable: the object the renderer samples.
+
+``field(points [B, M, 3] normalized to [-1, 1], viewdirs [B, M, 3] unit or None)`` returns
+``(rgb_raw [B, M, 3] or None, sigma_raw [B, M, 1])`` in float32, before sigmoid / softplus.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import torch
+from humanliff.runtime.triplane import sample_features
+
+Field = Callable[[torch.Tensor, "torch.Tensor | None"], "tuple[torch.Tensor | None, torch.Tensor]"]
+"""``field(points [B,M,3], viewdirs [B,M,3] | None) -> (rgb_raw [B,M,3] | None, sigma_raw [B,M,1])``."""
+
+Decoder = Callable[..., "tuple[torch.Tensor, torch.Tensor] | torch.Tensor"]
+"""``decoder(features [N,27], viewdirs [N,3] | None) -> (rgb_raw, sigma_raw)``, or ``sigma_raw`` alone."""
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast on ``device`` (CUDA or CPU) for ``precision='bf16'``, else a no-op."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision '{precision}' is not one of {PRECISIONS}")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def decode_points(
+    planes: torch.Tensor, decoder: Decoder, points: torch.Tensor, viewdirs: torch.Tensor | None
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """Sample features and decode points ``[B, M, 3]``.
+
+    Returns ``(rgb_raw [B, M, 3] or None, sigma_raw [B, M, 1])`` in float32.
+    """
+    b, m, _ = points.shape
+    feats = sample_features(planes, points).reshape(b * m, -1)
+    if viewdirs is None:
+        out = decoder(feats, None)
+        rgb, sigma = (out if isinstance(out, tuple) else (None, out))
+    else:
+        rgb, sigma = decoder(feats, viewdirs.reshape(b * m, 3))
+    sigma = sigma.float().reshape(b, m, 1)
+    return (None if rgb is None else rgb.float().reshape(b, m, 3)), sigma
+
+
+def make_field(planes: torch.Tensor, decoder: Decoder, *, precision: str = "fp32",
+               compile: bool = False) -> Field:
+    """The field of tri-planes ``[B, 27, R, R]`` decoded by ``decoder``.
+
+    ``precision='bf16'`` runs plane sampling and the MLP under bf16 autocast (outputs stay float32);
+    ``compile=True`` runs them as one ``torch.compile``d graph (dynamic point count). Gradients flow to
+    ``planes`` (and the decoder's parameters) in every mode.
+    """
+    core = torch.compile(decode_points, dynamic=True) if compile else decode_points
+
+    def field(points: torch.Tensor,
+              viewdirs: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor]:
+        points = points.contiguous()  # fixed strides: no recompiles of the compiled core
+        viewdirs = None if viewdirs is None else viewdirs.contiguous()
+        with autocast_context(planes.device, precision):
+            return core(planes, decoder, points, viewdirs)
+
+    return field

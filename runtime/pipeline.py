@@ -1,0 +1,152 @@
+"""The ``run`` pipeline: layered generation from an artifacts folder, with no model or training code.
+
+It loads the best UNet and decoder engines present (``load_engine``), samples the layers with the
+runtime's samplers (``sample_layers``, the same code ``humanliff generate`` runs), and renders and
+writes the same outputs as ``generate`` through ``humanliff.outputs.writer``, which decodes through
+the decoder engine wrapped as a field. On CUDA the fixed-shape UNet call is replayed as a CUDA graph.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from humanliff.runtime.engines import PREFERENCE, Engine, graphed, load_engine
+from humanliff.runtime.field import Field
+from humanliff.runtime.layered import UNetFn, human_generators, sample_layers
+from humanliff.runtime.manifest import MANIFEST_NAME, read_manifest
+from humanliff.runtime.schedule import alphas_cumprod, linear_betas
+
+from humanliff.errors import HumanLiffError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedArtifacts:
+    """An artifacts folder, loaded: its manifest, the two engines and the noise schedule (on ``device``)."""
+
+    folder: Path
+    manifest: dict[str, Any]
+    unet: Engine
+    decoder: Engine
+    alphas_cumprod: torch.Tensor
+    device: torch.device
+
+    def close(self) -> None:
+        self.unet.close()
+        self.decoder.close()
+
+
+def load_artifacts(artifacts_dir: str | Path, device: str | torch.device | None = None,
+                   prefer: Sequence[str] = PREFERENCE) -> LoadedArtifacts:
+    """Read the manifest and load the best engine of each network on ``device`` (default CUDA if present)."""
+    folder = Path(artifacts_dir)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    manifest = read_manifest(folder)
+    unet = load_engine(folder, "unet", prefer, device, manifest)
+    decoder = load_engine(folder, "decoder", prefer, device, manifest)
+    d = manifest["diffusion"]
+    abar = alphas_cumprod(linear_betas(d["steps"], d["beta_start"], d["beta_end"])).to(device)
+    return LoadedArtifacts(folder, manifest, unet, decoder, abar, device)
+
+
+def engine_unet_fn(unet: Callable[..., Mapping[str, torch.Tensor]]) -> UNetFn:
+    """``unet_fn(x, t, x_cond, y) -> eps`` over a UNet engine (or its CUDA-graph replay)."""
+
+    def unet_fn(x: torch.Tensor, t: torch.Tensor, x_cond: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return unet(x=x, timesteps=t, x_cond=x_cond, y=y)["eps"]
+
+    return unet_fn
+
+
+def engine_field(decoder: Engine, planes: torch.Tensor) -> Field:
+    """The field of tri-planes ``[1 or B, 27, R, R]`` through a decoder engine (see ``runtime.field``).
+
+    Calls above the engine's point range are split; for density-only calls (``viewdirs`` None) zero
+    directions are fed and the colour dropped.
+    """
+    max_points = int(decoder.spec.dims["points"][2])
+
+    def field(points: torch.Tensor, viewdirs: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        b = points.shape[0]
+        p = planes.expand(b, -1, -1, -1) if planes.shape[0] != b else planes
+        dirs = torch.zeros_like(points) if viewdirs is None else viewdirs
+        parts = [decoder(planes=p, points=points[:, i:i + max_points], viewdirs=dirs[:, i:i + max_points])
+                 for i in range(0, points.shape[1], max_points)]
+        rgb = torch.cat([o["rgb_raw"] for o in parts], dim=1)
+        sigma = torch.cat([o["sigma_raw"] for o in parts], dim=1)
+        return (None if viewdirs is None else rgb), sigma
+
+    return field
+
+
+def sample_planes(arts: LoadedArtifacts, humans: int, sampler: str, steps: int, seed: int,
+                  layers: Sequence[int], eta: float = 0.0, progress: bool = False) -> torch.Tensor:
+    """Sample ``layers`` (from 0) for ``humans`` humans: float32 ``[L, humans, 27, R, R]`` on the device.
+
+    Humans go through the UNet in groups of the manifest's ``batch``; human i uses seed + i whatever the
+    grouping, as in ``humanliff generate``. On CUDA each group size's UNet call runs as a CUDA graph.
+    """
+    if humans < 1:
+        raise HumanLiffError(f"--humans must be at least 1, got {humans}")
+    layers = list(layers)
+    if not layers or layers[0] != 0:
+        raise HumanLiffError(f"run samples from layer 0: --layers must start at 0, got {layers}")
+    tri = arts.manifest["triplane"]
+    group = int(arts.manifest["batch"])
+    graphs: dict[int, Callable[..., Mapping[str, torch.Tensor]]] = {}
+    out = []
+    for start in range(0, humans, group):
+        n = min(group, humans - start)
+        shape = (n, tri["channels"], tri["resolution"], tri["resolution"])
+        if n not in graphs:
+            example = {"x": torch.zeros(shape), "timesteps": torch.zeros(n, dtype=torch.int64),
+                       "x_cond": torch.zeros(shape), "y": torch.zeros(n, dtype=torch.int64)}
+            graphs[n] = graphed(arts.unet, {k: v.to(arts.device) for k, v in example.items()})
+        generators = human_generators(seed + start, n)
+        out.append(sample_layers(engine_unet_fn(graphs[n]), shape, arts.alphas_cumprod, layers, sampler,
+                                 steps, generator=generators, eta=eta, progress=progress))
+    return torch.cat(out, dim=1)
+
+
+def run_artifacts(artifacts_dir: str | Path, out_dir: str | Path, humans: int = 4, sampler: str = "dpmpp",
+                  steps: int = 20, seed: int = 0, layers: Sequence[int] | None = None,
+                  device: str | torch.device | None = None, *, prefer: Sequence[str] = PREFERENCE,
+                  overrides: Sequence[str] = (), progress: bool = True) -> dict[str, Any]:
+    """Generate ``humans`` layered humans from an artifacts folder and write them to ``out_dir``.
+
+    The sample and render settings are the manifest's (``overrides``: ``section.key=value`` strings,
+    e.g. ``sample.views=1``), with ``sampler``, ``steps`` and ``seed`` from the arguments. Returns the
+    written paths (as ``humanliff generate``) plus ``engines`` (format per network) and ``timings`` (s).
+    """
+    from humanliff.config import Config
+    from humanliff.outputs.writer import write_generation
+
+    t0 = time.perf_counter()
+    arts = load_artifacts(artifacts_dir, device, prefer)
+    manifest = arts.manifest
+    cfg = Config.from_dict({"sample": manifest["sample"], "render": manifest["render"]},
+                           source=str(arts.folder / MANIFEST_NAME)).with_overrides(overrides)
+    sample_cfg = dataclasses.replace(cfg.sample, sampler=sampler, steps=steps, seed=seed, batch=humans)
+    layers = list(range(int(manifest["layers"]))) if layers is None else list(layers)
+    t1 = time.perf_counter()
+    log.info("sampling %d humans, layers %s, %s with %d steps (unet: %s, decoder: %s)", humans, layers,
+             sampler, steps, arts.unet.format, arts.decoder.format)
+    planes = sample_planes(arts, humans, sampler, steps, seed, layers, sample_cfg.eta, progress)
+    t2 = time.perf_counter()
+    bounds = torch.tensor(manifest["bounds"], dtype=torch.float32)
+    result = write_generation(out_dir, planes, layers, lambda p: engine_field(arts.decoder, p), bounds,
+                              sample_cfg, cfg.render, progress=progress)
+    t3 = time.perf_counter()
+    arts.close()
+    result["engines"] = {"unet": arts.unet.format, "decoder": arts.decoder.format}
+    result["timings"] = {"load_s": t1 - t0, "sample_s": t2 - t1, "write_s": t3 - t2, "total_s": t3 - t0}
+    return result

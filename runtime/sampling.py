@@ -1,0 +1,160 @@
+"""Samplers: pure functions over an epsilon-predicting denoiser ``eps_fn(x [B,C,H,W], t [B] int64) -> eps``.
+
+``t`` is always the original timestep (0..T-1), whatever the number of sampling steps, so an exported
+engine trained on the original schedule can be driven by any sampler. Every sampler makes exactly
+``steps`` model calls from t = T-1 down to t = 0: DDPM and DDIM over the original's respacing
+(``space_timesteps(T, [steps])``), DPM-Solver++ over timesteps evenly spaced in log-SNR. The solver
+state is float32 (coefficients from the float64 schedule); ``eps_fn`` receives ``x`` in ``x_T``'s dtype
+and the result is returned in that dtype.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+
+import torch
+from humanliff.runtime.schedule import logsnr_timesteps, space_timesteps
+from tqdm.auto import tqdm
+
+from humanliff.errors import HumanLiffError
+
+EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def predict_x0(x: torch.Tensor, eps: torch.Tensor, abar: float, clip: bool) -> torch.Tensor:
+    """x_0 from x_t and epsilon: ``sqrt(1/abar) x - sqrt(1/abar - 1) eps``, clamped to [-1, 1] if ``clip``."""
+    x0 = math.sqrt(1.0 / abar) * x - math.sqrt(1.0 / abar - 1.0) * eps
+    return x0.clamp(-1.0, 1.0) if clip else x0
+
+
+def ddpm_step(x: torch.Tensor, eps: torch.Tensor, abar: float, abar_prev: float, noise: torch.Tensor | None,
+              clip: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """One ancestral step with fixed-large variance (Ho et al. 2020, the original's ``p_sample``).
+
+    ``abar`` / ``abar_prev``: cumulative alphas of this step and the next (1.0 after the last step);
+    ``noise`` is None on the last step. Returns ``(x_prev, x0)``.
+    """
+    beta = 1.0 - abar / abar_prev
+    x0 = predict_x0(x, eps, abar, clip)
+    mean = (beta * math.sqrt(abar_prev) / (1.0 - abar)) * x0 \
+        + ((1.0 - abar_prev) * math.sqrt(1.0 - beta) / (1.0 - abar)) * x
+    if noise is None:
+        return mean, x0
+    return mean + math.sqrt(beta) * noise, x0
+
+
+def ddim_step(x: torch.Tensor, eps: torch.Tensor, abar: float, abar_prev: float, eta: float,
+              noise: torch.Tensor | None, clip: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """One DDIM step (Song et al. 2021, the original's ``ddim_sample``; eps re-derived from the clamped x0).
+
+    ``noise`` is needed only when ``eta > 0`` and this is not the last step. Returns ``(x_prev, x0)``.
+    """
+    x0 = predict_x0(x, eps, abar, clip)
+    eps = (math.sqrt(1.0 / abar) * x - x0) / math.sqrt(1.0 / abar - 1.0)
+    sigma = eta * math.sqrt((1.0 - abar_prev) / (1.0 - abar)) * math.sqrt(1.0 - abar / abar_prev)
+    x_prev = math.sqrt(abar_prev) * x0 + math.sqrt(max(1.0 - abar_prev - sigma**2, 0.0)) * eps
+    if noise is not None and sigma > 0.0:
+        x_prev = x_prev + sigma * noise
+    return x_prev, x0
+
+
+def _steps(alphas_cumprod: torch.Tensor, steps: int, progress: bool, logsnr: bool = False
+           ) -> Iterator[tuple[int, float, float]]:
+    """Yield ``(t, abar_t, abar_next)`` from t = T-1 down to 0 (abar_next = 1 last); ``logsnr`` picks the
+    log-SNR spacing instead of the original's respacing."""
+    total = alphas_cumprod.shape[0]
+    if not 1 <= steps <= total:
+        raise HumanLiffError(f"sampling steps must be between 1 and {total}, got {steps}")
+    table = alphas_cumprod.detach().double().cpu().tolist()
+    kept = (logsnr_timesteps(alphas_cumprod, steps) if logsnr
+            else sorted(space_timesteps(total, [steps]), reverse=True))
+    pairs = zip(kept, kept[1:] + [None], strict=True)
+    for t, t_next in tqdm(pairs, total=len(kept), desc="sampling", unit="step", disable=not progress):
+        yield t, table[t], 1.0 if t_next is None else table[t_next]
+
+
+def _eps(eps_fn: EpsFn, x: torch.Tensor, t: int, dtype: torch.dtype) -> torch.Tensor:
+    timesteps = torch.full((x.shape[0],), t, dtype=torch.int64, device=x.device)
+    return eps_fn(x.to(dtype), timesteps).float()
+
+
+def _noise(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    return torch.randn(x.shape, generator=generator, device=x.device, dtype=torch.float32)
+
+
+@torch.no_grad()
+def sample_ddpm(eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int, *,
+                generator: torch.Generator | None = None, eta: float = 0.0, clip_denoised: bool = True,
+                progress: bool = False) -> torch.Tensor:
+    """Ancestral DDPM over the respaced process (the original samples with 250 steps); ``eta`` must be 0."""
+    if eta != 0.0:
+        raise HumanLiffError(f"eta={eta} applies to the ddim sampler only")
+    x = x_T.float()
+    for t, abar, abar_next in _steps(alphas_cumprod, steps, progress):
+        noise = _noise(x, generator) if t > 0 else None
+        x, _ = ddpm_step(x, _eps(eps_fn, x, t, x_T.dtype), abar, abar_next, noise, clip_denoised)
+    return x.to(x_T.dtype)
+
+
+@torch.no_grad()
+def sample_ddim(eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int, *,
+                generator: torch.Generator | None = None, eta: float = 0.0, clip_denoised: bool = True,
+                progress: bool = False) -> torch.Tensor:
+    """DDIM (Song et al. 2021); deterministic for ``eta = 0``, ancestral-like for ``eta = 1``."""
+    x = x_T.float()
+    for t, abar, abar_next in _steps(alphas_cumprod, steps, progress):
+        noise = _noise(x, generator) if eta > 0.0 and t > 0 else None
+        x, _ = ddim_step(x, _eps(eps_fn, x, t, x_T.dtype), abar, abar_next, eta, noise, clip_denoised)
+    return x.to(x_T.dtype)
+
+
+@torch.no_grad()
+def sample_dpmpp(eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int, *,
+                 generator: torch.Generator | None = None, eta: float = 0.0, clip_denoised: bool = True,
+                 progress: bool = False) -> torch.Tensor:
+    """DPM-Solver++(2M), multistep second order in data prediction (Lu et al. 2022, Algorithm 2), over
+    timesteps evenly spaced in log-SNR. Deterministic: ``generator`` is unused and ``eta`` must be 0.
+    The result is the x0-prediction of the last call (at t = 0).
+    """
+    if eta != 0.0:
+        raise HumanLiffError(f"eta={eta} applies to the ddim sampler only")
+    x = x_T.float()
+    x0_old, h_old = None, None
+    for t, abar, abar_next in _steps(alphas_cumprod, steps, progress, logsnr=True):
+        x0 = predict_x0(x, _eps(eps_fn, x, t, x_T.dtype), abar, clip_denoised)
+        if t == 0:
+            x = x0
+            break
+        sigma, sigma_next = math.sqrt(1.0 - abar), math.sqrt(1.0 - abar_next)
+        alpha_next = math.sqrt(abar_next)
+        h = 0.5 * (math.log(abar_next / (1.0 - abar_next)) - math.log(abar / (1.0 - abar)))
+        denoised = x0
+        if x0_old is not None:
+            r = h_old / h
+            denoised = (1.0 + 0.5 / r) * x0 - (0.5 / r) * x0_old
+        x = (sigma_next / sigma) * x - (alpha_next * math.expm1(-h)) * denoised
+        x0_old, h_old = x0, h
+    return x.to(x_T.dtype)
+
+
+SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
+    "ddpm": sample_ddpm,
+    "ddim": sample_ddim,
+    "dpmpp": sample_dpmpp,
+}
+"""Sampler name -> function, all with the signature of ``sample`` minus ``name``."""
+
+
+def sample(name: str, eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int, *,
+           generator: torch.Generator | None = None, eta: float = 0.0, clip_denoised: bool = True,
+           progress: bool = False) -> torch.Tensor:
+    """Run sampler ``name`` from noise ``x_T [B, C, H, W]`` to x_0 in ``steps`` model calls.
+
+    ``alphas_cumprod``: ``[T]`` training schedule (float64 fine); ``generator`` drives the noise of the
+    stochastic samplers and must be on ``x_T``'s device.
+    """
+    if name not in SAMPLERS:
+        raise HumanLiffError(f"unknown sampler '{name}' (valid: {', '.join(SAMPLERS)})")
+    return SAMPLERS[name](eps_fn, x_T, alphas_cumprod, steps, generator=generator, eta=eta,
+                          clip_denoised=clip_denoised, progress=progress)

@@ -1,0 +1,51 @@
+"""torchrun-style helpers: a world of one, and two gloo ranks spawned on the CPU."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import torch
+import torch.multiprocessing as mp
+
+from humanliff.training import distributed as d
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_world_of_one(monkeypatch):
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    info = d.init_distributed("cpu")
+    assert info == d.DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    assert not info.distributed and d.is_main() and d.world_size() == 1
+    d.barrier()
+    assert d.broadcast_object("x") == "x" and d.all_gather_object(3) == [3]
+    assert d.all_reduce_sum(torch.ones(2)).tolist() == [1.0, 1.0]
+    d.cleanup()
+
+
+def _worker(rank: int, port: int, out: str) -> None:
+    os.environ.update(WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    info = d.init_distributed("cpu")
+    total = d.all_reduce_sum(torch.tensor([float(rank + 1)]))
+    shared = d.broadcast_object(f"from-{rank}")
+    gathered = d.all_gather_object({"rank": rank})
+    d.barrier()
+    torch.save({"info": (info.rank, info.world_size, info.distributed, d.is_main()), "total": total.item(),
+                "shared": shared, "gathered": gathered}, f"{out}/{rank}.pt")
+    d.cleanup()
+
+
+def test_two_gloo_ranks(tmp_path):
+    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"{r}.pt") for r in (0, 1))
+    assert r0["info"] == (0, 2, True, True) and r1["info"] == (1, 2, True, False)
+    assert r0["total"] == r1["total"] == 3.0
+    assert r0["shared"] == r1["shared"] == "from-0"
+    assert r0["gathered"] == r1["gathered"] == [{"rank": 0}, {"rank": 1}]

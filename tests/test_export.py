@@ -1,0 +1,199 @@
+"""``humanliff export``: specs, ONNX / torch.export artifacts checked against torch, manifest, TensorRT absent."""
+
+import dataclasses
+import importlib.util
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from click.testing import CliRunner
+from humanliff.export.artifacts import export_network, parse_formats, torch_decoder
+from humanliff.export.onnx_export import export_onnx
+from humanliff.export.spec import DecoderGraph, UNetGraph, decoder_spec, unet_spec
+from humanliff.export.tensorrt_build import build_engine
+from humanliff.export.verify import max_rel_error
+from humanliff.runtime.engines import EngineUnavailable, run_isolated
+from humanliff.runtime.manifest import MANIFEST_VERSION, read_manifest, sha256_file
+
+from humanliff.cli import app
+from humanliff.config import load_config
+from humanliff.errors import HumanLiffError
+from humanliff.io import atomic_path
+from humanliff.models.decoder import build_decoder
+from humanliff.models.unet import build_unet
+from humanliff.training.store import create_store, open_store
+
+HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
+
+
+def make_tiny_models(root, decoder_backend="torch"):
+    """A tiny store (subjects a, b; random planes and decoder) and a tiny ema.pt with random weights."""
+    cfg = load_config("tiny")
+    torch.manual_seed(0)
+    res = cfg.triplane.resolution
+    bounds = np.array([[[-0.5, -1.0, -0.3], [0.5, 1.0, 0.3]], [[-0.4, -0.9, -0.2], [0.4, 0.9, 0.2]]],
+                      np.float32)
+    decoder = build_decoder(cfg.decoder)
+    state = decoder.state_dict()
+    if decoder_backend == "tcnn":  # the flat parameter vectors tiny-cuda-nn saves
+        state = {f"{n}.net.params": getattr(decoder, n).tcnn_params() for n in ("density_net", "color_net")}
+    decoder_cfg = dataclasses.asdict(dataclasses.replace(cfg.decoder, backend=decoder_backend))
+    with atomic_path(root / "store") as tmp:
+        store = create_store(tmp, ["a", "b"], bounds, res, 27, state, decoder_cfg, cfg.to_dict())
+        store.planes[:] = (0.5 * torch.randn(store.planes.shape)).clamp(-1, 1).numpy()
+        store.planes.flush()
+    unet = build_unet(cfg.unet, res)
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    torch.save({"state_dict": unet.state_dict(), "config": cfg.to_dict(), "store_manifest": {}}, root / "ema.pt")
+    return root / "ema.pt", root / "store", decoder
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """Artifacts of the tiny models written by the CLI (ep, onnx; tensorrt asked for but absent)."""
+    root = tmp_path_factory.mktemp("export")
+    ema, store, _ = make_tiny_models(root)
+    out = root / "artifacts"
+    result = CliRunner().invoke(app, ["export", "--unet", str(ema), "--store", str(store), "--out", str(out),
+                                      "--formats", "ep,tensorrt", "--batch", "2", "--device", "cpu",
+                                      "--set", "sample.image_size=20"])
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_unet_spec_inputs_profile_and_limits():
+    spec = unet_spec(16, 27, 4, 1000, max_batch=4)
+    feeds = spec.sample_inputs({"batch": 3}, torch.Generator().manual_seed(0))
+    assert list(feeds) == ["x", "timesteps", "x_cond", "y"]
+    assert feeds["x"].shape == (3, 27, 16, 16) and feeds["x"].dtype == torch.float32
+    assert feeds["timesteps"].dtype == torch.int64 and 0 <= int(feeds["timesteps"].min()) < 1000
+    assert int(feeds["y"].max()) < 4
+    assert spec.profile({"batch": 2})["x"] == ((1, 27, 16, 16), (2, 27, 16, 16), (4, 27, 16, 16))
+    assert spec.dynamic_shapes()["y"][0].__name__ == "batch"
+    assert spec.network_spec({"batch": 2}).dims == {"batch": (1, 2, 4)}
+    with pytest.raises(HumanLiffError, match=r"batch = 5 is outside the supported range \[1, 4\]"):
+        spec.sample_inputs({"batch": 5})
+
+
+def test_decoder_spec_sample_inputs():
+    spec = decoder_spec(8, 27, max_batch=2)
+    feeds = spec.sample_inputs({"batch": 1, "points": 50}, torch.Generator().manual_seed(0))
+    assert feeds["planes"].shape == (1, 27, 8, 8) and feeds["points"].shape == (1, 50, 3)
+    assert feeds["points"].abs().max() <= 1.1
+    torch.testing.assert_close(feeds["viewdirs"].norm(dim=-1), torch.ones(1, 50))
+    assert [s.name for s in spec.outputs] == ["rgb_raw", "sigma_raw"]
+
+
+def test_parse_formats():
+    assert parse_formats("onnx,ep") == ["ep", "onnx"]
+    assert parse_formats("tensorrt") == ["onnx", "tensorrt"]
+    with pytest.raises(HumanLiffError, match="unknown export format.*trt"):
+        parse_formats("onnx,trt")
+
+
+def test_max_rel_error():
+    ref = {"a": torch.tensor([1.0, -2.0]), "b": torch.tensor([4.0])}
+    assert max_rel_error(ref, ref) == 0.0
+    assert max_rel_error({"a": torch.tensor([1.0, -1.0]), "b": torch.tensor([4.0])}, ref) == pytest.approx(0.5)
+
+
+def test_onnx_rejects_opset_20(tmp_path):
+    graph = DecoderGraph(build_decoder(load_config("tiny").decoder))
+    spec = decoder_spec(8, 27, 2)
+    program = torch.export.export(graph, tuple(spec.sample_inputs({"batch": 1, "points": 8}).values()))
+    with pytest.raises(HumanLiffError, match="opset 20 is not supported.*GridSample"):
+        export_onnx(program, spec, tmp_path / "d.onnx", opset=20)
+
+
+def test_export_writes_checked_artifacts_and_manifest(exported):
+    out, output = exported
+    manifest = read_manifest(out)
+    assert manifest["version"] == MANIFEST_VERSION and manifest["layers"] == 4 and manifest["batch"] == 2
+    assert manifest["triplane"]["resolution"] == 16 and manifest["compute_dtype"] == "fp32"
+    assert manifest["diffusion"] == {"steps": 1000, "beta_start": 1e-4, "beta_end": 0.02}
+    assert manifest["sample"]["image_size"] == 20 and manifest["cameras"]["image_size"] == 20
+    assert np.asarray(manifest["cameras"]["K"]).shape == (manifest["sample"]["views"], 3, 3)
+    np.testing.assert_allclose(manifest["bounds"], [[-0.5, -1.0, -0.3], [0.5, 1.0, 0.3]])
+    unet = manifest["networks"]["unet"]
+    assert [i["name"] for i in unet["inputs"]] == ["x", "timesteps", "x_cond", "y"]
+    assert unet["inputs"][0] == {"name": "x", "shape": ["batch", 27, 16, 16], "dtype": "float32"}
+    assert unet["dims"] == {"batch": [1, 2, 4]}
+    decoder = manifest["networks"]["decoder"]
+    assert [o["name"] for o in decoder["outputs"]] == ["rgb_raw", "sigma_raw"]
+    for net in (unet, decoder):
+        arts = net["artifacts"]
+        assert set(arts) == {"ep", "onnx", "tensorrt"}
+        for fmt in ("ep", "onnx"):
+            assert arts[fmt]["status"] == "ok" and arts[fmt]["export_s"] > 0
+            assert arts[fmt]["check"]["max_rel_err"] < 1e-5
+            for name, digest in arts[fmt]["files"].items():
+                assert sha256_file(out / name) == digest
+        if not HAS_TENSORRT:
+            assert arts["tensorrt"]["status"] == "not_run"
+            assert "tensorrt is not installed" in arts["tensorrt"]["error"]
+    assert "unet.onnx: ok, max rel err" in output
+    model = onnx.load(out / "unet.onnx")
+    assert model.opset_import[0].version == 18
+    batch_dim = model.graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch_dim.dim_param and not batch_dim.dim_value  # dynamic batch
+
+
+def test_export_tcnn_decoder_through_its_torch_twin(tmp_path):
+    _, store, decoder = make_tiny_models(tmp_path, decoder_backend="tcnn")
+    twin = torch_decoder(open_store(store), torch.device("cpu"))
+    assert twin.backend == "torch"
+    feats, dirs = torch.randn(20, 27), torch.nn.functional.normalize(torch.randn(20, 3), dim=-1)
+    for a, b in zip(twin(feats, dirs), decoder(feats, dirs), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_export_bad_inputs(tmp_path):
+    ema, store, _ = make_tiny_models(tmp_path)
+    runner = CliRunner()
+    base = ["export", "--unet", str(ema), "--store", str(store), "--out", str(tmp_path / "a")]
+    result = runner.invoke(app, [*base, "--formats", "onnx,engine"])
+    assert result.exit_code == 1 and "unknown export format(s) engine" in result.output
+    missing = runner.invoke(app, ["export", "--unet", str(tmp_path / "none.pt"), "--store", str(store),
+                                  "--out", str(tmp_path / "a")])
+    assert missing.exit_code == 1 and "none.pt: no such file" in missing.output
+    assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.skipif(HAS_TENSORRT, reason="checks the message shown without tensorrt")
+def test_tensorrt_absent_is_one_clear_error(tmp_path):
+    with pytest.raises(EngineUnavailable, match="tensorrt is not installed"):
+        build_engine(tmp_path / "m.onnx", tmp_path / "m.plan", unet_spec(16, 27, 4, 1000, 2), {"batch": 1})
+
+
+def test_isolated_check_survives_a_crash():
+    crash = "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"
+    assert run_isolated(crash, []) == "crashed (signal 11)"
+    assert run_isolated("import sys; sys.exit('no loader ' + sys.argv[1])", ["x"]) == "error: no loader x"
+    assert run_isolated("pass", []) == "ok"
+
+
+@pytest.mark.slow
+def test_aoti_decoder_compiles_loads_in_subprocess_and_matches(tmp_path):
+    """AOTInductor on the CPU (about 20 s): package and .so, each loader checked in a subprocess."""
+    graph = DecoderGraph(build_decoder(load_config("tiny").decoder))
+    spec = decoder_spec(16, 27, 2)
+    record = export_network(graph, spec, {"batch": 1, "points": 64}, tmp_path, ["aoti"], torch.device("cpu"),
+                            "fp32")
+    art = record["artifacts"]["aoti"]
+    assert art["status"] == "ok", json.dumps(art)
+    assert set(art["files"]) == {"decoder.pt2", "decoder.so"}
+    assert art["loaders"] == {"package": "ok", "package_loader": "ok", "so": "ok"}
+    assert art["check"]["max_rel_err"] < 1e-5 and art["checked_on"].endswith("/cpu")
+
+
+def test_unet_graph_casts_to_compute_dtype():
+    cfg = load_config("tiny")
+    unet = build_unet(cfg.unet, 16)
+    graph = UNetGraph(unet, torch.bfloat16)
+    feeds = unet_spec(16, 27, 4, 1000, 2).sample_inputs({"batch": 1})
+    out = graph(**feeds)
+    assert out.dtype == torch.float32 and next(graph.parameters()).dtype == torch.bfloat16

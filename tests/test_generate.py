@@ -1,0 +1,160 @@
+"""``humanliff generate``: tiny random UNet and store, outputs, seeds, dressing a body, bad specs."""
+
+import dataclasses
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from humanliff.cli import app
+from humanliff.config import load_config
+from humanliff.errors import HumanLiffError
+from humanliff.generate import NO_MODEL, NO_STORE, generate, parse_from, resolve_layers
+from humanliff.io import atomic_path
+from humanliff.models.decoder import build_decoder
+from humanliff.models.unet import build_unet
+from humanliff.training.store import create_store, open_store
+
+FAST = ["sample.views=1", "sample.turntable_frames=2", "sample.image_size=16", "sample.mesh_resolution=12",
+        "render.occupancy_resolution=0"]
+
+
+def _save_ema(path, unet, cfg):
+    """An ema.pt as ``humanliff train`` writes it (see humanliff.models.checkpoint)."""
+    torch.save({"state_dict": unet.state_dict(), "config": cfg.to_dict(), "store_manifest": {}}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """A tiny store (subjects a, b; random planes and decoder) and a tiny ema.pt with random weights."""
+    cfg = load_config("tiny")
+    root = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    res = cfg.triplane.resolution
+    bounds = np.array([[[-0.5, -1.0, -0.3], [0.5, 1.0, 0.3]], [[-0.4, -0.9, -0.2], [0.4, 0.9, 0.2]]],
+                      np.float32)
+    decoder = build_decoder(cfg.decoder)
+    with atomic_path(root / "store") as tmp:
+        store = create_store(tmp, ["a", "b"], bounds, res, 27, decoder.state_dict(),
+                             dataclasses.asdict(cfg.decoder), cfg.to_dict())
+        store.planes[:] = (0.5 * torch.randn(store.planes.shape)).clamp(-1, 1).numpy()
+        store.planes.flush()
+    unet = build_unet(cfg.unet, res)
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return _save_ema(root / "ema.pt", unet, cfg), root / "store"
+
+
+def test_generate_writes_all_outputs(models, tmp_path):
+    ema, store = models
+    cfg = load_config("tiny")
+    result = generate(cfg, ema, store, tmp_path / "out", device="cpu", progress=False)
+    saved = np.load(result["planes"])
+    batch, size = cfg.sample.batch, cfg.sample.image_size
+    assert saved["planes"].shape == (4, batch, 27, 16, 16) and saved["planes"].dtype == np.float16
+    assert saved["layers"].tolist() == [0, 1, 2, 3]
+    assert np.abs(saved["planes"]).max() <= 1.0
+    assert not np.allclose(saved["planes"][0], saved["planes"][1])
+    np.testing.assert_array_equal(saved["bounds"], open_store(store).bounds[0])
+    assert len(result["views"]) == 4 * batch * cfg.sample.views
+    assert iio.imread(result["views"][0]).shape == (size, size, 3)
+    assert iio.imread(result["contact_sheet"]).shape[1] > 4 * size
+    gif = iio.imread(result["turntables"][0])
+    assert gif.shape == (cfg.sample.turntable_frames, size, 4 * size, 3)
+    assert len(result["meshes"]) == 2 * 4 * batch
+    assert all(p.is_file() and p.suffix in (".ply", ".glb") for p in result["meshes"])
+
+
+def _planes(models, out, seed, batch, layers=None):
+    ema, store = models
+    cfg = load_config("tiny", [*FAST, f"sample.seed={seed}", f"sample.batch={batch}"])
+    return np.load(generate(cfg, ema, store, out, layers, device="cpu", progress=False)["planes"])["planes"]
+
+
+def test_seed_determinism_and_per_human_seeds(models, tmp_path):
+    a = _planes(models, tmp_path / "a", seed=5, batch=2, layers=[0, 1])
+    b = _planes(models, tmp_path / "b", seed=5, batch=2, layers=[0, 1])
+    c = _planes(models, tmp_path / "c", seed=6, batch=1, layers=[0, 1])
+    assert np.array_equal(a, b)
+    np.testing.assert_allclose(a[:, 1:2].astype(np.float32), c.astype(np.float32), atol=2e-3)
+    assert not np.allclose(a[:, 0], a[:, 1])
+
+
+def test_from_dresses_a_fitted_body(models, tmp_path):
+    ema, store = models
+    cfg = load_config("tiny", [*FAST, "sample.batch=2"])
+    result = generate(cfg, ema, store, tmp_path / "out", from_spec=f"{store}:b:1", device="cpu",
+                      progress=False)
+    saved = np.load(result["planes"])
+    assert saved["layers"].tolist() == [1, 2, 3] and saved["planes"].shape[:2] == (3, 2)
+    fitted = open_store(store)
+    for human in range(2):
+        np.testing.assert_array_equal(saved["planes"][0, human], fitted.planes[1, 1])
+    np.testing.assert_array_equal(saved["bounds"], fitted.bounds[1])
+    assert (tmp_path / "out" / "layer_1" / "human_000.png").is_file()
+    with pytest.raises(HumanLiffError, match="--layers must start at 2, the layer above --from's 1"):
+        generate(cfg, ema, store, tmp_path / "bad", [1, 2], from_spec=f"{store}:b:1", device="cpu")
+    with pytest.raises(HumanLiffError, match="no subject 'zz'"):
+        generate(cfg, ema, store, tmp_path / "bad", from_spec=f"{store}:zz:0", device="cpu")
+    assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("store:a", "not of the form STORE:SUBJECT:LAYER"),
+    ("store::1", "not of the form"),
+    ("store:a:x", "LAYER must be 0..2"),
+    ("store:a:3", "LAYER must be 0..2"),
+])
+def test_parse_from_rejects(spec, message):
+    with pytest.raises(HumanLiffError, match=message):
+        parse_from(spec)
+
+
+def test_parse_from_and_resolve_layers():
+    start = parse_from("C:/data/store:subject_7:0")
+    assert (str(start.store), start.subject, start.layer) == ("C:/data/store", "subject_7", 0)
+    assert resolve_layers(None, None) == [0, 1, 2, 3]
+    assert resolve_layers(None, start) == [1, 2, 3]
+    assert resolve_layers([1, 2], start) == [1, 2]
+    with pytest.raises(HumanLiffError, match="--layers must start at 0"):
+        resolve_layers([1, 2, 3], None)
+
+
+def test_missing_model_and_mismatched_store(models, tmp_path):
+    ema, store = models
+    cfg = load_config("tiny")
+    with pytest.raises(HumanLiffError, match="no --unet given and no default model installed"):
+        generate(cfg, None, store, tmp_path / "out")
+    with pytest.raises(HumanLiffError, match="no --store given"):
+        generate(cfg, ema, None, tmp_path / "out")
+    assert NO_MODEL.startswith("no --unet") and NO_STORE.startswith("no --store")
+    big = load_config("tiny", ["triplane.resolution=32"])
+    wrong = _save_ema(tmp_path / "ema.pt", build_unet(big.unet, 32), big)
+    with pytest.raises(HumanLiffError, match="tri-planes are 27x16\\^2 but the UNet"):
+        generate(cfg, wrong, store, tmp_path / "out")
+
+
+def test_cli_generate(models, tmp_path):
+    ema, store = models
+    runner = CliRunner()
+    overrides = [x for item in FAST for x in ("--set", item)]
+    base = ["generate", "--config", "tiny", *overrides, "--unet", str(ema), "--store", str(store),
+            "--out", str(tmp_path / "out"), "--device", "cpu"]
+    ok = runner.invoke(app, [*base, "--batch", "1", "--steps", "2", "--sampler", "ddim", "--seed", "3",
+                             "--layers", "0-1"])
+    assert ok.exit_code == 0, ok.output
+    assert "contact sheet" in ok.output
+    saved = np.load(tmp_path / "out" / "planes.npz")
+    assert saved["planes"].shape[:2] == (2, 1)
+    for args, message in [(["--layers", "0-7"], "'0-7' is not a layer range"),
+                          (["--from", "nowhere"], "not of the form STORE:SUBJECT:LAYER"),
+                          (["--layers", "2-3"], "--layers must start at 0")]:
+        bad = runner.invoke(app, [*base, *args])
+        assert bad.exit_code == 1 and message in bad.output, bad.output
+    missing = runner.invoke(app, ["generate", "--store", str(store)])
+    assert missing.exit_code == 1
+    assert "error: no --unet given and no default model installed" in missing.output

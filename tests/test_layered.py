@@ -1,0 +1,113 @@
+"""Layered sampling: the conditioning chain, layer labels, seeds, starts and bad layer specs."""
+
+import pytest
+import torch
+from humanliff.runtime.layered import LAYER_TITLES, human_generators, parse_layers, sample_layers
+from humanliff.runtime.schedule import alphas_cumprod, linear_betas
+
+from humanliff.errors import HumanLiffError
+
+ABAR = alphas_cumprod(linear_betas())
+SHAPE = (2, 27, 4, 4)
+
+
+def seeded(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+class RecordingUNet:
+    """A fake ``unet_fn`` that records ``(x_cond, y)`` of each call; eps depends on x, t, x_cond and y."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, x, t, x_cond, y):
+        self.calls.append((x_cond.clone(), y.clone(), t.clone(), x.clone()))
+        return 0.1 * x + 0.05 * x_cond + 0.01 * y.view(-1, 1, 1, 1).float() + 1e-4 * t.view(-1, 1, 1, 1)
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmpp"])
+def test_layer_k_is_conditioned_on_layer_k_minus_1(sampler):
+    unet = RecordingUNet()
+    steps = 3
+    out = sample_layers(unet, SHAPE, ABAR, [0, 1, 2, 3], sampler, steps,
+                        generator=seeded(0))
+    assert out.shape == (4, *SHAPE) and out.dtype == torch.float32
+    assert out.abs().max() <= 1.0
+    assert len(unet.calls) == 4 * steps
+    for layer in range(4):
+        for x_cond, y, _, _ in unet.calls[layer * steps:(layer + 1) * steps]:
+            assert y.tolist() == [layer, layer]
+            expected = torch.zeros(SHAPE) if layer == 0 else out[layer - 1]
+            assert torch.equal(x_cond, expected)
+    assert [int(call[2][0]) for call in unet.calls[:steps]] == [999, 500, 0]
+
+
+def test_fresh_noise_per_layer_and_seed_determinism():
+    def run(seed):
+        unet = RecordingUNet()
+        out = sample_layers(unet, SHAPE, ABAR, range(4), "dpmpp", 2, generator=seeded(seed))
+        return out, [unet.calls[2 * layer][3] for layer in range(4)]
+
+    (a, noise_a), (b, _), (c, _) = run(3), run(3), run(4)
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+    assert torch.equal(noise_a[0], torch.randn(SHAPE, generator=seeded(3)))
+    for layer in range(1, 4):
+        assert not torch.allclose(noise_a[layer], noise_a[layer - 1])
+
+
+def test_per_human_seeds_do_not_depend_on_batch_size():
+    unet = RecordingUNet()
+    big = sample_layers(unet, (3, 27, 4, 4), ABAR, [0, 1], "dpmpp", 3, generator=human_generators(10, 3))
+    one = sample_layers(unet, (1, 27, 4, 4), ABAR, [0, 1], "dpmpp", 3, generator=human_generators(12, 1))
+    torch.testing.assert_close(big[:, 2:3], one, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(big[:, 0], big[:, 1])
+
+
+def test_start_dresses_a_given_layer():
+    unet = RecordingUNet()
+    start = torch.full(SHAPE, 0.5)
+    out = sample_layers(unet, SHAPE, ABAR, [2, 3], "ddim", 2, generator=seeded(0),
+                        start=start)
+    assert out.shape == (2, *SHAPE)
+    assert torch.equal(unet.calls[0][0], start) and unet.calls[0][1].tolist() == [2, 2]
+    assert torch.equal(unet.calls[2][0], out[0]) and unet.calls[2][1].tolist() == [3, 3]
+
+
+def test_ddpm_golden_mean_abs():
+    out = sample_layers(RecordingUNet(), SHAPE, ABAR, [0, 1], "ddpm", 4, generator=seeded(0))
+    assert out.abs().mean().item() == pytest.approx(0.699616, abs=1e-5)
+
+
+def test_bad_layer_requests():
+    gen = seeded(0)
+    with pytest.raises(HumanLiffError, match="layer 2 needs the planes of layer 1"):
+        sample_layers(RecordingUNet(), SHAPE, ABAR, [2, 3], "ddim", 2, generator=gen)
+    zeros = torch.zeros(SHAPE)
+    with pytest.raises(HumanLiffError, match="layer 0 takes no condition"):
+        sample_layers(RecordingUNet(), SHAPE, ABAR, [0, 1], "ddim", 2, generator=gen, start=zeros)
+    with pytest.raises(HumanLiffError, match="contiguous ascending"):
+        sample_layers(RecordingUNet(), SHAPE, ABAR, [0, 2], "ddim", 2, generator=gen)
+    with pytest.raises(HumanLiffError, match="start must be"):
+        sample_layers(RecordingUNet(), SHAPE, ABAR, [1], "ddim", 2, generator=gen, start=zeros[:1])
+    with pytest.raises(HumanLiffError, match="3 generators for a batch of 2"):
+        sample_layers(RecordingUNet(), SHAPE, ABAR, [0], "ddim", 2, generator=human_generators(0, 3))
+    with pytest.raises(HumanLiffError, match="unknown sampler 'euler'"):
+        sample_layers(RecordingUNet(), SHAPE, ABAR, [0], "euler", 2, generator=gen)
+
+
+@pytest.mark.parametrize(("spec", "layers"),
+                         [("0-3", [0, 1, 2, 3]), ("2", [2]), (" 1-2 ", [1, 2]), ("3-3", [3])])
+def test_parse_layers(spec, layers):
+    assert parse_layers(spec) == layers
+
+
+@pytest.mark.parametrize("spec", ["", "a", "0-4", "3-1", "-1", "0-", "1,2"])
+def test_parse_layers_rejects(spec):
+    with pytest.raises(HumanLiffError, match="layer range"):
+        parse_layers(spec)
+
+
+def test_layer_titles():
+    assert LAYER_TITLES == ("body", "+pants", "+shirt", "+shoes")
