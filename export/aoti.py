@@ -27,7 +27,9 @@ def compile_aoti(program: torch.export.ExportedProgram, example: Sequence[torch.
     files = [package_path]
     so_path = package_path.with_suffix(".so")
     try:
-        options = {"aot_inductor.package": False, "aot_inductor.output_path": str(so_path)}
+        options = {"aot_inductor.package": False, "aot_inductor.output_path": str(so_path),
+                   # GPU kernels inside the .so, not in the compile cache, so the folder can be moved
+                   "aot_inductor.embed_kernel_binary": example[0].device.type == "cuda"}
         torch._inductor.aot_compile(program.module(), tuple(example), options=options)
         files.append(so_path)
     except Exception as exc:

@@ -17,6 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
+
+from humanliff import NUM_LAYERS
+from humanliff.config import Config, DecoderConfig
+from humanliff.errors import HumanLiffError
 from humanliff.export.aoti import compile_aoti
 from humanliff.export.onnx_export import OPSETS, export_onnx
 from humanliff.export.spec import (
@@ -30,18 +35,13 @@ from humanliff.export.spec import (
 )
 from humanliff.export.tensorrt_build import build_engine
 from humanliff.export.verify import verify_aoti, verify_engine
+from humanliff.io import atomic_path
+from humanliff.models.checkpoint import load_ema
+from humanliff.models.decoder import build_decoder
 from humanliff.runtime.cameras import orbit_cameras
 from humanliff.runtime.engines import ENGINES, EngineUnavailable
 from humanliff.runtime.manifest import artifact_name, sha256_file, write_manifest
 from humanliff.runtime.triplane import CHANNELS
-from tqdm.auto import tqdm
-
-from humanliff import NUM_LAYERS
-from humanliff.config import Config, DecoderConfig
-from humanliff.errors import HumanLiffError
-from humanliff.io import atomic_path
-from humanliff.models.checkpoint import load_ema
-from humanliff.models.decoder import build_decoder
 from humanliff.training.store import TriplaneStore, open_store
 
 log = logging.getLogger(__name__)

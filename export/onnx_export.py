@@ -9,9 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from humanliff.export.spec import ExportSpec
 
 from humanliff.errors import HumanLiffError
+from humanliff.export.spec import ExportSpec
 
 OPSETS = (18, 19)
 """Supported opsets. Not 20: its GridSample ('linear' mode) is then sampled wrongly by TensorRT."""

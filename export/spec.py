@@ -3,7 +3,7 @@
 The ONNX, AOTInductor, torch.export and TensorRT exporters all read these specs, and the manifest
 records them (``ExportSpec.network_spec``), so every engine of a network has the same interface. The
 graphs exported are :class:`UNetGraph` and :class:`DecoderGraph`: float I/O is float32 whatever the
-compute dtype (weights and activations in ``dtype`` inside), ids are int64.
+compute dtype (fp16 / bf16 run under autocast inside the graph), ids are int64.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from humanliff.runtime.field import decode_points
-from humanliff.runtime.manifest import DTYPES, NetworkSpec, TensorSpec
 from torch import nn
 
 from humanliff.errors import HumanLiffError
+from humanliff.runtime.field import decode_points
+from humanliff.runtime.manifest import DTYPES, NetworkSpec, TensorSpec
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 """``--dtype`` names and the compute dtypes they select."""
@@ -25,18 +25,24 @@ MAX_POINTS = 1 << 21
 """Most points per decoder call (the runtime's engine field splits larger calls)."""
 
 
+def _autocast(device: torch.device, dtype: torch.dtype) -> torch.autocast:
+    """Autocast to ``dtype`` on ``device`` (off for float32): weights stay float32 in the artifacts."""
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+
 class UNetGraph(nn.Module):
     """The UNet (with its control branch) as exported: ``(x, timesteps, x_cond, y) -> eps``, float32 I/O."""
 
     def __init__(self, unet: nn.Module, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
-        self.unet = unet.to(dtype).eval()
+        self.unet = unet.eval()
         self.dtype = dtype
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, x_cond: torch.Tensor, y: torch.Tensor
                 ) -> torch.Tensor:
         """``x, x_cond [B, 27, R, R]`` float32, ``timesteps, y [B]`` int64 -> eps ``[B, 27, R, R]``."""
-        return self.unet(x.to(self.dtype), timesteps, x_cond.to(self.dtype), y).float()
+        with _autocast(x.device, self.dtype):
+            return self.unet(x, timesteps, x_cond, y).float()
 
 
 class DecoderGraph(nn.Module):
@@ -44,15 +50,15 @@ class DecoderGraph(nn.Module):
 
     def __init__(self, decoder: nn.Module, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
-        self.decoder = decoder.to(dtype).eval()
+        self.decoder = decoder.eval()
         self.dtype = dtype
 
     def forward(self, planes: torch.Tensor, points: torch.Tensor, viewdirs: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """``planes [B, 27, R, R]``, ``points [B, M, 3]`` in [-1, 1], ``viewdirs [B, M, 3]`` unit ->
         ``(rgb_raw [B, M, 3], sigma_raw [B, M, 1])`` float32, before sigmoid / softplus."""
-        d = self.dtype
-        rgb, sigma = decode_points(planes.to(d), self.decoder, points.to(d), viewdirs.to(d))
+        with _autocast(planes.device, self.dtype):
+            rgb, sigma = decode_points(planes, self.decoder, points, viewdirs)
         return rgb, sigma
 
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from humanliff.errors import HumanLiffError, InputFileError
 from humanliff.export.spec import ExportSpec
 from humanliff.runtime.engines import import_tensorrt
-
-from humanliff.errors import HumanLiffError, InputFileError
 
 
 def build_engine(onnx_path: str | Path, plan_path: str | Path, spec: ExportSpec, opt: Mapping[str, int],

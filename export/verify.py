@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from humanliff.runtime.engines import AOTI_LOADERS, Engine, check_aoti_loader, device_key
 
 TOLERANCE = {"fp32": 2e-3, "fp16": 3e-2, "bf16": 6e-2}

@@ -85,6 +85,8 @@ def generate(cfg: Config, unet_ckpt: str | Path | None, store: str | Path | None
         raise HumanLiffError(NO_MODEL)
     if store is None:
         raise HumanLiffError(NO_STORE)
+    if cfg.sample.batch < 1:
+        raise HumanLiffError(f"sample.batch must be at least 1, got {cfg.sample.batch}")
     start = parse_from(from_spec) if from_spec else None
     layers = resolve_layers(layers, start)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from humanliff.errors import HumanLiffError, InputFileError
 from humanliff.runtime.manifest import (
     DTYPES,
     MANIFEST_NAME,
@@ -29,8 +31,6 @@ from humanliff.runtime.manifest import (
     usable_formats,
 )
 
-from humanliff.errors import HumanLiffError, InputFileError
-
 log = logging.getLogger(__name__)
 
 PREFERENCE = ("tensorrt", "aoti", "onnx", "ep")
@@ -38,6 +38,8 @@ PREFERENCE = ("tensorrt", "aoti", "onnx", "ep")
 AOTI_LOADERS = ("package", "package_loader", "so")
 """AOTInductor loaders: ``aoti_load_package``; the lower-level ``AOTIModelPackageLoader`` on the same
 ``.pt2``; the container runner on the plain ``.so`` from ``aot_compile``."""
+PORTABLE = ("onnx",)
+"""Formats that run on any device; the others run only on the device type they were exported on."""
 GRAPHABLE = ("tensorrt", "aoti", "ep")
 """Formats whose call can be captured into a torch CUDA graph (ONNX Runtime runs on its own streams)."""
 
@@ -186,13 +188,16 @@ def _numpy_dtype(dtype: torch.dtype) -> Any:
 
 
 def aoti_callable(path: Path, loader: str, device: torch.device) -> Callable[[list[torch.Tensor]], list]:
-    """Load an AOTInductor artifact with one loader (see ``AOTI_LOADERS``): flat tensors in, flat out."""
+    """Load an AOTInductor artifact with one loader (see ``AOTI_LOADERS``): flat tensors in, flat out.
+
+    The package loaders run single-threaded (no internal locking), so that CUDA graphs can capture them.
+    """
     index = device.index if device.index is not None else -1
     if loader == "package":
-        model = torch._inductor.aoti_load_package(str(path), device_index=index)
+        model = torch._inductor.aoti_load_package(str(path), run_single_threaded=True, device_index=index)
         return lambda args: list(model.loader.boxed_run(list(args)))
     if loader == "package_loader":
-        runner = torch._C._aoti.AOTIModelPackageLoader(str(path), "model", False, 1, index)
+        runner = torch._C._aoti.AOTIModelPackageLoader(str(path), "model", True, 1, index)
         return lambda args: list(runner.boxed_run(list(args)))
     if loader == "so":
         so = path.with_suffix(".so")
@@ -253,8 +258,6 @@ class AOTIEngine(Engine):
     format = "aoti"
 
     def _load(self) -> None:
-        if self.artifact.get("device", self.device.type) != self.device.type:
-            raise EngineUnavailable(f"{self.path.name} was compiled for {self.artifact['device']}")
         recorded = self.artifact.get("loaders", {})
         same_machine = self.artifact.get("checked_on") == device_key(self.device)
         failures = []
@@ -323,8 +326,9 @@ def load_engine(artifacts_dir: str | Path, network: str, prefer: Sequence[str] =
                 device: str | torch.device = "cpu", manifest: Mapping[str, Any] | None = None) -> Engine:
     """Load the first of ``prefer``'s formats that ``network`` has and that runs here.
 
-    Formats whose package, device or loader is missing are skipped (logged); a missing or altered
-    artifact file is an error, as is a directory where no format loads.
+    Formats whose package, device or loader is missing, or that were exported for another device type,
+    are skipped (logged); a missing or altered artifact file is an error, as is a folder where no format
+    loads.
     """
     artifacts_dir = Path(artifacts_dir)
     manifest = manifest if manifest is not None else read_manifest(artifacts_dir)
@@ -334,6 +338,7 @@ def load_engine(artifacts_dir: str | Path, network: str, prefer: Sequence[str] =
     unknown = [f for f in prefer if f not in ENGINES]
     if unknown:
         raise HumanLiffError(f"unknown engine format(s) {', '.join(unknown)} (known: {', '.join(ENGINES)})")
+    device = torch.device(device)
     spec = network_spec(manifest, network)
     artifacts = manifest["networks"][network]["artifacts"]
     usable = usable_formats(manifest, network)
@@ -341,6 +346,10 @@ def load_engine(artifacts_dir: str | Path, network: str, prefer: Sequence[str] =
     for fmt in prefer:
         if fmt not in usable:
             skipped.append(f"{fmt}: {artifacts[fmt]['status']}" if fmt in artifacts else f"{fmt}: absent")
+            continue
+        built_for = artifacts[fmt].get("device", device.type)
+        if fmt not in PORTABLE and built_for != device.type:
+            skipped.append(f"{fmt}: built for {built_for}")
             continue
         paths = check_files(artifacts_dir, artifacts[fmt])
         engine = ENGINES[fmt](paths[0], spec, device, artifacts[fmt])
@@ -352,7 +361,7 @@ def load_engine(artifacts_dir: str | Path, network: str, prefer: Sequence[str] =
             continue
         log.info("%s: %s engine (%s)", network, fmt, paths[0].name)
         return engine
-    raise InputFileError(source, f"no engine for '{network}' runs on {torch.device(device)} "
+    raise InputFileError(source, f"no engine for '{network}' runs on {device} "
                                  f"({'; '.join(skipped)})")
 
 

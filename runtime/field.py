@@ -10,6 +10,7 @@ import contextlib
 from collections.abc import Callable
 
 import torch
+
 from humanliff.runtime.triplane import sample_features
 
 Field = Callable[[torch.Tensor, "torch.Tensor | None"], "tuple[torch.Tensor | None, torch.Tensor]"]

@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-from humanliff.runtime.sampling import sample
 from tqdm.auto import tqdm
 
 from humanliff.errors import HumanLiffError
+from humanliff.runtime.sampling import sample
 
 LAYER_TITLES = ("body", "+pants", "+shirt", "+shoes")
 """Column titles of the four layers (layer id = index): what each layer adds."""

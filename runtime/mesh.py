@@ -13,8 +13,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from humanliff.runtime.field import Field
 from tqdm import tqdm
+
+from humanliff.runtime.field import Field
 
 DEFAULT_LEVEL = math.log(2.0)
 """softplus(0): the original's iso-surface (raw sigma = 0)."""

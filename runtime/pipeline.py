@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from humanliff.errors import HumanLiffError
 from humanliff.runtime.engines import PREFERENCE, Engine, graphed, load_engine
 from humanliff.runtime.field import Field
 from humanliff.runtime.layered import UNetFn, human_generators, sample_layers
 from humanliff.runtime.manifest import MANIFEST_NAME, read_manifest
 from humanliff.runtime.schedule import alphas_cumprod, linear_betas
-
-from humanliff.errors import HumanLiffError
 
 log = logging.getLogger(__name__)
 

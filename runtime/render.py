@@ -16,11 +16,12 @@ from typing import Protocol
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
+
 from humanliff.runtime.field import Field
 from humanliff.runtime.occupancy import lookup
 from humanliff.runtime.rays import box_near_far, camera_rays
 from humanliff.runtime.triplane import normalize_points
-from tqdm import tqdm
 
 LAST_INTERVAL = 1e10
 """Length of the last interval of every ray (the original's)."""

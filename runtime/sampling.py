@@ -14,10 +14,10 @@ import math
 from collections.abc import Callable, Iterator
 
 import torch
-from humanliff.runtime.schedule import logsnr_timesteps, space_timesteps
 from tqdm.auto import tqdm
 
 from humanliff.errors import HumanLiffError
+from humanliff.runtime.schedule import logsnr_timesteps, space_timesteps
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

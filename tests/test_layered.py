@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-from humanliff.runtime.layered import LAYER_TITLES, human_generators, parse_layers, sample_layers
-from humanliff.runtime.schedule import alphas_cumprod, linear_betas
 
 from humanliff.errors import HumanLiffError
+from humanliff.runtime.layered import LAYER_TITLES, human_generators, parse_layers, sample_layers
+from humanliff.runtime.schedule import alphas_cumprod, linear_betas
 
 ABAR = alphas_cumprod(linear_betas())
 SHAPE = (2, 27, 4, 4)
@@ -40,7 +40,9 @@ def test_layer_k_is_conditioned_on_layer_k_minus_1(sampler):
             assert y.tolist() == [layer, layer]
             expected = torch.zeros(SHAPE) if layer == 0 else out[layer - 1]
             assert torch.equal(x_cond, expected)
-    assert [int(call[2][0]) for call in unet.calls[:steps]] == [999, 500, 0]
+    timesteps = [int(call[2][0]) for call in unet.calls[:steps]]
+    assert timesteps[0] == 999 and timesteps[-1] == 0 and timesteps == sorted(timesteps, reverse=True)
+    assert [int(call[2][0]) for call in unet.calls[steps:2 * steps]] == timesteps, "same schedule per layer"
 
 
 def test_fresh_noise_per_layer_and_seed_determinism():

@@ -3,6 +3,7 @@
 import numpy as np
 import torch
 import trimesh
+
 from humanliff.runtime.mesh import DEFAULT_LEVEL, density_grid, extract_mesh
 
 

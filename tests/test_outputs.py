@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 import trimesh
-from humanliff.runtime.layered import LAYER_TITLES
 
 from humanliff.config import load_config
 from humanliff.errors import HumanLiffError
@@ -17,6 +16,7 @@ from humanliff.outputs.images import contact_sheet, save_png, to_uint8, view_gri
 from humanliff.outputs.meshes import write_mesh
 from humanliff.outputs.video import mp4_available, write_video
 from humanliff.outputs.writer import write_generation
+from humanliff.runtime.layered import LAYER_TITLES
 
 
 def test_to_uint8_rounds_and_clips():
@@ -120,8 +120,9 @@ def sphere_field_factory(planes):
     return field
 
 
-def test_write_generation_folder(tmp_path):
-    cfg = load_config("tiny")
+@pytest.mark.parametrize(("views", "grid_cells"), [(2, (1, 2)), (3, (2, 2))])
+def test_write_generation_folder(tmp_path, views, grid_cells):
+    cfg = load_config("tiny", [f"sample.views={views}"])
     layers, batch = [1, 2, 3], 2
     planes = torch.arange(len(layers) * batch, dtype=torch.float32).reshape(len(layers), batch, 1, 1, 1)
     planes = planes.expand(-1, -1, 27, 4, 4) / 4.0
@@ -134,12 +135,12 @@ def test_write_generation_folder(tmp_path):
     assert saved["planes"].dtype == np.float16 and saved["planes"].shape == (3, 2, 27, 4, 4)
     assert saved["layers"].tolist() == layers and np.array_equal(saved["bounds"], bounds.numpy())
     meta = json.loads(result["metadata"].read_text())
-    assert meta["titles"] == ["+pants", "+shirt", "+shoes"] and meta["sample"]["views"] == 2
+    assert meta["titles"] == ["+pants", "+shirt", "+shoes"] and meta["sample"]["views"] == views
     size = cfg.sample.image_size
     assert len(result["views"]) == batch * len(layers) * cfg.sample.views
     assert all(iio.imread(p).shape == (size, size, 3) for p in result["views"])
     grid = iio.imread(out / "layer_2" / "human_001.png")
-    assert grid.shape == (size, 2 * size, 3)
+    assert grid.shape == (grid_cells[0] * size, grid_cells[1] * size, 3)
     front = iio.imread(out / "layer_1" / "views" / "human_000_00.png")
     assert front[size // 2, size // 2].max() > 50 and front[0, 0].max() == 0, "a lit ball on black"
     sheet = iio.imread(result["contact_sheet"])

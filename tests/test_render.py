@@ -4,6 +4,9 @@ import dataclasses
 
 import pytest
 import torch
+
+from humanliff.config import RenderConfig
+from humanliff.models.decoder import FusedDecoder
 from humanliff.runtime.cameras import look_at
 from humanliff.runtime.field import make_field
 from humanliff.runtime.occupancy import build_occupancy, cell_points, lookup
@@ -18,9 +21,6 @@ from humanliff.runtime.render import (
     stratified_depths,
 )
 from humanliff.runtime.triplane import normalize_points
-
-from humanliff.config import RenderConfig
-from humanliff.models.decoder import FusedDecoder
 
 CFG = RenderConfig(n_samples=16, n_importance=16, chunk=256)
 UNIT_BOX = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+from humanliff.errors import HumanLiffError
 from humanliff.runtime.sampling import SAMPLERS, ddim_step, ddpm_step, sample
 from humanliff.runtime.schedule import (
     alphas_cumprod,
@@ -15,8 +17,6 @@ from humanliff.runtime.schedule import (
     respaced_schedule,
     space_timesteps,
 )
-
-from humanliff.errors import HumanLiffError
 
 GOLDEN = np.load(Path(__file__).parent / "data" / "diffusion.npz")
 ABAR = alphas_cumprod(linear_betas())

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from humanliff.runtime.schedule import (
     alphas_cumprod,
     linear_betas,

@@ -8,8 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 
+from humanliff.cli import app
 from humanliff.config import Config
+from humanliff.data.bounds import read_bounds
+from humanliff.data.synth import synthesize_dataset
 from humanliff.errors import InputFileError
 from humanliff.io import atomic_path
 from humanliff.training.import_original import import_original
@@ -170,3 +174,21 @@ def test_import_errors(tmp_path):
     with pytest.raises(InputFileError, match="not a readable torch checkpoint"):
         import_original(a, tmp_path / "s", ["a"], BOUNDS, Config())
     assert not (tmp_path / "s").exists() and not list(tmp_path.glob(".s.*"))
+
+
+def test_store_import_cli(tmp_path):
+    root = synthesize_dataset(tmp_path / "data", subjects=2, views=2, resolution=16, seed=0, workers=1)
+    planes = _stage_a(tmp_path / "200000.tar", subjects=2)
+    runner = CliRunner()
+    args = ["store", "import", "--set", f"data.root={root}", str(tmp_path / "200000.tar"), "--out",
+            str(tmp_path / "store")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    store = open_store(tmp_path / "store")
+    assert store.subjects == ["seq_000000", "seq_000001"]
+    np.testing.assert_array_equal(store.bounds[1], read_bounds(root / "seq_000001" / "bounds.json"))
+    torch.testing.assert_close(store.layer(0, 1), planes[0, 1].reshape(27, 8, 8), atol=1e-3, rtol=0)
+    (root / "seq_000001" / "bounds.json").unlink()
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    assert "seq_000001/bounds.json: missing" in result.output

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from humanliff.runtime.triplane import normalize_points, sample_features
 
 DATA = Path(__file__).parent / "data" / "nineplane.npz"

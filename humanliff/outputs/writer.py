@@ -97,14 +97,19 @@ def _write_layer(job: _Job, field: Field, layer: int, human: int, written: dict[
     """Write one human's layer (views, grid, meshes); returns ``(views [V,S,S,3], turntable [F,S,S,3])``."""
     size = job.sample_cfg.image_size
     occupancy = _occupancy(field, job.render_cfg, job.device)
-    images = render_views(field, job.views, size, job.bounds, job.render_cfg, occupancy)
+    turntable = render_views(field, job.turntable, size, job.bounds, job.render_cfg, occupancy)
+    frames, views = len(job.turntable[0]), job.sample_cfg.views
+    if frames % views == 0:  # the views are turntable frames: reuse them
+        images = turntable[::frames // views]
+    else:
+        images = render_views(field, job.views, size, job.bounds, job.render_cfg, occupancy)
     folder = job.folder / f"layer_{layer}"
     name = f"human_{human:03d}"
     written["grids"].append(save_png(folder / f"{name}.png", view_grid(images)))
     written["views"] += [save_png(folder / "views" / f"{name}_{v:02d}.png", image)
                          for v, image in enumerate(images)]
     written["meshes"] += _write_meshes(folder / name, field, job.bounds, job.sample_cfg.mesh_resolution)
-    return images, render_views(field, job.turntable, size, job.bounds, job.render_cfg, occupancy)
+    return images, turntable
 
 
 def write_generation(out_dir: str | Path, planes: torch.Tensor, layers: Sequence[int],

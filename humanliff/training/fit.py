@@ -90,6 +90,8 @@ class StageAState:
     table: RowAdam
     decoder: torch.nn.Module
     optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    """Draws of this rank (planes, views, rays, jitter); saved per rank, restored for the same world size."""
     step: int = 0
 
 
@@ -122,9 +124,11 @@ def _save_stage_a(path: Path, state: StageAState, cfg: Config) -> None:
         steps = np.load(tmp / "row_steps.npy", mmap_mode="r+")
         steps[idx] = state.table.steps.cpu().numpy()
         steps.flush()
+        generators = dist.all_gather_object(state.generator.get_state())
         if dist.is_main():
             torch.save({"step": state.step, "names": state.names, "decoder": state.decoder.state_dict(),
-                        "optimizer": state.optimizer.state_dict(), "config": cfg.to_dict()}, tmp / "state.pt")
+                        "optimizer": state.optimizer.state_dict(), "generators": generators,
+                        "config": cfg.to_dict()}, tmp / "state.pt")
         dist.barrier()
     dist.barrier()
 
@@ -140,6 +144,10 @@ def _resume_stage_a(path: Path, state: StageAState) -> None:
         raise InputFileError(path / "state.pt", "decoder weights do not fit the configured decoder") from exc
     state.optimizer.load_state_dict(blob["optimizer"])
     state.step = int(blob["step"])
+    if len(blob["generators"]) == dist.world_size():
+        state.generator.set_state(blob["generators"][dist.rank()])
+    else:
+        state.generator.manual_seed(state.generator.initial_seed() + state.step)
     rows = _rows_of(state.owned)
     idx = (np.array([r[0] for r in rows], np.int64), np.array([r[1] for r in rows], np.int64))
     device = state.table.table.device
@@ -212,7 +220,8 @@ def fit_stage_a(cfg: Config, out_dir: str | Path, device: str | None = None) -> 
     decoder = build_decoder(cfg.decoder).to(info.device)
     optimizer = torch.optim.Adam(decoder.parameters(), lr=cfg.fit.lr_decoder, betas=(0.9, 0.999), eps=1e-8)
     table = RowAdam(_init_planes(owned, cfg, info.device), clamp=1.0 if cfg.fit.clamp else 0.0)
-    state = StageAState(names, owned, table, decoder, optimizer)
+    generator = _generator(info.device, cfg.fit.seed * 1000003 + info.rank)
+    state = StageAState(names, owned, table, decoder, optimizer, generator)
     ckpt = out_dir / "checkpoint_a"
     if (ckpt / "state.pt").is_file():
         _resume_stage_a(ckpt, state)
@@ -220,7 +229,7 @@ def fit_stage_a(cfg: Config, out_dir: str | Path, device: str | None = None) -> 
     if info.distributed:
         device_ids = [info.device] if info.device.type == "cuda" else None
         loss_module = DistributedDataParallel(loss_module, device_ids=device_ids)
-    fitter = StageAFitter(state, loss_module, targets, cfg, info.device, info.rank)
+    fitter = StageAFitter(state, loss_module, targets, cfg)
     bar = tqdm(range(state.step, cfg.fit.iterations_a), desc="fit A", unit="step", initial=state.step,
                total=cfg.fit.iterations_a, disable=not dist.is_main())
     for step in bar:
@@ -241,13 +250,12 @@ def fit_stage_a(cfg: Config, out_dir: str | Path, device: str | None = None) -> 
 class StageAFitter:
     """One stage-A step at a time: draw planes and rays, render, step the decoder (DDP) and the drawn rows."""
 
-    def __init__(self, state: StageAState, loss_module: torch.nn.Module, targets: PlaneTargets, cfg: Config,
-                 device: torch.device, rank: int = 0) -> None:
+    def __init__(self, state: StageAState, loss_module: torch.nn.Module, targets: PlaneTargets,
+                 cfg: Config) -> None:
         self.state, self.loss_module, self.targets, self.cfg = state, loss_module, targets, cfg
-        n_rows = len(targets)
-        self.planes_per_step = min(cfg.fit.batch_images, n_rows)
+        self.planes_per_step = min(cfg.fit.batch_images, len(targets))
         self.views_per_plane = max(1, cfg.fit.batch_images // self.planes_per_step)
-        self.generator = _generator(device, cfg.fit.seed * 1000003 + rank * 7919 + state.step)
+        self.generator = state.generator
 
     def step(self) -> dict[str, torch.Tensor]:
         """One step; returns the detached per-plane loss terms (no host sync)."""

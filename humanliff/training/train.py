@@ -82,7 +82,7 @@ class LayerPairs:
         if on_device is None:
             on_device = device.type == "cuda" and planes.nbytes < 0.4 * torch.cuda.mem_get_info(device)[0]
         self.planes: np.ndarray | torch.Tensor = (
-            torch.from_numpy(np.ascontiguousarray(planes)).to(device) if on_device else planes)
+            torch.from_numpy(np.array(planes)).to(device) if on_device else planes)
 
     def __len__(self) -> int:
         return self.subjects * LAYERS
@@ -125,15 +125,18 @@ class DiffusionTrainer:
                                  f"{tc.microbatch}")
         self.cfg, self.info, self.step = cfg, info, 0
         self.device = info.device
-        self.model: UNet = build_unet(cfg.unet, cfg.triplane.resolution, cfg.triplane.channels).to(
-            self.device, memory_format=torch.channels_last)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(tc.seed)
+            model = build_unet(cfg.unet, cfg.triplane.resolution, cfg.triplane.channels)
+        self.model: UNet = model.to(self.device, memory_format=torch.channels_last)
         self.ema = EMA(self.model, tc.ema_rate)
         self.ddp = (DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda"
                                             else None) if info.distributed else None)
         module = self.ddp if self.ddp is not None else self.model
         self.forward = torch.compile(module) if tc.compile else module
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=annealed_lr(tc, 0),
-                                           weight_decay=tc.weight_decay, fused=self.device.type == "cuda")
+                                           weight_decay=tc.weight_decay, fused=self.device.type == "cuda",
+                                           foreach=self.device.type != "cuda")
         self.alphas_cumprod = alphas_cumprod(linear_betas(cfg.diffusion.steps, cfg.diffusion.beta_start,
                                                           cfg.diffusion.beta_end)).float().to(self.device)
         self.generator = torch.Generator(self.device)
@@ -142,7 +145,7 @@ class DiffusionTrainer:
         """Per-item timesteps ``[B]``, noise and condition noise ``[B, C, R, R]`` from per-item seeds."""
         b = len(keys)
         t = torch.empty(b, dtype=torch.int64, device=self.device)
-        noise = torch.empty(shape, device=self.device).contiguous(memory_format=torch.channels_last)
+        noise = torch.empty(shape, device=self.device, memory_format=torch.channels_last)
         cond_noise = torch.zeros_like(noise)
         base = (self.cfg.train.seed * 1_000_003 + self.step) * 2**20
         for i, key in enumerate(keys.tolist()):

@@ -1,0 +1,429 @@
+"""``make benchmark``: the original-equivalent paths and ours, measured in one process on one device.
+
+Usage: ``python -m benchmarks.run [--sections points,fit,render,unet,sampling,train,runtime] [--quick]``.
+On a machine without CUDA it runs a small CPU variant and says so in its first line. Results go to
+``benchmarks/results/<date>-<device>.json`` and ``.md`` (and to ``$OUT`` when set), rewritten after
+every measurement so that a run cut short keeps what it measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from benchmarks.original import (
+    OriginalFitStep,
+    OriginalTrainStep,
+    original_points,
+    use_einsum_attention,
+)
+from benchmarks.report import Report
+from benchmarks.timing import time_fn
+from humanliff.config import Config, load_config
+from humanliff.models.decoder import FusedDecoder, SeedDecoder
+from humanliff.models.inference import inference_unet
+from humanliff.models.unet import build_unet
+from humanliff.runtime.field import decode_points, make_field
+from humanliff.runtime.layered import human_generators, sample_layers
+from humanliff.runtime.schedule import alphas_cumprod, linear_betas
+
+RESULTS = Path(__file__).parent / "results"
+SECTIONS = ("points", "fit", "render", "unet", "sampling", "train", "runtime")
+log = logging.getLogger("benchmark")
+
+
+@dataclasses.dataclass
+class Setup:
+    """Sizes of one benchmark run: the original's on a GPU, small ones on the CPU."""
+
+    device: torch.device
+    resolution: int
+    points: int
+    image_views: int
+    image_size: int
+    fit_iterations: int
+    unet_batches: tuple[int, ...]
+    cfg: Config
+    repeats: int
+
+
+def make_setup(quick: bool) -> Setup:
+    cuda = torch.cuda.is_available() and not quick
+    cfg = load_config("synbody") if cuda else load_config("tiny")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if cuda:
+        return Setup(device, 256, 1 << 22, 32, 256, 2000, (1, 4, 16), cfg, 10)
+    return Setup(device, cfg.triplane.resolution, 1 << 14, 8, 32, 5, (1, 2), cfg, 3)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _wall(fn: Callable[[], object], device: torch.device) -> float:
+    """Seconds of one call, synchronized."""
+    _sync(device)
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+# --- points: nine-plane sampling + decoder -----------------------------------------------------------
+
+
+def bench_points(rep: Report, s: Setup) -> None:
+    dev, n_planes = s.device, 8
+    planes = (torch.rand(n_planes, 27, s.resolution, s.resolution, device=dev) * 2 - 1) * 0.5
+    pts = torch.rand(n_planes, s.points // n_planes, 3, device=dev) * 2 - 1
+    dirs = torch.nn.functional.normalize(torch.randn_like(pts), dim=-1)
+    seed = SeedDecoder().to(dev)
+    fused = FusedDecoder().to(dev)
+    precision = "bf16" if dev.type == "cuda" else "fp32"
+
+    def fwd(fn: Callable) -> Callable[[], object]:
+        def run() -> object:
+            with torch.no_grad():
+                return fn(pts, dirs)
+        return run
+
+    def fwd_bwd(fn: Callable) -> Callable[[], object]:
+        def run() -> None:
+            rgb, sigma = fn(pts, dirs)
+            (rgb.float().sum() + sigma.float().sum()).backward()
+        return run
+
+    grad_planes = planes.clone().requires_grad_(True)
+    original = {"forward": lambda p, d: original_points(planes, seed, p, d),
+                "forward+backward": lambda p, d: original_points(grad_planes, seed, p, d)}
+    ours = {
+        "seed decoder, fp32 eager": (lambda p, d: decode_points(planes, seed, p, d),
+                                     lambda p, d: decode_points(grad_planes, seed, p, d)),
+        f"seed decoder, {precision} compiled": (make_field(planes, seed, precision=precision, compile=True),
+                                                make_field(grad_planes, seed, precision=precision, compile=True)),
+        f"fused decoder, {precision} compiled": (make_field(planes, fused, precision=precision, compile=True),
+                                                 make_field(grad_planes, fused, precision=precision,
+                                                            compile=True)),
+    }
+    base = {}
+    for kind, wrap in (("forward", fwd), ("forward+backward", fwd_bwd)):
+        t = time_fn(wrap(original[kind]), repeats=s.repeats, device=dev)
+        base[kind] = s.points / t.median_ms / 1e3
+        rep.add("points", f"original path, {kind}", base[kind], "M points/s",
+                note=f"{s.points} points, R={s.resolution}, fp32 eager")
+    for name, (fwd_fn, bwd_fn) in ours.items():
+        for kind, wrap, fn in (("forward", fwd, fwd_fn), ("forward+backward", fwd_bwd, bwd_fn)):
+            t = time_fn(wrap(fn), repeats=s.repeats, device=dev)
+            rep.add("points", f"{name}, {kind}", s.points / t.median_ms / 1e3, "M points/s", base[kind])
+
+
+# --- stage B fitting and rendering -------------------------------------------------------------------
+
+
+def _fit_data(s: Setup, workdir: Path) -> Path:
+    from humanliff.data.synth import synthesize_dataset
+
+    return synthesize_dataset(workdir / "data", subjects=8, views=s.image_views, resolution=s.image_size,
+                              seed=0)
+
+
+def _default_decoder(dev: torch.device) -> tuple[torch.nn.Module, str]:
+    """The default model's stage-A decoder when installed, else a fresh one (timing is the same)."""
+    try:
+        from humanliff.assets import default_store
+
+        store = default_store()
+        return store.load_decoder(dev), f"decoder of {store.path.name}"
+    except Exception as exc:  # noqa: BLE001 - any failure falls back to a fresh decoder
+        log.info("default store unavailable (%s); fresh fused decoder", exc)
+        return FusedDecoder().to(dev), "fresh fused decoder"
+
+
+def bench_fit(rep: Report, s: Setup, workdir: Path) -> dict:
+    """Stage-B iterations at the original settings: ours (1 and 8 subjects at once) vs the original step."""
+    from humanliff.data.loader import load_dataset, split_views
+    from humanliff.training.fit import StageBFitter
+    from humanliff.training.fit_step import draw_rays, plane_targets
+
+    dev = s.device
+    cfg = dataclasses.replace(s.cfg, data=dataclasses.replace(s.cfg.data, root=str(_fit_data(s, workdir)),
+                                                              image_scaling=1.0, max_subjects=0))
+    cfg = dataclasses.replace(cfg, fit=dataclasses.replace(cfg.fit, precision="bf16" if dev.type == "cuda"
+                                                           else "fp32"))
+    subjects = load_dataset(cfg.data, progress=False)
+    train_views, _ = split_views(len(subjects[0].view_ids), cfg.data.holdout_every)
+    decoder, decoder_note = _default_decoder(dev)
+    decoder = decoder.to(dev)
+    init = torch.zeros(1, 27, s.resolution, s.resolution, device=dev)
+    per_step = {}
+    fitted = {}
+    for count in (1, 8):
+        targets = plane_targets(subjects[:count], [0] * count, train_views, dev, cfg.data)
+        fitter = StageBFitter(cfg, decoder, targets, init.expand(count, -1, -1, -1))
+        t = time_fn(fitter.step, warmup=3, repeats=s.repeats * 2, device=dev)
+        per_step[count] = t.median_ms
+        rep.add("fit", f"stage-B iteration, {count} subject(s) at once", t.median_ms, "ms",
+                note=f"{cfg.fit.batch_images} images x {cfg.fit.rays_per_image} rays per subject, "
+                     f"{cfg.render.n_samples}+{cfg.render.n_importance} samples, peak {t.peak_mb:.0f} MB")
+        if count == 1:
+            fitted["targets"] = targets
+    targets = fitted["targets"]
+    gen = torch.Generator(dev).manual_seed(0)
+    rays = draw_rays(targets, torch.zeros(1, dtype=torch.long, device=dev), cfg.fit.batch_images,
+                     cfg.fit.rays_per_image, cfg.fit.foreground_fraction, gen)
+    seed_dec = SeedDecoder().to(dev)
+    for anomaly in (False, True):
+        step = OriginalFitStep(cfg, seed_dec, init, anomaly=anomaly)
+        t = time_fn(lambda step=step: step.step(rays, targets.bounds), warmup=2,
+                    repeats=3 if anomaly else s.repeats, device=dev)
+        label = "with anomaly mode (as shipped)" if anomaly else "without anomaly mode"
+        rep.add("fit", f"original stage-B iteration, 1 subject, {label}", t.median_ms, "ms",
+                note="fp32, dense Adam, coarse pass evaluated twice")
+        if not anomaly:
+            original_ms = t.median_ms
+    iterations = 4 * cfg.fit.iterations_b
+    rep.add("fit", "stage B, one subject's 4 layers (2000 it/layer), estimated", per_step[1] * iterations / 6e4,
+            "min", original_ms * iterations / 6e4, note="iterations x measured iteration time")
+    rep.add("fit", "stage B throughput, 8 subjects at once", 8 * 3.6e6 / (per_step[8] * iterations),
+            "subjects/hour", 3.6e6 / (original_ms * iterations))
+    # Fit one layer of one subject for real, for the render benchmark and as a check of the estimate.
+    fitter = StageBFitter(cfg, decoder, targets, init)
+    wall = _wall(lambda: [fitter.step() for _ in range(s.fit_iterations)], dev)
+    rep.add("fit", f"stage B, one subject, one layer, {s.fit_iterations} iterations, measured", wall, "s",
+            note=decoder_note)
+    return {"planes": fitter.planes.detach(), "decoder": decoder, "bounds": targets.bounds[0], "cfg": cfg}
+
+
+def bench_render(rep: Report, s: Setup, fitted: dict) -> None:
+    from humanliff.runtime.cameras import orbit_cameras
+    from humanliff.runtime.occupancy import build_occupancy
+    from humanliff.runtime.render import render_image
+
+    dev, cfg = s.device, fitted["cfg"]
+    size = 512 if dev.type == "cuda" else 32
+    planes, decoder, bounds = fitted["planes"], fitted["decoder"], fitted["bounds"]
+    K, R, T = (x[0].to(dev) for x in orbit_cameras(bounds.cpu(), 1, size))
+    precision = "bf16" if dev.type == "cuda" else "fp32"
+    eval_cfg = dataclasses.replace(cfg.render, chunk=size * size)
+    field = make_field(planes, decoder, precision=precision, compile=True)
+    occupancy = build_occupancy(field, cfg.render.occupancy_resolution, cfg.render.occupancy_threshold,
+                                device=dev)
+    frac = occupancy.float().mean().item()
+    original_field = make_field(planes, SeedDecoder().to(dev))
+    t_orig = time_fn(lambda: render_image(original_field, K, R, T, size, size, bounds, cfg.render),
+                     warmup=1, repeats=3, device=dev)
+    rep.add("render", f"{size}x{size} view, original point path (fp32 eager, 128+128)", t_orig.median_ms, "ms")
+    t_full = time_fn(lambda: render_image(field, K, R, T, size, size, bounds, eval_cfg), repeats=s.repeats,
+                     device=dev)
+    rep.add("render", f"{size}x{size} view, ours, no occupancy grid", t_full.median_ms, "ms", t_orig.median_ms)
+    t_occ = time_fn(lambda: render_image(field, K, R, T, size, size, bounds, eval_cfg, occupancy=occupancy),
+                    repeats=s.repeats, device=dev)
+    rep.add("render", f"{size}x{size} view, ours, occupancy grid", t_occ.median_ms, "ms", t_orig.median_ms,
+            note=f"{cfg.render.occupancy_resolution}^3 grid, {100 * frac:.1f}% cells occupied")
+
+
+# --- UNet, samplers, training ----------------------------------------------------------------------
+
+
+def _unet(s: Setup) -> torch.nn.Module:
+    torch.manual_seed(0)
+    unet = build_unet(s.cfg.unet, s.resolution, s.cfg.triplane.channels).to(s.device)
+    # Zero-initialized output convs would make every output zero: give all weights random values.
+    with torch.no_grad():
+        for p in unet.parameters():
+            if p.dim() > 1 and not p.abs().sum():
+                p.normal_(0, 0.02)
+    return unet
+
+
+def _unet_inputs(s: Setup, batch: int) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator(s.device).manual_seed(batch)
+    x = torch.randn(batch, 27, s.resolution, s.resolution, device=s.device, generator=g)
+    x_cond = torch.randn(x.shape, device=s.device, generator=g).clamp(-1, 1)
+    t = torch.randint(0, 1000, (batch,), device=s.device, generator=g)
+    y = torch.randint(0, 4, (batch,), device=s.device, generator=g)
+    return x, t, x_cond, y
+
+
+def bench_unet(rep: Report, s: Setup) -> dict:
+    """One UNet evaluation: the original fp32 eager einsum path vs ours (bf16, compiled, CUDA graphs)."""
+    dev = s.device
+    unet = _unet(s)
+    n_params = sum(p.numel() for p in unet.parameters())
+    original = use_einsum_attention(_unet(s).eval())
+    baseline = {}
+    for batch in s.unet_batches[:2]:
+        inputs = _unet_inputs(s, batch)
+        with torch.no_grad():
+            t = time_fn(lambda inputs=inputs: original(*inputs), repeats=s.repeats, device=dev)
+        baseline[batch] = t.median_ms
+        rep.add("unet", f"original, fp32 eager einsum, batch {batch}", t.median_ms, "ms",
+                note=f"{n_params / 1e6:.1f} M parameters, peak {t.peak_mb:.0f} MB")
+    del original
+    precision = "bf16" if dev.type == "cuda" else "fp32"
+    eager = inference_unet(unet, precision=precision)
+    compiled = inference_unet(unet, precision=precision, compile=dev.type == "cuda")
+    fns = {}
+    for batch in s.unet_batches:
+        inputs = _unet_inputs(s, batch)
+        t = time_fn(lambda inputs=inputs: eager(*inputs), repeats=s.repeats, device=dev)
+        rep.add("unet", f"ours, {precision} eager SDPA channels_last, batch {batch}", t.median_ms, "ms",
+                baseline.get(batch))
+        start = time.perf_counter()
+        compiled(*inputs)
+        _sync(dev)
+        compile_s = time.perf_counter() - start
+        t = time_fn(lambda inputs=inputs: compiled(*inputs), repeats=s.repeats, device=dev)
+        rep.add("unet", f"ours, {precision} compiled + CUDA graphs, batch {batch}", t.median_ms, "ms",
+                baseline.get(batch), note=f"first call (compile) {compile_s:.0f} s, peak {t.peak_mb:.0f} MB")
+        rep.add("unet", f"ours, per human, batch {batch}", t.median_ms / batch, "ms",
+                baseline.get(1))
+        fns[batch] = t.median_ms
+    with torch.no_grad():
+        ref = unet.float()(*_unet_inputs(s, 1))
+        rel = ((compiled(*_unet_inputs(s, 1)) - ref).norm() / ref.norm()).item()
+    rep.add("unet", f"ours vs fp32 output, relative error ({precision})", rel, "")
+    return {"unet": unet, "compiled": compiled, "eval_ms": fns, "baseline_ms": baseline}
+
+
+def bench_sampling(rep: Report, s: Setup, u: dict) -> None:
+    """A whole 4-layer human: DPM-Solver++ / DDIM at several step counts and the original's 250-step DDPM."""
+    dev = s.device
+    acp = alphas_cumprod(linear_betas()).to(dev)
+    shape = (1, 27, s.resolution, s.resolution)
+    base_eval = u["baseline_ms"][1]
+    runs = [("dpmpp", 10), ("dpmpp", 20), ("ddim", 50), ("ddpm", 250)] if dev.type == "cuda" else \
+        [("dpmpp", 3), ("ddpm", 5)]
+    for sampler, steps in runs:
+        def human(sampler: str = sampler, steps: int = steps) -> torch.Tensor:
+            return sample_layers(u["compiled"], shape, acp, [0, 1, 2, 3], sampler, steps,
+                                 generator=human_generators(0, 1))
+        seconds = _wall(human, dev)
+        original_s = 4 * 250 * base_eval / 1e3
+        rep.add("sampling", f"4-layer human, {sampler} {steps} steps/layer, batch 1", seconds, "s", original_s,
+                note="original: 4 x 250 DDPM steps x its measured eval time")
+    batch = max(s.unet_batches)
+    shape_b = (batch, 27, s.resolution, s.resolution)
+    seconds = _wall(lambda: sample_layers(u["compiled"], shape_b, acp, [0, 1, 2, 3], "dpmpp", 20,
+                                          generator=human_generators(0, batch)), dev)
+    rep.add("sampling", f"4-layer humans, dpmpp 20 steps, batch {batch}, per human", seconds / batch, "s",
+            4 * 250 * base_eval / 1e3)
+
+
+def bench_train(rep: Report, s: Setup) -> None:
+    """Diffusion training samples/s: the original step (fp16 + GradScaler, microbatch 2) vs ours."""
+    from humanliff.training.distributed import DistInfo
+    from humanliff.training.train import DiffusionTrainer
+
+    dev = s.device
+    batch = 8 if dev.type == "cuda" else 2
+    x0, t, x_cond, y = _unet_inputs(s, batch)
+    x0 = x0.clamp(-1, 1)
+    acp = alphas_cumprod(linear_betas()).float().to(dev)
+    if dev.type == "cuda":
+        original = OriginalTrainStep(_unet(s).train(), acp)
+        tm = time_fn(lambda: original.step(x0, x_cond, y), warmup=2, repeats=5, device=dev)
+        rep.add("train", f"original step, batch {batch}, fp16 autocast, microbatch 2",
+                batch / tm.median_ms * 1e3, "samples/s", note=f"peak {tm.peak_mb:.0f} MB")
+        base = batch / tm.median_ms * 1e3
+        del original
+        torch.cuda.empty_cache()
+    else:
+        base = None
+    info = DistInfo(rank=0, world_size=1, local_rank=0, device=dev)
+    for micro, compile_ in ((batch, False), (batch, dev.type == "cuda")):
+        tc = dataclasses.replace(s.cfg.train, batch_size=batch, microbatch=micro, compile=compile_,
+                                 precision="bf16" if dev.type == "cuda" else "fp32")
+        trainer = DiffusionTrainer(dataclasses.replace(s.cfg, train=tc), info)
+        start = time.perf_counter()
+        trainer.train_step(x0, x_cond, y)
+        _sync(dev)
+        first = time.perf_counter() - start
+        tm = time_fn(lambda trainer=trainer: trainer.train_step(x0, x_cond, y), warmup=2, repeats=5, device=dev)
+        rep.add("train", f"ours, batch {batch}, microbatch {micro}, {tc.precision}"
+                         f"{', compiled' if compile_ else ', eager'}", batch / tm.median_ms * 1e3, "samples/s",
+                base, note=f"first step {first:.0f} s, peak {tm.peak_mb:.0f} MB")
+        del trainer
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def bench_runtime(rep: Report, s: Setup, workdir: Path) -> None:
+    """Export the UNet and decoder, then one 4-layer human from the runtime, rendered at 512x512."""
+    from humanliff.export.artifacts import export_artifacts  # noqa: F401 - availability check
+    from humanliff.runtime.pipeline import run_artifacts  # noqa: F401
+
+    rep.error("runtime", "see benchmarks/runtime_bench.py")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sections", default=",".join(SECTIONS))
+    parser.add_argument("--quick", action="store_true", help="small CPU-sized variant even on a GPU")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    s = make_setup(args.quick)
+    if s.device.type == "cuda" and not args.quick:
+        device = torch.cuda.get_device_name()
+        print(f"benchmark on {device} (original sizes: R={s.resolution}, 128+128 samples, 192-channel UNet)")
+    else:
+        device = "cpu"
+        print("benchmark: NO GPU - small CPU variant (tiny sizes; numbers are not comparable to GPU results)")
+    outs = [args.out] + ([Path(os.environ["OUT"])] if os.environ.get("OUT") else [])
+    rep = Report(device, outs)
+    sections = args.sections.split(",")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        fitted = None
+        unet = None
+        steps: list[tuple[str, Callable[[], object]]] = [
+            ("points", lambda: bench_points(rep, s)),
+            ("fit", lambda: bench_fit(rep, s, work)),
+            ("unet", lambda: bench_unet(rep, s)),
+            ("train", lambda: bench_train(rep, s)),
+            ("runtime", lambda: bench_runtime(rep, s, work)),
+        ]
+        for name, fn in steps:
+            if name not in sections:
+                continue
+            try:
+                result = fn()
+            except Exception as exc:  # noqa: BLE001 - one failed section must not lose the others
+                rep.error(name, f"{type(exc).__name__}: {str(exc)[:300]}")
+                log.exception("section %s failed", name)
+                continue
+            if name == "fit":
+                fitted = result
+                if "render" in sections:
+                    try:
+                        bench_render(rep, s, fitted)
+                    except Exception as exc:  # noqa: BLE001
+                        rep.error("render", f"{type(exc).__name__}: {str(exc)[:300]}")
+                        log.exception("section render failed")
+            if name == "unet":
+                unet = result
+                if "sampling" in sections:
+                    try:
+                        bench_sampling(rep, s, unet)
+                    except Exception as exc:  # noqa: BLE001
+                        rep.error("sampling", f"{type(exc).__name__}: {str(exc)[:300]}")
+                        log.exception("section sampling failed")
+                del unet
+                if s.device.type == "cuda":
+                    torch.cuda.empty_cache()
+    print(rep.markdown())
+
+
+if __name__ == "__main__":
+    main()

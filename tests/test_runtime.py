@@ -1,0 +1,202 @@
+"""``humanliff run``: manifest checks, engines and their fallback, the lean pipeline against ``generate``."""
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+from test_export import make_tiny_models
+
+from humanliff.config import load_config
+from humanliff.errors import HumanLiffError, InputFileError
+from humanliff.export.artifacts import export_artifacts
+from humanliff.generate import generate
+from humanliff.runtime.engines import (
+    AOTIEngine,
+    EngineUnavailable,
+    OnnxEngine,
+    TensorRTEngine,
+    device_key,
+    graphed,
+    load_engine,
+)
+from humanliff.runtime.manifest import MANIFEST_NAME, NetworkSpec, network_spec, read_manifest, sha256_file
+from humanliff.runtime.pipeline import engine_field, run_artifacts
+
+FAST = ["sample.views=1", "sample.turntable_frames=2", "sample.image_size=16", "sample.mesh_resolution=12",
+        "render.occupancy_resolution=0"]
+FORBIDDEN = ("humanliff.training", "humanliff.models", "humanliff.data", "humanliff.generate")
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    """The tiny models and their ep + onnx artifacts (fp32, batch 2)."""
+    root = tmp_path_factory.mktemp("runtime")
+    ema, store, _ = make_tiny_models(root)
+    export_artifacts(ema, store, root / "artifacts", "ep,onnx", batch=2, device="cpu", overrides=FAST,
+                     progress=False)
+    return ema, store, root / "artifacts"
+
+
+def _copy(artifacts, tmp_path):
+    return shutil.copytree(artifacts, tmp_path / "copy")
+
+
+def _edit_manifest(folder, edit):
+    path = folder / MANIFEST_NAME
+    manifest = json.loads(path.read_text())
+    edit(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+def test_unknown_manifest_version_is_one_line_error(artifacts, tmp_path):
+    folder = _copy(artifacts[2], tmp_path)
+    _edit_manifest(folder, lambda m: m.update(version=99))
+    with pytest.raises(InputFileError, match=r"manifest.json: unknown manifest version 99 \(this runtime"):
+        read_manifest(folder)
+    (folder / MANIFEST_NAME).write_text("{oops")
+    with pytest.raises(InputFileError, match="manifest.json: not valid JSON"):
+        read_manifest(folder)
+    with pytest.raises(InputFileError, match="no artifacts manifest here"):
+        read_manifest(tmp_path)
+
+
+def test_altered_or_missing_artifact_is_refused(artifacts, tmp_path):
+    folder = _copy(artifacts[2], tmp_path)
+    with open(folder / "unet.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(InputFileError, match=r"unet.onnx: sha256 differs from manifest.json"):
+        load_engine(folder, "unet", prefer=("onnx",))
+    (folder / "decoder.ep.pt2").unlink()
+    with pytest.raises(InputFileError, match=r"decoder.ep.pt2: artifact listed in manifest.json is missing"):
+        load_engine(folder, "decoder", prefer=("ep",))
+
+
+def test_shapes_that_disagree_with_the_manifest(artifacts):
+    engine = load_engine(artifacts[2], "unet", prefer=("onnx",))
+    feeds = {"x": torch.zeros(2, 27, 8, 8), "timesteps": torch.zeros(2, dtype=torch.int64),
+             "x_cond": torch.zeros(2, 27, 8, 8), "y": torch.zeros(2, dtype=torch.int64)}
+    with pytest.raises(InputFileError, match=r"unet.onnx: input 'x' has shape \[2, 27, 8, 8\], the manifest "
+                                             r"says \['batch', 27, 16, 16\]"):
+        engine(**feeds)
+    big = {k: torch.zeros((5, *v.shape[1:]), dtype=v.dtype) for k, v in feeds.items()}
+    big["x"] = big["x_cond"] = torch.zeros(5, 27, 16, 16)
+    with pytest.raises(InputFileError, match=r"batch = 5 is outside the exported range \[1, 4\]"):
+        engine(**big)
+    with pytest.raises(InputFileError, match="inputs .* do not match"):
+        engine(x=feeds["x"])
+
+
+def test_engines_agree_and_fall_back(artifacts):
+    folder = artifacts[2]
+    onnx = load_engine(folder, "unet", prefer=("tensorrt", "aoti", "onnx", "ep"))
+    assert onnx.format == ("onnx" if not isinstance(onnx, TensorRTEngine) else "tensorrt")
+    ep = load_engine(folder, "unet", prefer=("ep",))
+    spec = network_spec(read_manifest(folder), "unet")
+    g = torch.Generator().manual_seed(3)
+    feeds = {"x": torch.randn(3, 27, 16, 16, generator=g), "timesteps": torch.tensor([0, 500, 999]),
+             "x_cond": torch.randn(3, 27, 16, 16, generator=g), "y": torch.tensor([0, 1, 3])}
+    a, b = onnx(**feeds)["eps"], ep(**feeds)["eps"]
+    assert a.shape == (3, 27, 16, 16) and [s.name for s in spec.outputs] == ["eps"]
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))
+    with pytest.raises(InputFileError, match=r"no engine for 'unet' runs on cpu \(aoti: absent"):
+        load_engine(folder, "unet", prefer=("aoti",))
+    with pytest.raises(HumanLiffError, match="unknown engine format"):
+        load_engine(folder, "unet", prefer=("trt",))
+
+
+def test_engines_without_their_package_or_loader_are_skipped(artifacts, tmp_path):
+    spec = NetworkSpec((), (), {})
+    if importlib.util.find_spec("tensorrt") is None:
+        with pytest.raises(EngineUnavailable, match="tensorrt is not installed"):
+            TensorRTEngine(tmp_path / "unet.plan", spec, "cpu").load()
+    crashed = {"device": "cpu", "checked_on": device_key(torch.device("cpu")),
+               "loaders": {"package": "crashed (signal 11)", "package_loader": "crashed (signal 11)"}}
+    with pytest.raises(EngineUnavailable, match=r"no AOTInductor loader works .*crashed \(signal 11\)"):
+        AOTIEngine(tmp_path / "unet.pt2", spec, "cpu", crashed).load()
+    folder = _copy(artifacts[2], tmp_path)
+    (folder / "unet.pt2").write_bytes(b"not loaded")
+    aoti = {**crashed, "files": {"unet.pt2": sha256_file(folder / "unet.pt2")}, "status": "unverified"}
+    _edit_manifest(folder, lambda m: m["networks"]["unet"]["artifacts"].update(aoti=aoti))
+    assert load_engine(folder, "unet").format == "onnx"
+    _edit_manifest(folder, lambda m: m["networks"]["unet"]["artifacts"]["ep"].update(device="cuda"))
+    with pytest.raises(InputFileError, match=r"no engine for 'unet' runs on cpu \(ep: built for cuda\)"):
+        load_engine(folder, "unet", prefer=("ep",))
+
+
+def test_engine_field_splits_large_calls(artifacts):
+    folder = artifacts[2]
+    whole = load_engine(folder, "decoder", prefer=("onnx",))
+    spec = whole.spec
+    limited = NetworkSpec(spec.inputs, spec.outputs, {"batch": (1, 1, 4), "points": (1, 64, 100)})
+    small = OnnxEngine(whole.path, limited, "cpu").load()
+    planes = torch.randn(1, 27, 16, 16, generator=torch.Generator().manual_seed(0))
+    points = torch.rand(2, 250, 3) * 2 - 1
+    dirs = torch.nn.functional.normalize(torch.randn(2, 250, 3), dim=-1)
+    rgb_a, sigma_a = engine_field(whole, planes)(points, dirs)
+    rgb_b, sigma_b = engine_field(small, planes)(points, dirs)
+    assert rgb_a.shape == (2, 250, 3) and sigma_a.shape == (2, 250, 1)
+    torch.testing.assert_close(rgb_a, rgb_b)
+    torch.testing.assert_close(sigma_a, sigma_b)
+    none_rgb, sigma_c = engine_field(small, planes)(points, None)
+    assert none_rgb is None
+    torch.testing.assert_close(sigma_c, sigma_a)
+
+
+def test_run_reproduces_generate(artifacts, tmp_path):
+    ema, store, folder = artifacts
+    cfg = load_config("tiny", [*FAST, "sample.seed=7", "sample.batch=3"])
+    expected = generate(cfg, ema, store, tmp_path / "gen", device="cpu", progress=False)
+    result = run_artifacts(folder, tmp_path / "run", humans=3, sampler=cfg.sample.sampler,
+                           steps=cfg.sample.steps, seed=7, device="cpu", prefer=("onnx",), progress=False)
+    assert result["engines"] == {"unet": "onnx", "decoder": "onnx"}
+    a = np.load(expected["planes"])["planes"].astype(np.float32)
+    b = np.load(result["planes"])["planes"].astype(np.float32)
+    assert a.shape == b.shape == (4, 3, 27, 16, 16)
+    np.testing.assert_allclose(b, a, atol=2e-3)  # fp16 storage: one step at 1.0 is 1e-3
+    assert len(result["views"]) == len(expected["views"]) == 4 * 3
+    for x, y in zip(expected["views"], result["views"], strict=True):
+        assert x.relative_to(tmp_path / "gen") == y.relative_to(tmp_path / "run")
+        assert np.abs(iio.imread(x).astype(int) - iio.imread(y).astype(int)).max() <= 2
+    names = [sorted(p.name for p in (tmp_path / d).iterdir()) for d in ("gen", "run")]
+    assert names[0] == names[1]
+
+
+def test_run_cli_imports_no_training_code(artifacts, tmp_path):
+    folder = artifacts[2]
+    code = ("import json, sys; from humanliff.cli import app; app(sys.argv[1:], standalone_mode=False); "
+            "print(json.dumps(sorted(m for m in sys.modules if m.startswith('humanliff'))))")
+    args = ["run", str(folder), "--out", str(tmp_path / "out"), "--humans", "1", "--steps", "2",
+            "--seed", "1", "--layers", "0-1", "--engine", "onnx", "--device", "cpu"]
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    modules = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "humanliff.runtime.pipeline" in modules
+    assert not [m for m in modules if m.startswith(FORBIDDEN)]
+    assert np.load(tmp_path / "out" / "planes.npz")["planes"].shape == (2, 1, 27, 16, 16)
+
+
+def test_run_rejects_layers_not_from_zero(artifacts, tmp_path):
+    with pytest.raises(HumanLiffError, match="--layers must start at 0"):
+        run_artifacts(artifacts[2], tmp_path / "x", humans=1, steps=1, layers=[1, 2], device="cpu",
+                      progress=False)
+
+
+def test_graphs_only_on_cuda(artifacts):
+    engine = load_engine(artifacts[2], "unet", prefer=("ep",))
+    assert graphed(engine, {}) is engine  # CPU: no CUDA graph
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graph_replay_matches_eager(artifacts):
+    engine = load_engine(artifacts[2], "unet", prefer=("ep",), device="cuda")
+    feeds = {"x": torch.randn(2, 27, 16, 16, device="cuda"), "timesteps": torch.tensor([1, 900]).cuda(),
+             "x_cond": torch.randn(2, 27, 16, 16, device="cuda"), "y": torch.tensor([0, 2]).cuda()}
+    replay = graphed(engine, feeds)
+    assert replay is not engine
+    torch.testing.assert_close(replay(**feeds)["eps"], engine(**feeds)["eps"])
