@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import os
 import tempfile
@@ -268,7 +269,7 @@ def bench_unet(rep: Report, s: Setup) -> dict:
         baseline[batch] = t.median_ms
         rep.add("unet", f"original, fp32 eager einsum, batch {batch}", t.median_ms, "ms",
                 note=f"{n_params / 1e6:.1f} M parameters, peak {t.peak_mb:.0f} MB")
-    del original
+    original = None
     precision = "bf16" if dev.type == "cuda" else "fp32"
     eager = inference_unet(unet, precision=precision)
     compiled = inference_unet(unet, precision=precision, compile=dev.type == "cuda")
@@ -357,12 +358,43 @@ def bench_train(rep: Report, s: Setup) -> None:
             torch.cuda.empty_cache()
 
 
-def bench_runtime(rep: Report, s: Setup, workdir: Path) -> None:
-    """Export the UNet and decoder, then one 4-layer human from the runtime, rendered at 512x512."""
-    from humanliff.export.artifacts import export_artifacts  # noqa: F401 - availability check
-    from humanliff.runtime.pipeline import run_artifacts  # noqa: F401
+def bench_runtime(rep: Report, s: Setup, workdir: Path, fitted: dict | None) -> None:
+    """Export the UNet and decoder, then 4-layer humans from the runtime, rendered at 512x512 from one view."""
+    from humanliff.export.artifacts import export_artifacts
+    from humanliff.models.checkpoint import EMA_KEYS
+    from humanliff.runtime.pipeline import run_artifacts
+    from humanliff.training.store import create_store
 
-    rep.error("runtime", "see benchmarks/runtime_bench.py")
+    dev = s.device
+    decoder = fitted["decoder"] if fitted else FusedDecoder().to(dev)
+    planes = fitted["planes"] if fitted else torch.zeros(1, 27, s.resolution, s.resolution, device=dev)
+    bounds = (fitted["bounds"] if fitted else torch.tensor([[-0.5, -1.0, -0.3], [0.5, 1.0, 0.3]])).cpu()
+    cfg = dataclasses.replace(s.cfg, decoder=load_config(None).decoder)
+    store = create_store(workdir / "store", ["bench"], bounds[None].numpy(), s.resolution, 27,
+                         decoder.state_dict(), dataclasses.asdict(cfg.decoder), cfg.to_dict())
+    store.planes[0] = planes.detach().cpu().half().numpy()
+    store.planes.flush()
+    torch.save(dict(zip(EMA_KEYS, (_unet(s).state_dict(), cfg.to_dict(), json.loads(
+        (workdir / "store" / "manifest.json").read_text())), strict=True)), workdir / "ema.pt")
+    precision = "bf16" if dev.type == "cuda" else "fp32"
+    formats = ("ep", "aoti") if dev.type == "cuda" else ("ep", "onnx")
+    start = time.perf_counter()
+    manifest = export_artifacts(workdir / "ema.pt", workdir / "store", workdir / "artifacts", formats, batch=1,
+                                dtype=precision, device=dev, progress=False)
+    rep.add("runtime", f"export {'+'.join(formats)} (UNet + decoder)", time.perf_counter() - start, "s",
+            note=json.dumps({k: v.get("status", "") for k, v in manifest.get("artifacts", {}).items()})[:200])
+    size = 512 if dev.type == "cuda" else 32
+    overrides = [f"sample.image_size={size}", "sample.views=1", "sample.turntable_frames=1",
+                 "sample.mesh_resolution=64"]
+    for attempt in ("first run (includes warm-up)", "second run"):
+        result = run_artifacts(workdir / "artifacts", workdir / f"run{attempt[0]}", humans=1, sampler="dpmpp",
+                               steps=20, seed=0, device=dev, overrides=overrides, progress=False)
+        timings, engines = result["timings"], result["engines"]
+        note = f"engines {engines}; load {timings['load_s']:.1f} s, write {timings['write_s']:.1f} s"
+        rep.add("runtime", f"4-layer human, dpmpp 20 steps, sampling, {attempt}", timings["sample_s"], "s",
+                note=note)
+        rep.add("runtime", f"4-layer human end to end ({size}px view, mesh, gif), {attempt}",
+                timings["total_s"], "s")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -392,7 +424,7 @@ def main(argv: list[str] | None = None) -> None:
             ("fit", lambda: bench_fit(rep, s, work)),
             ("unet", lambda: bench_unet(rep, s)),
             ("train", lambda: bench_train(rep, s)),
-            ("runtime", lambda: bench_runtime(rep, s, work)),
+            ("runtime", lambda: bench_runtime(rep, s, work, fitted)),
         ]
         for name, fn in steps:
             if name not in sections:

@@ -1,0 +1,53 @@
+"""Packed models: a UNet's EMA weights (fp16) plus a small tri-plane store, and the default model.
+
+A packed model folder holds ``ema.pt`` (the EMA UNet in fp16 with its config) and ``store/`` (the
+decoder and the first few subjects' planes and boxes: the reference box that generated humans are
+framed by, and bodies to start from with ``--from``). The default model ships inside the package at
+``humanliff/assets/default`` (trained on the built-in synthetic humans; see the README for the
+commands); ``generate`` and ``run`` use it when no checkpoint is given.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from humanliff.errors import HumanLiffError
+from humanliff.io import atomic_path
+from humanliff.models.checkpoint import EMA_KEYS, read_torch_file
+from humanliff.training.store import create_store, open_store
+
+DEFAULT_MODEL = Path(__file__).resolve().parent / "assets" / "default"
+"""Where the default model lives in the package."""
+
+
+def default_model() -> tuple[Path, Path]:
+    """``(ema.pt, store folder)`` of the default model, or a one-line error when it is not installed."""
+    ema, store = DEFAULT_MODEL / "ema.pt", DEFAULT_MODEL / "store"
+    if not ema.is_file() or not (store / "manifest.json").is_file():
+        raise HumanLiffError(f"no --unet/--store given and no default model installed at {DEFAULT_MODEL}")
+    return ema, store
+
+
+def pack_model(unet_ckpt: str | Path, store_path: str | Path, out: str | Path, subjects: int = 4) -> Path:
+    """Write a packed model folder ``out`` from a run's ``ema.pt`` and a store (first ``subjects`` kept)."""
+    unet_ckpt = Path(unet_ckpt)
+    if unet_ckpt.is_dir():
+        unet_ckpt = unet_ckpt / "ema.pt"
+    blob = read_torch_file(unet_ckpt)
+    if not isinstance(blob, dict) or any(k not in blob for k in EMA_KEYS):
+        raise HumanLiffError(f"{unet_ckpt}: not a humanliff ema.pt (expected keys {', '.join(EMA_KEYS)})")
+    store = open_store(store_path)
+    keep = min(subjects, len(store.subjects))
+    if keep < 1:
+        raise HumanLiffError(f"{store_path}: the store holds no subjects")
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        small = create_store(tmp / "store", store.subjects[:keep], store.bounds[:keep], store.resolution,
+                             store.channels, store.decoder_state(), store.decoder_config, store.config)
+        small.planes[:] = store.planes[:keep]
+        small.planes.flush()
+        state = {k: v.half() if v.is_floating_point() else v for k, v in blob["state_dict"].items()}
+        torch.save({**blob, "state_dict": state}, tmp / "ema.pt")
+    return Path(out)
