@@ -140,10 +140,11 @@ def _fit_data(s: Setup, workdir: Path) -> Path:
 def _default_decoder(dev: torch.device) -> tuple[torch.nn.Module, str]:
     """The default model's stage-A decoder when installed, else a fresh one (timing is the same)."""
     try:
-        from humanliff.assets import default_store
+        from humanliff.pretrained import default_model
+        from humanliff.training.store import open_store
 
-        store = default_store()
-        return store.load_decoder(dev), f"decoder of {store.path.name}"
+        store = open_store(default_model()[1])
+        return store.load_decoder(dev), "the default model's decoder"
     except Exception as exc:  # noqa: BLE001 - any failure falls back to a fresh decoder
         log.info("default store unavailable (%s); fresh fused decoder", exc)
         return FusedDecoder().to(dev), "fresh fused decoder"

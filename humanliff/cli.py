@@ -343,6 +343,24 @@ def store_import_command(cfg: Config, stage_a: str, stage_b: tuple[str, ...], ou
     click.echo(f"wrote {import_original(stage_a, out, subjects, bounds, cfg, stage_b)}")
 
 
+@app.group("model")
+def model_group() -> None:
+    """Packed models: a UNet's EMA weights with a small store (what the default model is)."""
+
+
+@command(model_group, "pack")
+@click.option("--unet", "unet_ckpt", required=True, metavar="CKPT", help="A run's ema.pt (or its run folder).")
+@click.option("--store", required=True, metavar="STORE", help="The tri-plane store the UNet was trained on.")
+@click.option("--out", required=True, metavar="DIR", help="Packed model folder to write (replaced).")
+@click.option("--subjects", type=int, default=4, show_default=True,
+              help="Subjects of the store kept (the first is the reference box of generated humans).")
+def model_pack_command(unet_ckpt: str, store: str, out: str, subjects: int) -> None:
+    """Write a compact model folder: fp16 EMA weights plus the decoder and the first subjects' planes."""
+    from humanliff.pretrained import pack_model
+
+    click.echo(f"wrote {pack_model(unet_ckpt, store, out, subjects)}")
+
+
 def main() -> None:
     """Console entry point."""
     app()

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from numpy.lib.format import open_memmap
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from humanliff.config import Config, dump_config
+from humanliff.config import Config, DecoderConfig, dump_config
 from humanliff.data.files import read_subject_list
 from humanliff.data.loader import load_subject, split_views, subject_list_path
 from humanliff.data.types import LAYERS, SubjectData
@@ -347,11 +348,12 @@ def fit_stage_b(cfg: Config, store_in: str | Path, out_dir: str | Path, device: 
     ``out_dir/store_b`` (planes of every subject, the stage-A decoder) and returns its path.
     """
     dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    store_a = open_store(store_in)
+    decoder = store_a.load_decoder(dev)
+    cfg = dataclasses.replace(cfg, decoder=DecoderConfig(**store_a.decoder_config))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, out_dir / "config.yaml")
-    store_a = open_store(store_in)
-    decoder = store_a.load_decoder(dev)
     mean0 = torch.from_numpy(np.asarray(store_a.planes[:, 0], np.float32).mean(axis=0))
     names = _subject_names(cfg)
     partial, final, ckpt_path = out_dir / "store_b.partial", out_dir / "store_b", out_dir / "checkpoint_b.pt"
@@ -383,16 +385,8 @@ def fit_stage_b(cfg: Config, store_in: str | Path, out_dir: str | Path, device: 
             fitter = StageBFitter(cfg, decoder, targets, init, generator)
             if g == ckpt["group"] and layer == ckpt["layer"] and ckpt["fitter"] is not None:
                 fitter.load_state_dict(ckpt["fitter"])
-            bar = tqdm(range(fitter.step_count, cfg.fit.iterations_b), desc=f"fit B {g + 1}/{len(groups)} "
-                       f"layer {layer}", unit="step", initial=fitter.step_count, total=cfg.fit.iterations_b)
-            for step in bar:
-                parts = fitter.step()
-                if step % cfg.fit.log_every == 0 or step == cfg.fit.iterations_b - 1:
-                    _log_step(bar, "B", step, parts)
-                if cfg.fit.checkpoint_every > 0 and fitter.step_count % cfg.fit.checkpoint_every == 0 \
-                        and fitter.step_count < cfg.fit.iterations_b:
-                    _save_b(ckpt_path, names, g, layer, fitted, fitter.state_dict())
-            fitted[:, layer] = fitter.planes.detach().cpu()
+            save = functools.partial(_save_b, ckpt_path, names, g, layer, fitted)
+            fitted[:, layer] = _run_layer(fitter, f"fit B {g + 1}/{len(groups)} layer {layer}", save)
             store.planes[members, layer] = fitted[:, layer].numpy().astype(np.float16)
             store.planes.flush()
             store.write_manifest()
@@ -405,6 +399,21 @@ def fit_stage_b(cfg: Config, store_in: str | Path, out_dir: str | Path, device: 
     os.replace(partial, final)
     log.info("stage B: %d subjects x %d layers -> %s", len(names), N_LAYERS, final)
     return final
+
+
+def _run_layer(fitter: StageBFitter, desc: str, save: Callable[[dict[str, Any]], None]) -> torch.Tensor:
+    """Step ``fitter`` to ``fit.iterations_b`` (logging, checkpointing mid-layer); its planes on the CPU."""
+    fit_cfg = fitter.cfg.fit
+    bar = tqdm(range(fitter.step_count, fit_cfg.iterations_b), desc=desc, unit="step",
+               initial=fitter.step_count, total=fit_cfg.iterations_b)
+    for step in bar:
+        parts = fitter.step()
+        if step % fit_cfg.log_every == 0 or step == fit_cfg.iterations_b - 1:
+            _log_step(bar, "B", step, parts)
+        if fit_cfg.checkpoint_every > 0 and fitter.step_count % fit_cfg.checkpoint_every == 0 \
+                and fitter.step_count < fit_cfg.iterations_b:
+            save(fitter.state_dict())
+    return fitter.planes.detach().cpu()
 
 
 def _save_b(path: Path, names: list[str], group: int, layer: int, fitted: torch.Tensor,
