@@ -361,9 +361,9 @@ def bench_train(rep: Report, s: Setup) -> None:
 
 def bench_runtime(rep: Report, s: Setup, workdir: Path, fitted: dict | None) -> None:
     """Export the UNet and decoder, then 4-layer humans from the runtime, rendered at 512x512 from one view."""
+    from humanliff.deploy import run_artifacts
     from humanliff.export.artifacts import export_artifacts
     from humanliff.models.checkpoint import EMA_KEYS
-    from humanliff.runtime.pipeline import run_artifacts
     from humanliff.training.store import create_store
 
     dev = s.device

@@ -110,6 +110,13 @@ def generate_command(cfg: Config, unet_ckpt: str | None, store: str | None, out_
     from humanliff.generate import generate
     from humanliff.runtime.layered import parse_layers
 
+    if unet_ckpt is None and store is None:
+        from humanliff.pretrained import default_model, model_config
+
+        unet_ckpt, store = default_model()
+        params = click.get_current_context().params
+        if params.get("preset") is None:  # the default model's own sizes, not the full-size defaults
+            cfg = model_config(unet_ckpt).with_overrides(params.get("overrides", ()))
     chosen = {"sampler": sampler, "steps": steps, "seed": seed, "batch": batch}
     cfg = dataclasses.replace(cfg, sample=dataclasses.replace(
         cfg.sample, **{k: v for k, v in chosen.items() if v is not None}))
@@ -224,7 +231,7 @@ def export_command(unet_ckpt: str, store: str, out_dir: str, formats: str, batch
 
 
 @command(app, "run")
-@click.argument("artifacts", metavar="ARTIFACTS")
+@click.argument("artifacts", metavar="[ARTIFACTS]", required=False)
 @click.option("--out", "out_dir", default="generated", show_default=True, metavar="DIR",
               help="Output folder (replaced when complete).")
 @click.option("--humans", type=int, default=4, show_default=True, help="Humans to generate.")
@@ -240,9 +247,17 @@ def export_command(unet_ckpt: str, store: str, out_dir: str, formats: str, batch
               help="Change a sample / render setting of the manifest (e.g. sample.views=1); repeatable.")
 def run_command(artifacts: str, out_dir: str, humans: int, sampler: str, steps: int, seed: int,
                 layer_spec: str | None, engines: str, device: str | None, overrides: tuple[str, ...]) -> None:
-    """Generate layered humans from an artifacts folder (from export), without the training code."""
+    """Generate layered humans from an artifacts folder (from export), without the training code.
+
+    Without ARTIFACTS, the default model is exported once (ONNX + torch.export) into ~/.cache/humanliff.
+    """
+    from humanliff.deploy import run_artifacts
+
+    if artifacts is None:
+        from humanliff.export.default import default_artifacts
+
+        artifacts = str(default_artifacts())
     from humanliff.runtime.layered import parse_layers
-    from humanliff.runtime.pipeline import run_artifacts
 
     layers = parse_layers(layer_spec) if layer_spec is not None else None
     prefer = [e.strip() for e in engines.split(",") if e.strip()]
@@ -359,6 +374,27 @@ def model_pack_command(unet_ckpt: str, store: str, out: str, subjects: int) -> N
     from humanliff.pretrained import pack_model
 
     click.echo(f"wrote {pack_model(unet_ckpt, store, out, subjects)}")
+
+
+@command(app, "demo")
+@click.option("--out", "out_dir", default="demo_out", show_default=True, metavar="DIR",
+              help="Demo folder; a re-run continues an interrupted demo there.")
+@click.option("--config", "preset", default=None, metavar="PRESET|FILE",
+              help="Preset or YAML file (default: demo_gpu when CUDA is available, else demo).")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Override one config value; repeatable (e.g. --set train.steps=500).")
+@click.option("--device", default=None, help="cpu or cuda (default: cuda if available, else cpu).")
+def demo_command(out_dir: str, preset: str | None, overrides: tuple[str, ...], device: str | None) -> None:
+    """The whole pipeline on built-in synthetic humans: data, fit A and B, eval, train, generate 4 humans."""
+    import torch
+
+    from humanliff.demo import run_demo
+
+    if preset is None:
+        gpu = torch.cuda.is_available() and (device is None or device.startswith("cuda"))
+        preset = "demo_gpu" if gpu else "demo"
+    click.echo(f"demo: config {preset}, output {out_dir}", err=True)
+    click.echo(run_demo(load_config(preset, overrides), out_dir, device)["message"])
 
 
 def main() -> None:

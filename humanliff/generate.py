@@ -18,16 +18,18 @@ import torch
 from humanliff.config import Config
 from humanliff.errors import HumanLiffError
 from humanliff.models.checkpoint import load_ema
+from humanliff.models.inference import inference_unet
 from humanliff.outputs.writer import write_generation
-from humanliff.runtime.field import Field, autocast_context, make_field
+from humanliff.pretrained import default_model
+from humanliff.runtime.field import Field, make_field
 from humanliff.runtime.layered import LAYER_TITLES, human_generators, sample_layers
 from humanliff.runtime.schedule import alphas_cumprod, linear_betas
 from humanliff.training.store import TriplaneStore, open_store
 
 log = logging.getLogger(__name__)
 
-NO_MODEL = "no --unet given and no default model installed (train one with humanliff train, pass RUN/ema.pt)"
-NO_STORE = "no --store given and no default model installed (fit one with humanliff fit, pass its store)"
+NO_MODEL = "no --unet given (pass a training run's ema.pt, or neither --unet nor --store for the default model)"
+NO_STORE = "no --store given (pass the tri-plane store the UNet was trained on, or neither for the default model)"
 
 
 @dataclass
@@ -81,6 +83,8 @@ def generate(cfg: Config, unet_ckpt: str | Path | None, store: str | Path | None
     ``from_spec`` (``STORE:SUBJECT:LAYER``: that fitted layer is kept fixed, shown as the first column).
     Returns the written paths (see ``humanliff.outputs.writer.write_generation``).
     """
+    if unet_ckpt is None and store is None:
+        unet_ckpt, store = default_model()
     if unet_ckpt is None:
         raise HumanLiffError(NO_MODEL)
     if store is None:
@@ -105,10 +109,7 @@ def generate(cfg: Config, unet_ckpt: str | Path | None, store: str | Path | None
         start_planes = source.layer(start.subject, start.layer, device).expand(shape).contiguous()
         bounds = source.subject_bounds(start.subject)
 
-    def unet_fn(x: torch.Tensor, t: torch.Tensor, x_cond: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        with autocast_context(device, precision):
-            return unet(x, t, x_cond, y).float()
-
+    unet_fn = inference_unet(unet, precision=precision)
     diffusion = unet_cfg.diffusion
     abar = alphas_cumprod(linear_betas(diffusion.steps, diffusion.beta_start, diffusion.beta_end)).to(device)
     log.info("sampling %d humans, layers %s, %s with %d steps", batch, layers, cfg.sample.sampler,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from humanliff.config import Config
 from humanliff.errors import HumanLiffError
 from humanliff.io import atomic_path
 from humanliff.models.checkpoint import EMA_KEYS, read_torch_file
@@ -51,3 +52,12 @@ def pack_model(unet_ckpt: str | Path, store_path: str | Path, out: str | Path, s
         state = {k: v.half() if v.is_floating_point() else v for k, v in blob["state_dict"].items()}
         torch.save({**blob, "state_dict": state}, tmp / "ema.pt")
     return Path(out)
+
+
+def model_config(unet_ckpt: str | Path) -> Config:
+    """The resolved config a training run recorded in its ``ema.pt`` (sizes, sampler and render settings)."""
+    unet_ckpt = Path(unet_ckpt)
+    blob = read_torch_file(unet_ckpt)
+    if not isinstance(blob, dict) or "config" not in blob:
+        raise HumanLiffError(f"{unet_ckpt}: not a humanliff ema.pt (no recorded config)")
+    return Config.from_dict(blob["config"], source=f"{unet_ckpt}: config")

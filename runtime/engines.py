@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from humanliff.errors import HumanLiffError, InputFileError
+from humanliff.runtime.errors import HumanLiffError, InputFileError
 from humanliff.runtime.manifest import (
     DTYPES,
     MANIFEST_NAME,

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from humanliff.errors import HumanLiffError
+from humanliff.runtime.errors import HumanLiffError
 from humanliff.runtime.sampling import sample
 
 LAYER_TITLES = ("body", "+pants", "+shirt", "+shoes")

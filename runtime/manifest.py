@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from humanliff.errors import InputFileError
+from humanliff.runtime.errors import InputFileError
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "humanliff-artifacts"

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 import torch
 from tqdm.auto import tqdm
 
-from humanliff.errors import HumanLiffError
+from humanliff.runtime.errors import HumanLiffError
 from humanliff.runtime.schedule import logsnr_timesteps, space_timesteps
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

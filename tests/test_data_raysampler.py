@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 import torch
-from humanliff.runtime.cameras import orbit_cameras, project_points
 
 from humanliff.data.raysampler import full_image_rays, sample_rays
+from humanliff.runtime.cameras import orbit_cameras, project_points
 
 BOUNDS = torch.tensor([[-0.3, -0.9, -0.2], [0.3, 0.9, 0.2]])
 

@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from humanliff.runtime.cameras import project_points
 from PIL import Image
 
 from humanliff.config import DataConfig
@@ -15,6 +14,7 @@ from humanliff.data.loader import load_dataset, split_views
 from humanliff.data.synth import synthesize_dataset
 from humanliff.data.types import LAYERS
 from humanliff.errors import HumanLiffError
+from humanliff.runtime.cameras import project_points
 
 
 @pytest.fixture(scope="module")

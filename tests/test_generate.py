@@ -127,7 +127,7 @@ def test_parse_from_and_resolve_layers():
 def test_missing_model_and_mismatched_store(models, tmp_path):
     ema, store = models
     cfg = load_config("tiny")
-    with pytest.raises(HumanLiffError, match="no --unet given and no default model installed"):
+    with pytest.raises(HumanLiffError, match="no --unet given \\(pass a training run"):
         generate(cfg, None, store, tmp_path / "out")
     with pytest.raises(HumanLiffError, match="no --store given"):
         generate(cfg, ema, None, tmp_path / "out")
@@ -159,4 +159,17 @@ def test_cli_generate(models, tmp_path):
         assert bad.exit_code == 1 and message in bad.output, bad.output
     missing = runner.invoke(app, ["generate", "--store", str(store)])
     assert missing.exit_code == 1
-    assert "error: no --unet given and no default model installed" in missing.output
+    assert "error: no --unet given (pass a training run" in missing.output
+
+
+def test_default_model_is_used_without_checkpoints(tmp_path):
+    """With neither --unet nor --store, the packaged default model generates (tiny output sizes)."""
+    from humanliff.pretrained import default_model, model_config
+
+    ema, store = default_model()
+    cfg = model_config(ema).with_overrides(["sample.batch=1", "sample.image_size=16", "sample.views=1",
+                                             "sample.turntable_frames=1", "sample.mesh_resolution=8",
+                                             "sample.steps=2", "render.n_samples=4", "render.n_importance=4"])
+    result = generate(cfg, None, None, tmp_path / "out", layers=[0], device="cpu", progress=False)
+    assert result["contact_sheet"].is_file()
+    assert np.load(result["folder"] / "planes.npz")["planes"].shape[-1] == cfg.triplane.resolution

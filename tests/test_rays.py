@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+
 from humanliff.runtime.cameras import look_at, orbit_cameras, project_points, sphere_cameras
 from humanliff.runtime.rays import box_near_far, camera_rays, pixel_rays
 

@@ -13,6 +13,7 @@ import torch
 from test_export import make_tiny_models
 
 from humanliff.config import load_config
+from humanliff.deploy import engine_field, run_artifacts
 from humanliff.errors import HumanLiffError, InputFileError
 from humanliff.export.artifacts import export_artifacts
 from humanliff.generate import generate
@@ -26,7 +27,6 @@ from humanliff.runtime.engines import (
     load_engine,
 )
 from humanliff.runtime.manifest import MANIFEST_NAME, NetworkSpec, network_spec, read_manifest, sha256_file
-from humanliff.runtime.pipeline import engine_field, run_artifacts
 
 FAST = ["sample.views=1", "sample.turntable_frames=2", "sample.image_size=16", "sample.mesh_resolution=12",
         "render.occupancy_resolution=0"]
@@ -176,7 +176,7 @@ def test_run_cli_imports_no_training_code(artifacts, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     modules = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert "humanliff.runtime.pipeline" in modules
+    assert "humanliff.deploy" in modules
     assert not [m for m in modules if m.startswith(FORBIDDEN)]
     assert np.load(tmp_path / "out" / "planes.npz")["planes"].shape == (2, 1, 27, 16, 16)
 

@@ -1,5 +1,8 @@
 """The ``run`` pipeline: layered generation from an artifacts folder, with no model or training code.
 
+It lives beside the library rather than in ``humanliff.runtime`` because it writes pictures and meshes
+through ``humanliff.outputs``; it imports only the runtime, the config and the output writers.
+
 It loads the best UNet and decoder engines present (``load_engine``), samples the layers with the
 runtime's samplers (``sample_layers``, the same code ``humanliff generate`` runs), and renders and
 writes the same outputs as ``generate`` through ``humanliff.outputs.writer``, which decodes through
@@ -18,7 +21,9 @@ from typing import Any
 
 import torch
 
+from humanliff.config import Config
 from humanliff.errors import HumanLiffError
+from humanliff.outputs.writer import write_generation
 from humanliff.runtime.engines import PREFERENCE, Engine, graphed, load_engine
 from humanliff.runtime.field import Field
 from humanliff.runtime.layered import UNetFn, human_generators, sample_layers
@@ -127,9 +132,6 @@ def run_artifacts(artifacts_dir: str | Path, out_dir: str | Path, humans: int = 
     e.g. ``sample.views=1``), with ``sampler``, ``steps`` and ``seed`` from the arguments. Returns the
     written paths (as ``humanliff generate``) plus ``engines`` (format per network) and ``timings`` (s).
     """
-    from humanliff.config import Config
-    from humanliff.outputs.writer import write_generation
-
     t0 = time.perf_counter()
     arts = load_artifacts(artifacts_dir, device, prefer)
     manifest = arts.manifest
