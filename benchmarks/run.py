@@ -398,6 +398,18 @@ def bench_runtime(rep: Report, s: Setup, workdir: Path, fitted: dict | None) -> 
                 timings["total_s"], "s")
 
 
+def _section(rep: Report, sections: list[str], name: str, fn: Callable[[], object]) -> object | None:
+    """Run one section if asked for; a failure is recorded and does not stop the others."""
+    if name not in sections:
+        return None
+    try:
+        return fn()
+    except Exception as exc:  # noqa: BLE001 - one failed section must not lose the others
+        rep.error(name, f"{type(exc).__name__}: {str(exc)[:300]}")
+        log.exception("section %s failed", name)
+        return None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sections", default=",".join(SECTIONS))
@@ -418,43 +430,18 @@ def main(argv: list[str] | None = None) -> None:
     torch.backends.cuda.matmul.allow_tf32 = False
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        fitted = None
-        unet = None
-        steps: list[tuple[str, Callable[[], object]]] = [
-            ("points", lambda: bench_points(rep, s)),
-            ("fit", lambda: bench_fit(rep, s, work)),
-            ("unet", lambda: bench_unet(rep, s)),
-            ("train", lambda: bench_train(rep, s)),
-            ("runtime", lambda: bench_runtime(rep, s, work, fitted)),
-        ]
-        for name, fn in steps:
-            if name not in sections:
-                continue
-            try:
-                result = fn()
-            except Exception as exc:  # noqa: BLE001 - one failed section must not lose the others
-                rep.error(name, f"{type(exc).__name__}: {str(exc)[:300]}")
-                log.exception("section %s failed", name)
-                continue
-            if name == "fit":
-                fitted = result
-                if "render" in sections:
-                    try:
-                        bench_render(rep, s, fitted)
-                    except Exception as exc:  # noqa: BLE001
-                        rep.error("render", f"{type(exc).__name__}: {str(exc)[:300]}")
-                        log.exception("section render failed")
-            if name == "unet":
-                unet = result
-                if "sampling" in sections:
-                    try:
-                        bench_sampling(rep, s, unet)
-                    except Exception as exc:  # noqa: BLE001
-                        rep.error("sampling", f"{type(exc).__name__}: {str(exc)[:300]}")
-                        log.exception("section sampling failed")
-                del unet
-                if s.device.type == "cuda":
-                    torch.cuda.empty_cache()
+        fitted = _section(rep, sections, "fit", lambda: bench_fit(rep, s, work))
+        _section(rep, sections, "points", lambda: bench_points(rep, s))
+        if fitted is not None:
+            _section(rep, sections, "render", lambda: bench_render(rep, s, fitted))
+        unet = _section(rep, sections, "unet", lambda: bench_unet(rep, s))
+        if unet is not None:
+            _section(rep, sections, "sampling", lambda: bench_sampling(rep, s, unet))
+        unet = None  # free the compiled UNet before training
+        if s.device.type == "cuda":
+            torch.cuda.empty_cache()
+        _section(rep, sections, "train", lambda: bench_train(rep, s))
+        _section(rep, sections, "runtime", lambda: bench_runtime(rep, s, work, fitted))
     print(rep.markdown())
 
 

@@ -8,6 +8,11 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import torch
+
+from humanliff.errors import InputFileError
 
 
 @contextlib.contextmanager
@@ -33,3 +38,19 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+
+
+def read_torch_file(path: str | Path) -> Any:
+    """``torch.load`` on the CPU (weights only, memory-mapped), with a one-line error for a bad file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(path, "no such file")
+    try:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputFileError(path, f"not a readable torch checkpoint ({exc.__class__.__name__})") from exc

@@ -15,8 +15,8 @@ import torch
 
 from humanliff.config import Config
 from humanliff.errors import HumanLiffError
-from humanliff.io import atomic_path
-from humanliff.models.checkpoint import EMA_KEYS, read_torch_file
+from humanliff.io import atomic_path, read_torch_file
+from humanliff.models.checkpoint import EMA_KEYS
 from humanliff.training.store import create_store, open_store
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "assets" / "default"

@@ -11,7 +11,7 @@ from humanliff.cli import app
 from humanliff.config import load_config
 from humanliff.errors import HumanLiffError
 
-FAST = ["sample.batch=2", "sample.views=1", "sample.turntable_frames=2", "sample.image_size=16",
+FAST = ["sample.batch=1", "train.steps=2", "fit.iterations_a=2", "sample.views=1", "sample.turntable_frames=2", "sample.image_size=16",
         "sample.mesh_resolution=12", "render.occupancy_resolution=0", "sample.steps=2"]
 STAGES = ["data", "fit_a", "fit_b", "eval", "train", "generate"]
 
@@ -26,14 +26,14 @@ def first_run(tmp_path_factory):
 def test_demo_writes_every_stage(first_run):
     _, out, summary = first_run
     for path in ["data/human_list.txt", "fit/store_a/planes.npy", "fit/store_b/planes.npy", "eval/metrics.json",
-                 "train/ema.pt", "generated/contact_sheet.png", "generated/turntable/human_001.gif",
+                 "train/ema.pt", "generated/contact_sheet.png", "generated/turntable/human_000.gif",
                  "config.yaml"]:
         assert (out / path).is_file(), path
     saved = json.loads((out / "summary.json").read_text())
     assert list(saved["stages"]) == STAGES
     assert all(not s["skipped"] and s["seconds"] >= 0 for s in saved["stages"].values())
     assert set(saved["recon"]) == {"0", "1", "2", "3"} and all("psnr" in v for v in saved["recon"].values())
-    assert len(saved["paths"]["turntables"]) == 2 and len(saved["paths"]["meshes"]) <= 8
+    assert len(saved["paths"]["turntables"]) == 1 and len(saved["paths"]["meshes"]) <= 4
     assert summary["message"].startswith("demo done in ")
     assert f"contact sheet {out / 'generated' / 'contact_sheet.png'}" in summary["message"]
 

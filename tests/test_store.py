@@ -101,7 +101,7 @@ def test_bad_decoder_file(tmp_path):
     _write(tmp_path / "s")
     (tmp_path / "s" / "decoder.pt").write_bytes(b"garbage")
     store = open_store(tmp_path / "s")
-    with pytest.raises(InputFileError, match=r"decoder\.pt: not a readable torch file"):
+    with pytest.raises(InputFileError, match=r"decoder\.pt: not a readable torch checkpoint"):
         store.decoder_state()
 
 

@@ -14,26 +14,11 @@ import torch
 
 from humanliff.config import Config
 from humanliff.errors import HumanLiffError, InputFileError
+from humanliff.io import read_torch_file
 from humanliff.models.unet import UNet, build_unet
 
 EMA_KEYS = ("state_dict", "config", "store_manifest")
 """The keys of a run's ``ema.pt``."""
-
-
-def read_torch_file(path: str | Path) -> Any:
-    """``torch.load`` on the CPU (weights only, memory-mapped), with a one-line error for a bad file."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputFileError(path, "no such file")
-    try:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as exc:
-            if "mmap" not in str(exc):
-                raise
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise InputFileError(path, f"not a readable torch checkpoint ({exc.__class__.__name__})") from exc
 
 
 def _list(keys: list[str]) -> str:

@@ -13,8 +13,8 @@ import torch
 
 from humanliff.config import Config
 from humanliff.errors import InputFileError
-from humanliff.io import atomic_path
-from humanliff.models.checkpoint import load_unet_weights, read_torch_file
+from humanliff.io import atomic_path, read_torch_file
+from humanliff.models.checkpoint import load_unet_weights
 from humanliff.models.unet import UNet
 from humanliff.training.ema import EMA
 

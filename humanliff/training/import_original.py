@@ -22,7 +22,7 @@ from humanliff.data import synbody, tightcap
 from humanliff.data.files import read_subject_list
 from humanliff.data.loader import subject_list_path
 from humanliff.errors import InputFileError
-from humanliff.io import atomic_path
+from humanliff.io import atomic_path, read_torch_file
 from humanliff.models.decoder import build_decoder
 from humanliff.training.store import LAYERS, create_store
 
@@ -33,10 +33,7 @@ def _network_state(path: Path) -> dict[str, torch.Tensor]:
     """``network_fn_state_dict`` of an original ``.tar`` with any ``module.`` prefix removed."""
     if not path.is_file():
         raise InputFileError(path, "no such checkpoint")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise InputFileError(path, f"not a readable torch checkpoint ({exc.__class__.__name__})") from exc
+    blob = read_torch_file(path)
     state = blob.get("network_fn_state_dict") if isinstance(blob, dict) else None
     if not isinstance(state, dict):
         raise InputFileError(path, "no 'network_fn_state_dict' (not an original HumanLiff checkpoint)")

@@ -20,6 +20,7 @@ from numpy.lib.format import open_memmap
 
 from humanliff.config import DecoderConfig
 from humanliff.errors import InputFileError
+from humanliff.io import read_torch_file
 from humanliff.models.decoder import build_decoder
 
 STORE_VERSION = 1
@@ -141,10 +142,7 @@ def create_store(path: str | Path, subjects: Sequence[str], bounds: np.ndarray |
 def _read_decoder(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise InputFileError(path, "missing (a tri-plane store needs decoder.pt)")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise InputFileError(path, f"not a readable torch file ({exc.__class__.__name__})") from exc
+    blob = read_torch_file(path)
     if not isinstance(blob, dict) or not isinstance(blob.get("state_dict"), dict) or "config" not in blob:
         raise InputFileError(path, "expected a dict with keys 'state_dict' and 'config'")
     return blob
