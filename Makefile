@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 TORCH_CPU ?= torch==2.13.0
 PYTEST_WORKERS ?= 2
 
-.PHONY: install test lint demo benchmark clean
+.PHONY: install test lint demo benchmark clean default-model
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -34,3 +34,11 @@ benchmark: $(STAMP)
 
 clean:
 	rm -rf demo_out .pytest_cache .ruff_cache
+
+# The default model in humanliff/assets/default (run on one GPU; see README "The default model").
+default-model: $(STAMP)
+	$(VENV)/bin/humanliff data synth --config default --out out/default/data
+	$(VENV)/bin/humanliff fit --config default --stage a --out out/default/fit_a
+	$(VENV)/bin/humanliff eval recon --config default --store out/default/fit_a/store_a --out out/default/eval --max-views 2
+	$(VENV)/bin/humanliff train --config default --store out/default/fit_a/store_a --out out/default/train
+	$(VENV)/bin/humanliff model pack --unet out/default/train --store out/default/fit_a/store_a --out humanliff/assets/default --subjects 4
