@@ -1,7 +1,6 @@
 """``humanliff export``: specs, ONNX / torch.export artifacts checked against torch, manifest, no TensorRT."""
 
 import copy
-import dataclasses
 import importlib.util
 import json
 
@@ -10,6 +9,7 @@ import onnx
 import pytest
 import torch
 from click.testing import CliRunner
+from tiny_models import make_tiny_models
 
 from humanliff.cli import app
 from humanliff.config import load_config
@@ -19,39 +19,13 @@ from humanliff.export.onnx_export import export_onnx
 from humanliff.export.spec import DecoderGraph, UNetGraph, decoder_spec, unet_spec
 from humanliff.export.tensorrt_build import build_engine
 from humanliff.export.verify import TOLERANCE, max_rel_error
-from humanliff.io import atomic_path
 from humanliff.models.decoder import build_decoder
 from humanliff.models.unet import build_unet
 from humanliff.runtime.engines import EngineUnavailable, run_isolated
 from humanliff.runtime.manifest import MANIFEST_VERSION, read_manifest, sha256_file
-from humanliff.training.store import create_store, open_store
+from humanliff.training.store import open_store
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
-
-
-def make_tiny_models(root, decoder_backend="torch"):
-    """A tiny store (subjects a, b; random planes and decoder) and a tiny ema.pt with random weights."""
-    cfg = load_config("tiny")
-    torch.manual_seed(0)
-    res = cfg.triplane.resolution
-    bounds = np.array([[[-0.5, -1.0, -0.3], [0.5, 1.0, 0.3]], [[-0.4, -0.9, -0.2], [0.4, 0.9, 0.2]]],
-                      np.float32)
-    decoder = build_decoder(cfg.decoder)
-    state = decoder.state_dict()
-    if decoder_backend == "tcnn":  # the flat parameter vectors tiny-cuda-nn saves
-        state = {f"{n}.net.params": getattr(decoder, n).tcnn_params() for n in ("density_net", "color_net")}
-    decoder_cfg = dataclasses.asdict(dataclasses.replace(cfg.decoder, backend=decoder_backend))
-    with atomic_path(root / "store") as tmp:
-        store = create_store(tmp, ["a", "b"], bounds, res, 27, state, decoder_cfg, cfg.to_dict())
-        store.planes[:] = (0.5 * torch.randn(store.planes.shape)).clamp(-1, 1).numpy()
-        store.planes.flush()
-    unet = build_unet(cfg.unet, res)
-    with torch.no_grad():
-        for p in unet.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    blob = {"state_dict": unet.state_dict(), "config": cfg.to_dict(), "store_manifest": {}}
-    torch.save(blob, root / "ema.pt")
-    return root / "ema.pt", root / "store", decoder
 
 
 @pytest.fixture(scope="module")

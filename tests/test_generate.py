@@ -1,21 +1,19 @@
 """``humanliff generate``: tiny random UNet and store, outputs, seeds, dressing a body, bad specs."""
 
-import dataclasses
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from tiny_models import make_tiny_models
 
 from humanliff.cli import app
 from humanliff.config import load_config
 from humanliff.errors import HumanLiffError
 from humanliff.generate import NO_MODEL, NO_STORE, generate, parse_from, resolve_layers
-from humanliff.io import atomic_path
-from humanliff.models.decoder import build_decoder
 from humanliff.models.unet import build_unet
-from humanliff.training.store import create_store, open_store
+from humanliff.training.store import open_store
 
 FAST = ["sample.views=1", "sample.turntable_frames=2", "sample.image_size=16", "sample.mesh_resolution=12",
         "render.occupancy_resolution=0"]
@@ -30,23 +28,8 @@ def _save_ema(path, unet, cfg):
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """A tiny store (subjects a, b; random planes and decoder) and a tiny ema.pt with random weights."""
-    cfg = load_config("tiny")
-    root = tmp_path_factory.mktemp("models")
-    torch.manual_seed(0)
-    res = cfg.triplane.resolution
-    bounds = np.array([[[-0.5, -1.0, -0.3], [0.5, 1.0, 0.3]], [[-0.4, -0.9, -0.2], [0.4, 0.9, 0.2]]],
-                      np.float32)
-    decoder = build_decoder(cfg.decoder)
-    with atomic_path(root / "store") as tmp:
-        store = create_store(tmp, ["a", "b"], bounds, res, 27, decoder.state_dict(),
-                             dataclasses.asdict(cfg.decoder), cfg.to_dict())
-        store.planes[:] = (0.5 * torch.randn(store.planes.shape)).clamp(-1, 1).numpy()
-        store.planes.flush()
-    unet = build_unet(cfg.unet, res)
-    with torch.no_grad():
-        for p in unet.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return _save_ema(root / "ema.pt", unet, cfg), root / "store"
+    ema, store, _ = make_tiny_models(tmp_path_factory.mktemp("models"))
+    return ema, store
 
 
 def test_generate_writes_all_outputs(models, tmp_path):

@@ -10,7 +10,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
-from test_export import make_tiny_models
+from tiny_models import make_tiny_models
 
 from humanliff.config import load_config
 from humanliff.deploy import engine_field, run_artifacts
