@@ -133,7 +133,8 @@ def _stages(cfg: Config, p: DemoPaths, device: str | None, results: dict[str, An
     fc, tc = cfg.fit, cfg.train
 
     def run_eval() -> None:
-        results["recon"] = evaluate_recon(cfg, p.store_b, p.eval, device=torch.device(device) if device else None)
+        dev = torch.device(device) if device else None
+        results["recon"] = evaluate_recon(cfg, p.store_b, p.eval, device=dev)
 
     return [
         Stage("data", f"synthetic dataset: {cfg.synth.subjects} humans x 4 layers x {cfg.synth.views} views "
@@ -143,17 +144,20 @@ def _stages(cfg: Config, p: DemoPaths, device: str | None, results: dict[str, An
               f"{fc.iterations_a} steps", p.store_a.is_dir,
               (p.fit / "checkpoint_a", p.store_a, p.fit / "config.yaml"),
               lambda: fit_stage_a(cfg, p.fit, device)),
-        Stage("fit_b", f"fit stage B: per-subject tri-planes, frozen decoder, {fc.iterations_b} steps a layer",
+        Stage("fit_b", f"fit stage B: per-subject tri-planes, frozen decoder, {fc.iterations_b} steps "
+              "a layer",
               lambda: p.store_b.is_dir() and not (p.fit / "store_b.partial").exists(),
               (p.fit / "checkpoint_b.pt", p.fit / "store_b.partial", p.store_b),
               lambda: fit_stage_b(cfg, p.store_a, p.fit, device)),
         Stage("eval", "held-out reconstruction PSNR / SSIM per layer", (p.eval / "metrics.json").is_file,
               (p.eval,), run_eval),
         Stage("train", f"train the layered diffusion UNet: {tc.steps} steps x batch {tc.batch_size}",
-              lambda: _train_done(p.train, tc.steps), (p.train,), lambda: train(cfg, p.store_b, p.train, device)),
+              lambda: _train_done(p.train, tc.steps), (p.train,),
+              lambda: train(cfg, p.store_b, p.train, device)),
         Stage("generate", f"generate {cfg.sample.batch} layered humans ({cfg.sample.sampler}, "
-              f"{cfg.sample.steps} steps a layer) and render them", (p.generated / "contact_sheet.png").is_file,
-              (p.generated,), lambda: generate(cfg, p.train / EMA_FILE, p.store_b, p.generated, device=device)),
+              f"{cfg.sample.steps} steps a layer) and render them",
+              (p.generated / "contact_sheet.png").is_file, (p.generated,),
+              lambda: generate(cfg, p.train / EMA_FILE, p.store_b, p.generated, device=device)),
     ]
 
 
@@ -204,9 +208,9 @@ def run_demo(cfg: Config, out_dir: str | Path, device: str | None = None) -> dic
         "meshes": sorted(str(x) for x in generation.glob("layer_*/human_*.glb")),
     }
     total = sum(s.get("seconds", 0.0) for s in summary["stages"].values())
-    summary["message"] = (f"demo done in {total / 60:.1f} min: contact sheet {generation / 'contact_sheet.png'}, "
-                          f"turntables {generation / 'turntable'}/human_*.gif, meshes "
-                          f"{generation}/layer_*/human_*.ply|.glb")
+    summary["message"] = (f"demo done in {total / 60:.1f} min: contact sheet {generation}/contact_sheet.png, "
+                          f"turntables {generation}/turntable/human_*.gif, "
+                          f"meshes {generation}/layer_*/human_*.ply|.glb")
     _write_summary(summary_path, summary)
     psnr = ", ".join(f"layer {k} {v['psnr']:.2f} dB" for k, v in recon["layers"].items())
     log.info("held-out PSNR: %s", psnr)

@@ -11,8 +11,9 @@ from humanliff.cli import app
 from humanliff.config import load_config
 from humanliff.errors import HumanLiffError
 
-FAST = ["sample.batch=1", "train.steps=2", "fit.iterations_a=2", "sample.views=1", "sample.turntable_frames=2", "sample.image_size=16",
-        "sample.mesh_resolution=12", "render.occupancy_resolution=0", "sample.steps=2"]
+FAST = ["sample.batch=1", "train.steps=2", "fit.iterations_a=2", "sample.views=1",
+        "sample.turntable_frames=2", "sample.image_size=16", "sample.mesh_resolution=12",
+        "render.occupancy_resolution=0", "sample.steps=2"]
 STAGES = ["data", "fit_a", "fit_b", "eval", "train", "generate"]
 
 
@@ -25,8 +26,9 @@ def first_run(tmp_path_factory):
 
 def test_demo_writes_every_stage(first_run):
     _, out, summary = first_run
-    for path in ["data/human_list.txt", "fit/store_a/planes.npy", "fit/store_b/planes.npy", "eval/metrics.json",
-                 "train/ema.pt", "generated/contact_sheet.png", "generated/turntable/human_000.gif",
+    for path in ["data/human_list.txt", "fit/store_a/planes.npy", "fit/store_b/planes.npy",
+                 "eval/metrics.json", "train/ema.pt", "generated/contact_sheet.png",
+                 "generated/turntable/human_000.gif",
                  "config.yaml"]:
         assert (out / path).is_file(), path
     saved = json.loads((out / "summary.json").read_text())
@@ -44,7 +46,8 @@ def test_second_call_skips_finished_stages(first_run, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("a finished stage ran again")
 
-    for name in ("synthesize_from_config", "fit_stage_a", "fit_stage_b", "evaluate_recon", "train", "generate"):
+    names = ("synthesize_from_config", "fit_stage_a", "fit_stage_b", "evaluate_recon", "train", "generate")
+    for name in names:
         monkeypatch.setattr(demo, name, fail)
     summary = demo.run_demo(cfg, out, device="cpu")
     assert all(summary["stages"][s]["skipped"] for s in STAGES)
