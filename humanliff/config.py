@@ -7,6 +7,7 @@ and checkpoint (``Config.to_dict``) and read back with ``Config.from_dict``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import typing
 from collections.abc import Iterable, Mapping
@@ -270,6 +271,9 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             raise HumanLiffError(f"{where}: expected an integer, got {value!r}")
         return value
     if annotation is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            with contextlib.suppress(ValueError):
+                value = float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise HumanLiffError(f"{where}: expected a number, got {value!r}")
         return float(value)

@@ -20,6 +20,12 @@ def test_precedence_defaults_preset_overrides():
     assert cfg.unet.channel_mult == (1, 2, 4)
 
 
+def test_exponent_without_dot_is_a_number():
+    assert load_config(None, ["train.lr=1e-3"]).train.lr == 1e-3
+    with pytest.raises(HumanLiffError, match="lr: expected a number"):
+        load_config(None, ["train.lr=fast"])
+
+
 def test_round_trip(tmp_path):
     cfg = load_config("demo", ["render.perturb=false"])
     dump_config(cfg, tmp_path / "c.yaml")
