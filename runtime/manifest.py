@@ -79,15 +79,20 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def read_json(path: Path) -> Any:
+    """Parse a JSON file; one-line ``InputFileError`` naming it when it is not valid JSON."""
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputFileError(path, f"not valid JSON ({exc.__class__.__name__})") from exc
+
+
 def read_manifest(artifacts_dir: str | Path) -> dict[str, Any]:
     """Read and validate ``artifacts_dir/manifest.json``; one-line ``InputFileError`` naming it on failure."""
     path = Path(artifacts_dir) / MANIFEST_NAME
     if not path.is_file():
         raise InputFileError(path, "no artifacts manifest here (run `humanliff export` first)")
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputFileError(path, f"not valid JSON ({exc.__class__.__name__})") from exc
+    manifest = read_json(path)
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
         raise InputFileError(path, f"not a {MANIFEST_FORMAT} manifest")
     if manifest.get("version") != MANIFEST_VERSION:

@@ -22,6 +22,7 @@ from humanliff.config import DecoderConfig
 from humanliff.errors import InputFileError
 from humanliff.io import read_torch_file
 from humanliff.models.decoder import build_decoder
+from humanliff.runtime.manifest import read_json
 
 STORE_VERSION = 1
 LAYERS = 4
@@ -154,10 +155,7 @@ def open_store(path: str | Path, mode: str = "r") -> TriplaneStore:
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
         raise InputFileError(path, "not a tri-plane store (no manifest.json)")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputFileError(manifest_path, f"not valid JSON ({exc})") from exc
+    manifest = read_json(manifest_path)
     required = ("version", "subjects", "bounds", "resolution", "channels", "decoder", "config")
     missing = [k for k in required if k not in manifest]
     if missing:
