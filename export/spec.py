@@ -23,6 +23,8 @@ PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat
 """``--dtype`` names and the compute dtypes they select."""
 MAX_POINTS = 1 << 21
 """Most points per decoder call (the runtime's engine field splits larger calls)."""
+MIN_POINTS = 2
+"""Fewest points per decoder call (export specializes sizes 0 and 1; the runtime pads smaller calls)."""
 
 
 def _autocast(device: torch.device, dtype: torch.dtype) -> torch.autocast:
@@ -72,6 +74,9 @@ class ExportSpec:
     dims: Mapping[str, tuple[int, int]]
     kinds: Mapping[str, str]
     """Per input: ``normal``, ``uniform`` (in [-1.1, 1.1]), ``unit`` (unit vectors) or ``int:<high>``."""
+    auto_dims: frozenset[str] = frozenset()
+    """Symbols traced as ``Dim.AUTO`` (export infers their range; ``dims`` is enforced at run time): for
+    dims whose named ``Dim`` trips an unprovable guard, as the decoder's point count does on CUDA."""
 
     def check_dims(self, sizes: Mapping[str, int]) -> None:
         """Raise when a symbol's size lies outside its exported range."""
@@ -101,7 +106,8 @@ class ExportSpec:
 
     def dynamic_shapes(self) -> dict[str, dict[int, torch.export.Dim]]:
         """``torch.export`` dynamic shapes, one shared ``Dim`` per symbol."""
-        dims = {name: torch.export.Dim(name, min=low, max=high) for name, (low, high) in self.dims.items()}
+        dims = {name: torch.export.Dim.AUTO if name in self.auto_dims else torch.export.Dim(name, min=low, max=high)
+                for name, (low, high) in self.dims.items()}
         return {s.name: {i: dims[d] for i, d in enumerate(s.shape) if isinstance(d, str)}
                 for s in self.inputs}
 
@@ -138,6 +144,7 @@ def decoder_spec(resolution: int, channels: int, max_batch: int) -> ExportSpec:
         inputs=(TensorSpec("planes", ("batch", channels, resolution, resolution)),
                 TensorSpec("points", points), TensorSpec("viewdirs", points)),
         outputs=(TensorSpec("rgb_raw", points), TensorSpec("sigma_raw", ("batch", "points", 1))),
-        dims={"batch": (1, max_batch), "points": (1, MAX_POINTS)},
+        dims={"batch": (1, max_batch), "points": (MIN_POINTS, MAX_POINTS)},
         kinds={"planes": "normal", "points": "uniform", "viewdirs": "unit"},
+        auto_dims=frozenset({"points"}),
     )

@@ -243,10 +243,13 @@ def export_command(unet_ckpt: str, store: str, out_dir: str, formats: str, batch
 @click.option("--engine", "engines", default="tensorrt,aoti,onnx,ep", show_default=True, metavar="LIST",
               help="Engine formats to try, best first.")
 @click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")
+@click.option("--compile/--no-compile", "compile_", default=True, show_default=True,
+              help="On CUDA, compile torch.export engines with Inductor (slower first call).")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Change a sample / render setting of the manifest (e.g. sample.views=1); repeatable.")
 def run_command(artifacts: str, out_dir: str, humans: int, sampler: str, steps: int, seed: int,
-                layer_spec: str | None, engines: str, device: str | None, overrides: tuple[str, ...]) -> None:
+                layer_spec: str | None, engines: str, device: str | None, compile_: bool,
+                overrides: tuple[str, ...]) -> None:
     """Generate layered humans from an artifacts folder (from export), without the training code.
 
     Without ARTIFACTS, the default model is exported once (ONNX + torch.export) into ~/.cache/humanliff.
@@ -262,7 +265,7 @@ def run_command(artifacts: str, out_dir: str, humans: int, sampler: str, steps: 
     layers = parse_layers(layer_spec) if layer_spec is not None else None
     prefer = [e.strip() for e in engines.split(",") if e.strip()]
     result = run_artifacts(artifacts, out_dir, humans, sampler, steps, seed, layers, device, prefer=prefer,
-                           overrides=overrides)
+                           overrides=overrides, compile=compile_)
     used = ", ".join(f"{k}: {v}" for k, v in result["engines"].items())
     click.echo(f"wrote {result['folder']} ({used}; {result['timings']['total_s']:.2f} s)")
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from humanliff.config import Config
 from humanliff.errors import HumanLiffError
@@ -50,13 +51,16 @@ class LoadedArtifacts:
 
 
 def load_artifacts(artifacts_dir: str | Path, device: str | torch.device | None = None,
-                   prefer: Sequence[str] = PREFERENCE) -> LoadedArtifacts:
-    """Read the manifest and load the best engine of each network on ``device`` (default CUDA if present)."""
+                   prefer: Sequence[str] = PREFERENCE, compile: bool = True) -> LoadedArtifacts:
+    """Read the manifest and load the best engine of each network on ``device`` (default CUDA if present).
+
+    ``compile``: torch-run engines (``ep``) compile their programs on CUDA (see ``load_engine``).
+    """
     folder = Path(artifacts_dir)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     manifest = read_manifest(folder)
-    unet = load_engine(folder, "unet", prefer, device, manifest)
-    decoder = load_engine(folder, "decoder", prefer, device, manifest)
+    unet = load_engine(folder, "unet", prefer, device, manifest, compile=compile)
+    decoder = load_engine(folder, "decoder", prefer, device, manifest, compile=compile)
     d = manifest["diffusion"]
     abar = alphas_cumprod(linear_betas(d["steps"], d["beta_start"], d["beta_end"])).to(device)
     return LoadedArtifacts(folder, manifest, unet, decoder, abar, device)
@@ -77,17 +81,25 @@ def engine_field(decoder: Engine, planes: torch.Tensor) -> Field:
     Calls above the engine's point range are split; for density-only calls (``viewdirs`` None) zero
     directions are fed and the colour dropped.
     """
-    max_points = int(decoder.spec.dims["points"][2])
+    min_points, _, max_points = (int(d) for d in decoder.spec.dims["points"])
+
+    def call(p: torch.Tensor, points: torch.Tensor, dirs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        m = points.shape[1]
+        if m < min_points:  # pad with copies of the first point; the padding's outputs are dropped
+            pad = (0, 0, 0, min_points - m)
+            points, dirs = F.pad(points, pad, mode="replicate"), F.pad(dirs, pad, mode="replicate")
+        out = decoder(planes=p, points=points, viewdirs=dirs)
+        return out["rgb_raw"][:, :m], out["sigma_raw"][:, :m]
 
     def field(points: torch.Tensor, viewdirs: torch.Tensor | None = None
               ) -> tuple[torch.Tensor | None, torch.Tensor]:
         b = points.shape[0]
         p = planes.expand(b, -1, -1, -1) if planes.shape[0] != b else planes
         dirs = torch.zeros_like(points) if viewdirs is None else viewdirs
-        parts = [decoder(planes=p, points=points[:, i:i + max_points], viewdirs=dirs[:, i:i + max_points])
+        parts = [call(p, points[:, i:i + max_points], dirs[:, i:i + max_points])
                  for i in range(0, points.shape[1], max_points)]
-        rgb = torch.cat([o["rgb_raw"] for o in parts], dim=1)
-        sigma = torch.cat([o["sigma_raw"] for o in parts], dim=1)
+        rgb = torch.cat([rgb for rgb, _ in parts], dim=1)
+        sigma = torch.cat([sigma for _, sigma in parts], dim=1)
         return (None if viewdirs is None else rgb), sigma
 
     return field
@@ -125,7 +137,7 @@ def sample_planes(arts: LoadedArtifacts, humans: int, sampler: str, steps: int, 
 def run_artifacts(artifacts_dir: str | Path, out_dir: str | Path, humans: int = 4, sampler: str = "dpmpp",
                   steps: int = 20, seed: int = 0, layers: Sequence[int] | None = None,
                   device: str | torch.device | None = None, *, prefer: Sequence[str] = PREFERENCE,
-                  overrides: Sequence[str] = (), progress: bool = True) -> dict[str, Any]:
+                  overrides: Sequence[str] = (), compile: bool = True, progress: bool = True) -> dict[str, Any]:
     """Generate ``humans`` layered humans from an artifacts folder and write them to ``out_dir``.
 
     The sample and render settings are the manifest's (``overrides``: ``section.key=value`` strings,
@@ -133,7 +145,7 @@ def run_artifacts(artifacts_dir: str | Path, out_dir: str | Path, humans: int = 
     written paths (as ``humanliff generate``) plus ``engines`` (format per network) and ``timings`` (s).
     """
     t0 = time.perf_counter()
-    arts = load_artifacts(artifacts_dir, device, prefer)
+    arts = load_artifacts(artifacts_dir, device, prefer, compile)
     manifest = arts.manifest
     cfg = Config.from_dict({"sample": manifest["sample"], "render": manifest["render"]},
                            source=str(arts.folder / MANIFEST_NAME)).with_overrides(overrides)

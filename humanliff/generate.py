@@ -109,7 +109,7 @@ def generate(cfg: Config, unet_ckpt: str | Path | None, store: str | Path | None
         start_planes = source.layer(start.subject, start.layer, device).expand(shape).contiguous()
         bounds = source.subject_bounds(start.subject)
 
-    unet_fn = inference_unet(unet, precision=precision)
+    unet_fn = inference_unet(unet, precision=precision, compile=cfg.sample.compile and device.type == "cuda")
     diffusion = unet_cfg.diffusion
     abar = alphas_cumprod(linear_betas(diffusion.steps, diffusion.beta_start, diffusion.beta_end)).to(device)
     log.info("sampling %d humans, layers %s, %s with %d steps", batch, layers, cfg.sample.sampler,

@@ -81,11 +81,13 @@ class Engine:
     format = ""
 
     def __init__(self, path: str | Path, spec: NetworkSpec, device: str | torch.device = "cpu",
-                 artifact: Mapping[str, Any] | None = None) -> None:
+                 artifact: Mapping[str, Any] | None = None, *, compile: bool = False) -> None:
         self.path = Path(path)
         self.spec = spec
         self.device = torch.device(device)
         self.artifact = dict(artifact or {})
+        self.compile = compile
+        """Formats run by torch (``ep``) compile their program with Inductor on CUDA when set."""
 
     def load(self) -> Engine:
         """Load the artifact; returns ``self``."""
@@ -128,6 +130,8 @@ class ExportedProgramEngine(Engine):
             problem = f"not a loadable torch.export program ({exc.__class__.__name__})"
             raise InputFileError(self.path, problem) from exc
         self._module = program.module().to(self.device)
+        if self.compile and self.device.type == "cuda":  # Inductor kernels, JIT: the AOTI of this format
+            self._module = torch.compile(self._module)
 
     def _run(self, args: list[torch.Tensor], dims: Mapping[str, int]) -> Sequence[torch.Tensor]:
         with torch.inference_mode():
@@ -323,8 +327,11 @@ ENGINES: dict[str, type[Engine]] = {"tensorrt": TensorRTEngine, "aoti": AOTIEngi
 
 
 def load_engine(artifacts_dir: str | Path, network: str, prefer: Sequence[str] = PREFERENCE,
-                device: str | torch.device = "cpu", manifest: Mapping[str, Any] | None = None) -> Engine:
+                device: str | torch.device = "cpu", manifest: Mapping[str, Any] | None = None, *,
+                compile: bool = True) -> Engine:
     """Load the first of ``prefer``'s formats that ``network`` has and that runs here.
+
+    ``compile`` lets a torch-run format (``ep``) compile its program on CUDA (first call slower).
 
     Formats whose package, device or loader is missing, or that were exported for another device type,
     are skipped (logged); a missing or altered artifact file is an error, as is a folder where no format
@@ -352,7 +359,7 @@ def load_engine(artifacts_dir: str | Path, network: str, prefer: Sequence[str] =
             skipped.append(f"{fmt}: built for {built_for}")
             continue
         paths = check_files(artifacts_dir, artifacts[fmt])
-        engine = ENGINES[fmt](paths[0], spec, device, artifacts[fmt])
+        engine = ENGINES[fmt](paths[0], spec, device, artifacts[fmt], compile=compile)
         try:
             engine.load()
         except EngineUnavailable as exc:

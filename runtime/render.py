@@ -59,7 +59,8 @@ def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, n: int, det: bool,
                generator: torch.Generator | None = None) -> torch.Tensor:
     """Inverse-CDF samples ``[..., n]`` of the step pdf ``weights [..., K]`` over ``bins [..., K+1]``.
 
-    ``det`` takes ``u`` on a regular grid of [0, 1] (evaluation), otherwise uniform random (fitting).
+    ``det`` takes ``u`` on a regular grid of [0, 1] (evaluation), otherwise sorted uniform random (fitting);
+    either way the samples come out sorted along the last dim.
     """
     pdf = weights / weights.sum(dim=-1, keepdim=True)
     cdf = torch.cat([torch.zeros_like(pdf[..., :1]), torch.cumsum(pdf, dim=-1)], dim=-1)
@@ -67,7 +68,7 @@ def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, n: int, det: bool,
     if det:
         u = torch.linspace(0.0, 1.0, n, device=cdf.device, dtype=cdf.dtype).expand(shape).contiguous()
     else:
-        u = torch.rand(shape, generator=generator, device=cdf.device, dtype=cdf.dtype)
+        u = torch.rand(shape, generator=generator, device=cdf.device, dtype=cdf.dtype).sort(dim=-1).values
     idx = torch.searchsorted(cdf.contiguous(), u, right=True)
     below = (idx - 1).clamp_min(0)
     above = idx.clamp_max(cdf.shape[-1] - 1)
@@ -76,6 +77,22 @@ def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, n: int, det: bool,
     denom = cdf1 - cdf0
     denom = torch.where(denom < PDF_EPS, torch.ones_like(denom), denom)
     return bin0 + (u - cdf0) / denom * (bin1 - bin0)
+
+
+def merge_sorted(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Merge rows sorted ascending, ``a [..., n]`` and ``b [..., m]``: ``(merged [..., n+m], order)``.
+
+    ``order`` indexes ``cat([a, b], -1)`` (as ``torch.sort`` would return it; ties put ``a`` first). Two
+    binary searches per row instead of a full sort of the concatenation.
+    """
+    n, m = a.shape[-1], b.shape[-1]
+    a, b = a.contiguous(), b.contiguous()
+    pos_a = torch.searchsorted(b, a) + torch.arange(n, device=a.device)
+    pos_b = torch.searchsorted(a, b, right=True) + torch.arange(m, device=a.device)
+    order = torch.empty((*a.shape[:-1], n + m), dtype=torch.long, device=a.device)
+    order.scatter_(-1, pos_a, torch.arange(n, device=a.device).expand_as(a))
+    order.scatter_(-1, pos_b, torch.arange(n, n + m, device=a.device).expand_as(b))
+    return torch.cat([a, b], dim=-1).gather(-1, order), order
 
 
 def alpha_weights(density: torch.Tensor, z: torch.Tensor, dir_norm: torch.Tensor | None) -> torch.Tensor:
@@ -124,15 +141,23 @@ def _evaluate(field: Field, points: torch.Tensor, viewdirs: torch.Tensor,
         rgb, sigma = field(points, viewdirs)
         return rgb, sigma[..., 0]
     b, m, _ = points.shape
-    k = int(occupied.sum(dim=1).max())
+    counts = occupied.sum(dim=1)
+    k = int(counts.max())  # the one host sync: the compacted batch's width
     rgb = points.new_zeros(b, m, 3)
     sigma = points.new_zeros(b, m)
     if k == 0:
         return rgb, sigma
-    order = torch.argsort((~occupied).to(torch.uint8), dim=1, stable=True)[:, :k]  # occupied first
+    # compact each row's occupied samples to the front (rank by cumsum; O(M), no sort); rows with fewer
+    # than k occupied samples pad with their sample 0, whose duplicate result is dropped by the mask
+    rank = torch.where(occupied, occupied.cumsum(dim=1) - 1, k)
+    order = points.new_zeros(b, k + 1, dtype=torch.long).scatter_(
+        1, rank, torch.arange(m, device=points.device).expand(b, m))[:, :k]
+    valid = torch.arange(k, device=points.device)[None] < counts[:, None]
     idx3 = order[..., None].expand(b, k, 3)
     rgb_k, sigma_k = field(points.gather(1, idx3), viewdirs.gather(1, idx3))
-    return rgb.scatter(1, idx3, rgb_k), sigma.scatter(1, order, sigma_k[..., 0])
+    rgb_k = torch.where(valid[..., None], rgb_k, 0.0)
+    sigma_k = torch.where(valid, sigma_k[..., 0], 0.0)
+    return rgb.scatter_add(1, idx3, rgb_k), sigma.scatter_add(1, order, sigma_k)
 
 
 def _evaluate_depths(field: Field, origins: torch.Tensor, dirs: torch.Tensor, z: torch.Tensor,
@@ -194,7 +219,7 @@ def render_rays(field: Field, origins: torch.Tensor, dirs: torch.Tensor, near: t
         z_fine = importance_depths(sigma, z, dir_norm, cfg.n_importance, det=not training, occupied=occupied,
                                    generator=generator)
         rgb_f, sigma_f, occupied_f = _evaluate_depths(field, origins, dirs, z_fine, bounds, occupancy)
-        z, order = torch.sort(torch.cat([z, z_fine], dim=-1), dim=-1)
+        z, order = merge_sorted(z, z_fine)
         rgb = torch.cat([rgb, rgb_f], dim=-2).gather(-2, order[..., None].expand(*order.shape, 3))
         sigma = torch.cat([sigma, sigma_f], dim=-1).gather(-1, order)
         if occupied is not None:

@@ -15,6 +15,7 @@ from humanliff.runtime.render import (
     alpha_weights,
     composite,
     importance_depths,
+    merge_sorted,
     render_image,
     render_rays,
     sample_pdf,
@@ -228,3 +229,15 @@ def test_compiled_bf16_field_matches_eager_on_gpu():
     torch.testing.assert_close(rgb_b, rgb, rtol=0.05, atol=0.05)
     sigma_b.sum().backward()
     assert torch.isfinite(planes.grad).all()
+
+
+def test_merge_sorted_matches_sort():
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(5, 7, 12, generator=g).sort(dim=-1).values
+    b = torch.rand(5, 7, 9, generator=g).sort(dim=-1).values
+    b[0, 0] = torch.cat([a[0, 0, :3], a[0, 0, 4:10]])  # ties, still sorted
+    merged, order = merge_sorted(a, b)
+    expected = torch.cat([a, b], dim=-1).sort(dim=-1).values
+    assert torch.equal(merged, expected)
+    assert torch.equal(torch.cat([a, b], dim=-1).gather(-1, order), merged)
+    assert torch.equal(order.sort(dim=-1).values, torch.arange(21).expand(5, 7, 21))
