@@ -32,7 +32,7 @@ from humanliff.config import Config, load_config
 from humanliff.models.decoder import FusedDecoder, SeedDecoder
 from humanliff.models.inference import inference_unet
 from humanliff.models.unet import build_unet
-from humanliff.runtime.field import decode_points, make_field
+from humanliff.runtime.field import can_fuse, decode_points, make_field
 from humanliff.runtime.layered import human_generators, sample_layers
 from humanliff.runtime.schedule import alphas_cumprod, linear_betas
 
@@ -109,12 +109,14 @@ def bench_points(rep: Report, s: Setup) -> None:
     ours = {
         "seed decoder, fp32 eager": (lambda p, d: decode_points(planes, seed, p, d),
                                      lambda p, d: decode_points(grad_planes, seed, p, d)),
-        f"seed decoder, {precision} compiled": (make_field(planes, seed, precision=precision, compile=True),
-                                                make_field(grad_planes, seed, precision=precision, compile=True)),
         f"fused decoder, {precision} compiled": (make_field(planes, fused, precision=precision, compile=True),
                                                  make_field(grad_planes, fused, precision=precision,
                                                             compile=True)),
     }
+    frozen = FusedDecoder().to(dev).requires_grad_(False)
+    if can_fuse(planes, frozen, precision):
+        ours["fused decoder, Triton kernel (backward: planes only, decoder frozen as in stage B)"] = (
+            make_field(planes, frozen, precision=precision), make_field(grad_planes, frozen, precision=precision))
     base = {}
     for kind, wrap in (("forward", fwd), ("forward+backward", fwd_bwd)):
         t = time_fn(wrap(original[kind]), repeats=s.repeats, device=dev)
@@ -361,9 +363,13 @@ def bench_train(rep: Report, s: Setup) -> None:
 
 def bench_runtime(rep: Report, s: Setup, workdir: Path, fitted: dict | None) -> None:
     """Export the UNet and decoder, then 4-layer humans from the runtime, rendered at 512x512 from one view."""
-    from humanliff.deploy import run_artifacts
+    from humanliff.config import RenderConfig
+    from humanliff.deploy import engine_field, load_artifacts, sample_planes
     from humanliff.export.artifacts import export_artifacts
     from humanliff.models.checkpoint import EMA_KEYS
+    from humanliff.runtime.cameras import orbit_cameras
+    from humanliff.runtime.occupancy import build_occupancy
+    from humanliff.runtime.render import render_image
     from humanliff.training.store import create_store
 
     dev = s.device
@@ -385,17 +391,24 @@ def bench_runtime(rep: Report, s: Setup, workdir: Path, fitted: dict | None) -> 
     rep.add("runtime", f"export {'+'.join(formats)} (UNet + decoder)", time.perf_counter() - start, "s",
             note=json.dumps({k: v.get("status", "") for k, v in manifest.get("artifacts", {}).items()})[:200])
     size = 512 if dev.type == "cuda" else 32
-    overrides = [f"sample.image_size={size}", "sample.views=1", "sample.turntable_frames=1",
-                 "sample.mesh_resolution=64"]
-    for attempt in ("first run (includes warm-up)", "second run"):
-        result = run_artifacts(workdir / "artifacts", workdir / f"run{attempt[0]}", humans=1, sampler="dpmpp",
-                               steps=20, seed=0, device=dev, overrides=overrides, progress=False)
-        timings, engines = result["timings"], result["engines"]
-        note = f"engines {engines}; load {timings['load_s']:.1f} s, write {timings['write_s']:.1f} s"
-        rep.add("runtime", f"4-layer human, dpmpp 20 steps, sampling, {attempt}", timings["sample_s"], "s",
-                note=note)
-        rep.add("runtime", f"4-layer human end to end ({size}px view, mesh, gif), {attempt}",
-                timings["total_s"], "s")
+    arts = load_artifacts(workdir / "artifacts", dev)
+    render_cfg = dataclasses.replace(RenderConfig(**arts.manifest["render"]), chunk=size * size)
+    K, R, T = (x[0].to(dev) for x in orbit_cameras(bounds, 1, size))
+
+    def human() -> None:
+        planes = sample_planes(arts, 1, "dpmpp", 20, 0, [0, 1, 2, 3])
+        field = engine_field(arts.decoder, planes[-1])
+        occupancy = build_occupancy(field, render_cfg.occupancy_resolution, render_cfg.occupancy_threshold,
+                                    device=dev)
+        render_image(field, K, R, T, size, size, bounds.to(dev), render_cfg, occupancy=occupancy)
+
+    engines = f"engines unet: {arts.unet.format}, decoder: {arts.decoder.format}"
+    rep.add("runtime", "4-layer human + 1 view, first call (compiles, captures CUDA graphs)", _wall(human, dev),
+            "s", note=engines)
+    t = time_fn(human, warmup=1, repeats=3, device=dev)
+    rep.add("runtime", f"4-layer human, dpmpp 20 steps, + one {size}x{size} view with occupancy, warm",
+            t.median_ms / 1e3, "s", note=engines)
+    arts.close()
 
 
 def _section(rep: Report, sections: list[str], name: str, fn: Callable[[], object]) -> object | None:

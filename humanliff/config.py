@@ -94,7 +94,7 @@ class RenderConfig:
     """Rays per chunk when rendering whole images (fewer, larger launches on the GPU)."""
     occupancy_resolution: int = 64
     """Cells per side of the occupancy grid used to skip empty space (0: off)."""
-    occupancy_threshold: float = 0.01
+    occupancy_threshold: float = 1.0
     """Density (after softplus) below which a cell counts as empty."""
 
 

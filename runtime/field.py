@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import torch
 
+from humanliff.runtime import fused_field
 from humanliff.runtime.triplane import sample_features
 
 Field = Callable[[torch.Tensor, "torch.Tensor | None"], "tuple[torch.Tensor | None, torch.Tensor]"]
@@ -49,14 +50,28 @@ def decode_points(
     return (None if rgb is None else rgb.float().reshape(b, m, 3)), sigma
 
 
+def can_fuse(planes: torch.Tensor, decoder: Decoder, precision: str) -> bool:
+    """Whether ``make_field`` may use the fused Triton kernel: bf16 on CUDA with triton, a FusedDecoder
+    (torch backend) whose weights are frozen (the kernel gives gradients to the planes only)."""
+    if precision != "bf16" or planes.device.type != "cuda" or not fused_field.triton_available():
+        return False
+    if not (hasattr(decoder, "density_net") and hasattr(decoder.density_net, "layers")):
+        return False
+    return not any(p.requires_grad for p in decoder.parameters())
+
+
 def make_field(planes: torch.Tensor, decoder: Decoder, *, precision: str = "fp32",
-               compile: bool = False) -> Field:
+               compile: bool = False, fused: bool | None = None) -> Field:
     """The field of tri-planes ``[B, 27, R, R]`` decoded by ``decoder``.
 
     ``precision='bf16'`` runs plane sampling and the MLP under bf16 autocast (outputs stay float32);
     ``compile=True`` runs them as one ``torch.compile``d graph (dynamic point count). Gradients flow to
-    ``planes`` (and the decoder's parameters) in every mode.
+    ``planes`` (and the decoder's parameters) in every mode. ``fused`` (default: ``can_fuse``) runs the
+    fused Triton kernel of ``runtime.fused_field`` instead: bf16, gradients to ``planes`` only, and
+    ``planes`` must not change in place while the field is used.
     """
+    if fused if fused is not None else can_fuse(planes, decoder, precision):
+        return fused_field.make_fused_field(planes, fused_field.decoder_weights(decoder).to(planes.device))
     core = torch.compile(decode_points, dynamic=True) if compile else decode_points
 
     def field(points: torch.Tensor,

@@ -1,0 +1,175 @@
+"""The fused Triton field (runtime/fused_field.py) against ``decode_points`` with a FusedDecoder.
+
+On a machine without CUDA the kernels run under the Triton interpreter (TRITON_INTERPRET=1, set here
+before triton is imported); with CUDA they run on the GPU. Sizes are tiny so the interpreter stays fast.
+"""
+
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"  # must precede the kernels' decoration
+
+pytest.importorskip("triton", reason="the fused field needs triton (pip install triton)")
+
+from humanliff.errors import HumanLiffError  # noqa: E402
+from humanliff.models.decoder import FusedDecoder  # noqa: E402
+from humanliff.runtime import fused_field as ff  # noqa: E402
+from humanliff.runtime.field import decode_points  # noqa: E402
+
+INTERPRETED = bool(getattr(ff, "_INTERPRETED", False))
+DEVICE = torch.device("cpu" if INTERPRETED else "cuda")
+if not ff.triton_available() or (DEVICE.type == "cuda" and not torch.cuda.is_available()):
+    pytest.skip("triton cannot run here (no CUDA and the kernels were not decorated for the interpreter)",
+                allow_module_level=True)
+
+B, R, M = 2, 8, 100  # M is not a multiple of the blocks below
+CONFIG = ff.LaunchConfig(block_m=32, num_warps=4, bwd_block_m=32, bwd_num_warps=4)
+TOL = 3e-2  # relative error (norm) of bf16 planes / features / weights against the fp32 torch path
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-12)).item()
+
+
+def make_case(seed: int, **decoder_kw) -> tuple[torch.Tensor, FusedDecoder, torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    planes = torch.randn(B, 27, R, R, generator=gen)
+    dec = FusedDecoder(**decoder_kw).requires_grad_(False)
+    points = torch.rand(B, M, 3, generator=gen) * 2.2 - 1.1  # a few outside [-1, 1]
+    dirs = torch.randn(B, M, 3, generator=gen) * 3.0  # not unit: the kernel normalizes
+    return planes.to(DEVICE), dec.to(DEVICE), points.to(DEVICE), dirs.to(DEVICE)
+
+
+def test_prepare_planes_layout():
+    planes = torch.randn(B, 27, R, R, device=DEVICE)
+    prep = ff.prepare_planes(planes)
+    assert prep.shape == (B, 9, R, R, 4) and prep.dtype == torch.bfloat16 and prep.is_contiguous()
+    for plane in range(3):
+        for group in range(3):
+            for c in range(3):
+                torch.testing.assert_close(prep[:, plane * 3 + group, :, :, c],
+                                           planes[:, plane * 9 + group * 3 + c].bfloat16())
+    assert prep[..., 3].eq(0).all()
+    assert ff.prepare_planes(planes, torch.float32)[..., :3].permute(0, 1, 4, 2, 3).reshape(
+        B, 27, R, R).equal(planes)
+    with pytest.raises(HumanLiffError, match="planes must be"):
+        ff.prepare_planes(planes[:, :26])
+
+
+@pytest.mark.parametrize("activation", ["softplus", "relu"])
+@pytest.mark.parametrize("hidden", [16, 64])
+@pytest.mark.parametrize("with_dirs", [True, False])
+def test_forward_matches_decode_points(activation, hidden, with_dirs):
+    planes, dec, points, dirs = make_case(hidden + (activation == "relu"), hidden=hidden, color_hidden=hidden,
+                                          activation=activation)
+    dirs = dirs if with_dirs else None
+    rgb, sigma = ff.fused_decode(planes, ff.decoder_weights(dec), points, dirs, config=CONFIG)
+    with torch.no_grad():
+        rgb_ref, sigma_ref = decode_points(planes, dec, points, dirs)
+    assert sigma.shape == (B, M, 1) and sigma.dtype == torch.float32
+    assert rel_err(sigma, sigma_ref) < TOL
+    if with_dirs:
+        assert rgb.shape == (B, M, 3) and rgb.dtype == torch.float32
+        assert rel_err(rgb, rgb_ref) < TOL
+    else:
+        assert rgb is None and rgb_ref is None
+
+
+def test_forward_other_shapes():
+    """One density layer, two colour layers, 7 geometry features, 2 view frequencies, 32 wide."""
+    planes, dec, points, dirs = make_case(3, hidden=32, density_layers=1, geo_features=7, color_hidden=16,
+                                          color_layers=2, view_freqs=2)
+    weights = ff.decoder_weights(dec)
+    assert (weights.density_layers, weights.color_layers, weights.out_pad, weights.view_pad) == (1, 2, 16, 16)
+    rgb, sigma = ff.fused_decode(planes, weights, points, dirs, config=ff.LaunchConfig(16, 4, 64, 4))
+    with torch.no_grad():
+        rgb_ref, sigma_ref = decode_points(planes, dec, points, dirs)
+    assert rel_err(rgb, rgb_ref) < TOL and rel_err(sigma, sigma_ref) < TOL
+
+
+def test_points_outside_are_zero_padded():
+    planes, dec, points, dirs = make_case(4)
+    gen = torch.Generator().manual_seed(5)
+    # near and past the border (partly outside taps), far outside, and huge coordinates
+    points = torch.cat([torch.rand(B, 40, 3, generator=gen) * 0.3 + 0.9,
+                        -(torch.rand(B, 40, 3, generator=gen) * 0.3 + 0.9),
+                        torch.full((B, 10, 3), 7.0), torch.full((B, 10, 3), -1e7)], dim=1).to(DEVICE)
+    points[:, -5:, 1] = 0.0  # one plane (ZY / XY) partly inside
+    rgb, sigma = ff.fused_decode(planes, ff.decoder_weights(dec), points, dirs, config=CONFIG)
+    with torch.no_grad():
+        rgb_ref, sigma_ref = decode_points(planes, dec, points, dirs)
+        zero_sigma = dec(torch.zeros(1, 27, device=DEVICE), None)
+    assert rel_err(rgb, rgb_ref) < TOL and rel_err(sigma, sigma_ref) < TOL
+    far = sigma[:, 80:85]  # all taps outside: the decoder of zero features (a small, cancelling sum)
+    torch.testing.assert_close(sigma_ref[:, 80:85], zero_sigma.expand_as(far))
+    torch.testing.assert_close(far, zero_sigma.expand_as(far), atol=2e-4, rtol=0)
+
+
+@pytest.mark.parametrize("activation,with_dirs", [("softplus", True), ("relu", True), ("softplus", False)])
+def test_plane_gradient_matches_autograd(activation, with_dirs):
+    planes, dec, points, dirs = make_case(6, hidden=32, color_hidden=16, density_layers=3, activation=activation)
+    dirs = dirs if with_dirs else None
+    gen = torch.Generator().manual_seed(7)
+    w_rgb = torch.randn(B, M, 3, generator=gen).to(DEVICE)
+    w_sigma = torch.randn(B, M, 1, generator=gen).to(DEVICE)
+
+    def loss(rgb: torch.Tensor | None, sigma: torch.Tensor) -> torch.Tensor:
+        return (sigma * w_sigma).sum() + (0.0 if rgb is None else (rgb * w_rgb).sum())
+
+    fused = planes.clone().requires_grad_(True)
+    loss(*ff.fused_decode(fused, ff.decoder_weights(dec), points, dirs, config=CONFIG)).backward()
+    ref = planes.clone().requires_grad_(True)
+    loss(*decode_points(ref, dec, points, dirs)).backward()
+    # relu's kinks make any bf16 path's gradient noisy (~5 % for the torch bf16 autocast path here):
+    # allow the larger of TOL and 2.5x the error of torch's own bf16 path
+    bf16_ref = planes.clone().requires_grad_(True)
+    with torch.autocast(DEVICE.type, dtype=torch.bfloat16):
+        rgb, sigma = decode_points(bf16_ref, dec, points, dirs)
+    loss(None if rgb is None else rgb.float(), sigma.float()).backward()
+    assert fused.grad.shape == planes.shape and fused.grad.dtype == planes.dtype
+    assert rel_err(fused.grad, ref.grad) < max(TOL, 2.5 * rel_err(bf16_ref.grad, ref.grad))
+
+
+def test_gradient_of_sigma_only_and_bf16_planes():
+    """rgb unused by the loss (its gradient is None) and planes stored in bf16."""
+    planes, dec, points, dirs = make_case(8)
+    fused = planes.bfloat16().requires_grad_(True)
+    _, sigma = ff.fused_decode(fused, ff.decoder_weights(dec), points, dirs, config=CONFIG)
+    sigma.sum().backward()
+    ref = planes.clone().requires_grad_(True)
+    decode_points(ref, dec, points, dirs)[1].sum().backward()
+    assert fused.grad.dtype == torch.bfloat16
+    assert rel_err(fused.grad, ref.grad) < TOL
+
+
+def test_make_fused_field_and_empty_points():
+    planes, dec, points, dirs = make_case(9)
+    weights = ff.decoder_weights(dec)
+    field = ff.make_fused_field(planes, weights, config=CONFIG)
+    rgb, sigma = field(points, dirs)
+    rgb2, sigma2 = ff.fused_decode(planes, weights, points, dirs, config=CONFIG)
+    torch.testing.assert_close(rgb, rgb2)
+    torch.testing.assert_close(sigma, sigma2)
+    rgb0, sigma0 = field(points[:, :0], dirs[:, :0])
+    assert rgb0.shape == (B, 0, 3) and sigma0.shape == (B, 0, 1)
+
+
+def test_unsupported_requests_raise():
+    planes, dec, points, dirs = make_case(10)
+    weights = ff.decoder_weights(dec)
+    with pytest.raises(HumanLiffError, match="no gradient w.r.t. points"):
+        ff.fused_decode(planes, weights, points.clone().requires_grad_(True), dirs)
+    with pytest.raises(HumanLiffError, match="BLOCK_M"):
+        ff.fused_decode(planes, weights, points, dirs, config=ff.LaunchConfig(block_m=48))
+    layers = [w.weight for w in dec.density_net.layers]
+    with pytest.raises(HumanLiffError, match="width"):
+        ff.fused_weights([torch.zeros(24, 27)] + layers[1:], [w.weight for w in dec.color_net.layers],
+                         "softplus", 4)
+    with pytest.raises(HumanLiffError, match="activation"):
+        ff.fused_weights(layers, [w.weight for w in dec.color_net.layers], "tanh", 4)
+    with pytest.raises(HumanLiffError, match="colour weight shapes"):
+        ff.fused_weights(layers, [w.weight for w in dec.color_net.layers], "softplus", 3)
