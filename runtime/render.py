@@ -60,7 +60,7 @@ def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, n: int, det: bool,
     """Inverse-CDF samples ``[..., n]`` of the step pdf ``weights [..., K]`` over ``bins [..., K+1]``.
 
     ``det`` takes ``u`` on a regular grid of [0, 1] (evaluation), otherwise sorted uniform random (fitting);
-    either way the samples come out sorted along the last dim.
+    either way the samples come out sorted along the last dim (up to rounding at bin edges).
     """
     pdf = weights / weights.sum(dim=-1, keepdim=True)
     cdf = torch.cat([torch.zeros_like(pdf[..., :1]), torch.cumsum(pdf, dim=-1)], dim=-1)
@@ -86,10 +86,12 @@ def merge_sorted(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.
     binary searches per row instead of a full sort of the concatenation.
     """
     n, m = a.shape[-1], b.shape[-1]
-    a, b = a.contiguous(), b.contiguous()
-    pos_a = torch.searchsorted(b, a) + torch.arange(n, device=a.device)
-    pos_b = torch.searchsorted(a, b, right=True) + torch.arange(m, device=a.device)
-    order = torch.empty((*a.shape[:-1], n + m), dtype=torch.long, device=a.device)
+    # positions from running maxima: a row off by rounding (an ulp out of order) still maps 1:1
+    key_a, key_b = torch.cummax(a, dim=-1).values, torch.cummax(b, dim=-1).values
+    pos_a = torch.searchsorted(key_b, key_a) + torch.arange(n, device=a.device)
+    pos_b = torch.searchsorted(key_a, key_b, right=True) + torch.arange(m, device=a.device)
+    # zeros, not empty: if a row is not sorted (NaN), the holes read a valid index instead of garbage
+    order = torch.zeros((*a.shape[:-1], n + m), dtype=torch.long, device=a.device)
     order.scatter_(-1, pos_a, torch.arange(n, device=a.device).expand_as(a))
     order.scatter_(-1, pos_b, torch.arange(n, n + m, device=a.device).expand_as(b))
     return torch.cat([a, b], dim=-1).gather(-1, order), order

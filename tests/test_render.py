@@ -241,3 +241,11 @@ def test_merge_sorted_matches_sort():
     assert torch.equal(merged, expected)
     assert torch.equal(torch.cat([a, b], dim=-1).gather(-1, order), merged)
     assert torch.equal(order.sort(dim=-1).values, torch.arange(21).expand(5, 7, 21))
+
+
+def test_merge_sorted_is_a_permutation_when_rounding_breaks_order():
+    a = torch.tensor([[0.0, 1.0, 2.0, 3.0]])
+    b = torch.tensor([[1.5, 1.5 - 1e-7, 2.5]])  # one ulp-scale inversion, as inverse-CDF rounding gives
+    merged, order = merge_sorted(a, b)
+    assert torch.equal(order.sort(dim=-1).values, torch.arange(7)[None])
+    assert torch.equal(torch.cat([a, b], dim=-1).gather(-1, order), merged)
