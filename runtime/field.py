@@ -51,9 +51,16 @@ def decode_points(
 
 
 def can_fuse(planes: torch.Tensor, decoder: Decoder, precision: str) -> bool:
-    """Whether ``make_field`` may use the fused Triton kernel: bf16 on CUDA with triton, a FusedDecoder
-    (torch backend) whose weights are frozen (the kernel gives gradients to the planes only)."""
+    """Whether ``make_field`` uses the fused Triton kernel by default: bf16 on CUDA with triton, planes
+    that need no gradient, a FusedDecoder (torch backend) with frozen weights.
+
+    Fitting (planes with gradients) stays on the torch path by default: the kernel's backward passed its
+    tests and benchmark on an H100 but hit an illegal memory access inside a stage-B fit there (cause not
+    found yet); ``make_field(..., fused=True)`` still selects it.
+    """
     if precision != "bf16" or planes.device.type != "cuda" or not fused_field.triton_available():
+        return False
+    if planes.requires_grad:
         return False
     if not (hasattr(decoder, "density_net") and hasattr(decoder.density_net, "layers")):
         return False
