@@ -1,6 +1,6 @@
 """Probe: the fused Triton field (runtime/fused_field.py) against the torch.compile bf16 path.
 
-Usage: ``python -m benchmarks.fused_probe [--res 256] [--sets 8] [--points 4194304] [--repeats 10]
+Usage: ``python -m benchmarks.fused_probe [--res 256] [--sets 8] [--points 4194304] [--repeats 10] [--skip-torch]
 [--coherent] [--skip-variants]``. Needs CUDA. Prints M points/s (median of ``--repeats`` timed runs after
 warm-up, CUDA-synchronized) of forward (no grad) and forward+backward (planes require grad, decoder
 frozen) for (a) ``make_field(..., precision="bf16", compile=True)`` and (b) ``fused_decode``, the
@@ -92,6 +92,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--coherent", action="store_true", help="points along rays instead of uniform")
     parser.add_argument("--skip-variants", action="store_true", help="only the default launch config")
+    parser.add_argument("--skip-torch", action="store_true",
+                        help="no torch.compile path: the fused kernel alone in a fresh process (where it faulted)")
     parser.add_argument("--device", default="cuda",
                         help="cuda; 'cpu' only as a smoke test of this script (TRITON_INTERPRET=1, tiny sizes)")
     args = parser.parse_args()
@@ -132,9 +134,10 @@ def main() -> None:
         out["grad_a"] = grad_planes_a.grad.clone()
         return f"{rate:8.1f} M points/s"
 
-    print("--- (a) make_field(precision='bf16', compile=True)")
-    _attempt("(a) forward, no grad", torch_fwd, dev)
-    _attempt("(a) forward+backward (planes only)", torch_fb, dev)
+    if not args.skip_torch:
+        print("--- (a) make_field(precision='bf16', compile=True)")
+        _attempt("(a) forward, no grad", torch_fwd, dev)
+        _attempt("(a) forward+backward (planes only)", torch_fb, dev)
 
     # ---- (b) fused Triton path
     prepared = ff.prepare_planes(planes)

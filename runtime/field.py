@@ -50,34 +50,17 @@ def decode_points(
     return (None if rgb is None else rgb.float().reshape(b, m, 3)), sigma
 
 
-def can_fuse(planes: torch.Tensor, decoder: Decoder, precision: str) -> bool:
-    """Whether ``make_field`` uses the fused Triton kernel by default: bf16 on CUDA with triton, planes
-    that need no gradient, a FusedDecoder (torch backend) with frozen weights.
-
-    Fitting (planes with gradients) stays on the torch path by default: the kernel's backward passed its
-    tests and benchmark on an H100 but hit an illegal memory access inside a stage-B fit there (cause not
-    found yet); ``make_field(..., fused=True)`` still selects it.
-    """
-    if precision != "bf16" or planes.device.type != "cuda" or not fused_field.triton_available():
-        return False
-    if planes.requires_grad:
-        return False
-    if not (hasattr(decoder, "density_net") and hasattr(decoder.density_net, "layers")):
-        return False
-    return not any(p.requires_grad for p in decoder.parameters())
-
-
 def make_field(planes: torch.Tensor, decoder: Decoder, *, precision: str = "fp32",
-               compile: bool = False, fused: bool | None = None) -> Field:
+               compile: bool = False, fused: bool = False) -> Field:
     """The field of tri-planes ``[B, 27, R, R]`` decoded by ``decoder``.
 
     ``precision='bf16'`` runs plane sampling and the MLP under bf16 autocast (outputs stay float32);
     ``compile=True`` runs them as one ``torch.compile``d graph (dynamic point count). Gradients flow to
-    ``planes`` (and the decoder's parameters) in every mode. ``fused`` (default: ``can_fuse``) runs the
-    fused Triton kernel of ``runtime.fused_field`` instead: bf16, gradients to ``planes`` only, and
-    ``planes`` must not change in place while the field is used.
+    ``planes`` (and the decoder's parameters) in every mode. ``fused=True`` runs the fused Triton kernel
+    of ``runtime.fused_field`` instead (experimental, off by default: see that module): bf16, a frozen
+    FusedDecoder, gradients to ``planes`` only, and ``planes`` must not change in place meanwhile.
     """
-    if fused if fused is not None else can_fuse(planes, decoder, precision):
+    if fused:
         return fused_field.make_fused_field(planes, fused_field.decoder_weights(decoder).to(planes.device))
     core = torch.compile(decode_points, dynamic=True) if compile else decode_points
 
