@@ -5,6 +5,7 @@ PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip
 STAMP   := $(VENV)/.installed
 TORCH_CPU ?= torch==2.13.0
+TRITON_CPU ?= triton==3.6.0
 PYTEST_WORKERS ?= 2
 
 .PHONY: install test lint demo benchmark clean default-model
@@ -12,9 +13,11 @@ PYTEST_WORKERS ?= 2
 $(PY):
 	python3 -m venv $(VENV)
 
-# torch first (the CPU build unless a torch is already importable), then the project and its extras.
+# torch first (the CPU build unless a torch is already importable), triton (a CUDA torch brings its own;
+# on the CPU the tests run the fused kernels in Triton's interpreter), then the project and its extras.
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_CPU)"
+	$(PY) -c "import triton" 2>/dev/null || $(PIP) install -q "$(TRITON_CPU)"
 	$(PIP) install -q -e ".[dev,onnx,smpl]"
 	touch $(STAMP)
 
