@@ -20,8 +20,10 @@ Status (experimental, opt-in through ``make_field(..., fused=True)``): its tests
 interpreter and on an H100, and ``benchmarks/fused_probe.py`` measured it there at 3.6 G points/s forward
 and 0.76 G points/s forward+backward (R = 256, 8 x 512K points). In later runs on the same machine the
 forward kernel raised an illegal memory access for 64K+ points per set under CUDA_LAUNCH_BLOCKING=1
-(``benchmarks/results/2026-11-25-h100-fused-kernel.md``); the cause is not found, so no default path
-uses this module.
+(``benchmarks/results/2026-11-25-h100-session2.md``); the cause is not found, so no default path
+uses this module. Ruled out on the CPU: every masked access of both kernels stays inside its tensors
+(``tests/test_fused_field.py`` checks addresses through the interpreter), and the sm_90 PTX predicates
+every tap load (only the weight loads, always in bounds, are unpredicated).
 """
 
 from __future__ import annotations

@@ -173,3 +173,47 @@ def test_unsupported_requests_raise():
         ff.fused_weights(layers, [w.weight for w in dec.color_net.layers], "tanh", 4)
     with pytest.raises(HumanLiffError, match="colour weight shapes"):
         ff.fused_weights(layers, [w.weight for w in dec.color_net.layers], "softplus", 3)
+
+
+@pytest.mark.skipif(not INTERPRETED, reason="checks addresses through the Triton interpreter")
+def test_every_access_stays_inside_its_tensors(monkeypatch):
+    """Each load, store and atomic of both kernels (mask applied) addresses bytes of a kernel argument."""
+    import numpy as np
+    from triton.runtime import interpreter
+
+    ranges: list[tuple[int, int]] = []
+    outside = []
+    init_args = interpreter.GridExecutor._init_args_hst
+
+    def record_args(self, args_dev, kwargs):
+        args, kw = init_args(self, args_dev, kwargs)
+        ranges[:] = [(t.untyped_storage().data_ptr(), t.untyped_storage().data_ptr() + t.untyped_storage().nbytes())
+                     for t in [*args, *kw.values()] if isinstance(t, torch.Tensor)]
+        return args, kw
+
+    # where each memory op of the interpreter's builder takes its pointers and mask
+    operands = {"create_masked_load": lambda a: (a[0], a[1]), "create_masked_store": lambda a: (a[0], a[2]),
+                "create_atomic_rmw": lambda a: (a[1], a[3])}
+
+    def checked(name, original):
+        def access(self, *args):
+            ptrs, mask = operands[name](args)
+            size = np.dtype(interpreter._get_np_dtype(ptrs.get_element_ty())).itemsize
+            addr = ptrs.data.astype(np.uint64).ravel()[np.broadcast_to(mask.data, ptrs.data.shape).ravel()]
+            inside = np.zeros(addr.shape, bool)
+            for lo, hi in ranges:
+                inside |= (addr >= lo) & (addr + size <= hi)
+            outside.append(int((~inside).sum()))
+            return original(self, *args)
+        return access
+
+    builder = interpreter.InterpreterBuilder
+    monkeypatch.setattr(interpreter.GridExecutor, "_init_args_hst", record_args)
+    for name in operands:
+        monkeypatch.setattr(builder, name, checked(name, getattr(builder, name)))
+    planes, dec, points, dirs = make_case(7)
+    planes.requires_grad_(True)
+    points[0, :10] *= 1e3  # far outside the box: every tap masked
+    rgb, sigma = ff.fused_decode(planes, ff.decoder_weights(dec), points, dirs, config=CONFIG)
+    (rgb.sum() + sigma.sum()).backward()
+    assert len(outside) > 100 and sum(outside) == 0
