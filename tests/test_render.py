@@ -249,3 +249,22 @@ def test_merge_sorted_is_a_permutation_when_rounding_breaks_order():
     merged, order = merge_sorted(a, b)
     assert torch.equal(order.sort(dim=-1).values, torch.arange(7)[None])
     assert torch.equal(torch.cat([a, b], dim=-1).gather(-1, order), merged)
+
+
+def test_occupied_samples_are_evaluated_once_each_and_the_rest_are_zero():
+    from humanliff.runtime.render import _evaluate
+
+    calls = []
+
+    def field(points, viewdirs):
+        calls.append(points.shape)
+        return points * 2.0 + viewdirs, points.sum(dim=-1, keepdim=True)
+
+    g = torch.Generator().manual_seed(0)
+    points, dirs = torch.randn(3, 50, 3, generator=g), torch.randn(3, 50, 3, generator=g)
+    occupied = torch.rand(3, 50, generator=g) < torch.tensor([[0.2], [0.7], [0.0]])  # uneven rows, one empty
+    rgb, sigma = _evaluate(field, points, dirs, occupied)
+    assert calls == [(3, int(occupied.sum(dim=1).max()), 3)]
+    torch.testing.assert_close(rgb, torch.where(occupied[..., None], points * 2.0 + dirs, 0.0))
+    torch.testing.assert_close(sigma, torch.where(occupied, points.sum(dim=-1), 0.0))
+    assert _evaluate(field, points, dirs, torch.zeros_like(occupied))[1].eq(0).all() and len(calls) == 1

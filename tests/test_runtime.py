@@ -148,6 +148,23 @@ def test_engine_field_splits_large_calls(artifacts):
     torch.testing.assert_close(sigma_c, sigma_a)
 
 
+def test_engine_field_pads_calls_below_the_exported_minimum(artifacts):
+    """The decoder is traced with points >= 2 (export specializes 0 and 1); one point still works."""
+    folder = artifacts[2]
+    planes = torch.randn(1, 27, 16, 16, generator=torch.Generator().manual_seed(1))
+    points = torch.rand(1, 5, 3) * 2 - 1
+    dirs = torch.nn.functional.normalize(torch.randn(1, 5, 3), dim=-1)
+    for fmt in ("ep", "onnx"):
+        engine = load_engine(folder, "decoder", prefer=(fmt,))
+        assert engine.spec.dims["points"][0] == 2
+        field = engine_field(engine, planes)
+        rgb_all, sigma_all = field(points, dirs)
+        rgb_one, sigma_one = field(points[:, 2:3], dirs[:, 2:3])
+        assert rgb_one.shape == (1, 1, 3) and sigma_one.shape == (1, 1, 1)
+        torch.testing.assert_close(rgb_one, rgb_all[:, 2:3])
+        torch.testing.assert_close(sigma_one, sigma_all[:, 2:3])
+
+
 def test_run_reproduces_generate(artifacts, tmp_path):
     ema, store, folder = artifacts
     cfg = load_config("tiny", [*FAST, "sample.seed=7", "sample.batch=3"])
