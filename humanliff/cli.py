@@ -18,6 +18,10 @@ import click
 from humanliff.config import Config, load_config
 from humanliff.errors import HumanLiffError
 
+SAMPLER_NAMES = ("ddpm", "ddim", "dpmpp", "dpmpp_sde")
+"""``--sampler`` choices: the keys of ``humanliff.runtime.sampling.SAMPLERS`` (kept here so that the CLI
+imports without torch; a test checks the two agree)."""
+
 
 def _fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn a ``HumanLiffError`` into one ``error:`` line on stderr and exit code 1."""
@@ -88,7 +92,7 @@ def eval_group() -> None:
               help="Tri-plane store: its decoder renders, its first subject's box frames the humans.")
 @click.option("--out", "out_dir", default="generated", show_default=True, metavar="DIR",
               help="Output folder (replaced when complete).")
-@click.option("--sampler", type=click.Choice(["ddpm", "ddim", "dpmpp"]), default=None,
+@click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default=None,
               help="Sampler (default: sample.sampler).")
 @click.option("--steps", type=int, default=None, help="Sampling steps per layer (default: sample.steps).")
 @click.option("--seed", type=int, default=None, help="Human i uses seed + i (default: sample.seed).")
@@ -235,8 +239,9 @@ def export_command(unet_ckpt: str, store: str, out_dir: str, formats: str, batch
 @click.option("--out", "out_dir", default="generated", show_default=True, metavar="DIR",
               help="Output folder (replaced when complete).")
 @click.option("--humans", type=int, default=4, show_default=True, help="Humans to generate.")
-@click.option("--sampler", type=click.Choice(["ddpm", "ddim", "dpmpp"]), default="dpmpp", show_default=True)
-@click.option("--steps", type=int, default=20, show_default=True, help="Sampling steps per layer.")
+@click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default=None,
+              help="Sampler (default: the manifest's sample.sampler).")
+@click.option("--steps", type=int, default=None, help="Sampling steps per layer (default: sample.steps).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Human i uses seed + i.")
 @click.option("--layers", "layer_spec", default=None, metavar="0-HI",
               help="Layers to generate (default: all).")
@@ -247,7 +252,7 @@ def export_command(unet_ckpt: str, store: str, out_dir: str, formats: str, batch
               help="On CUDA, compile torch.export engines with Inductor (slower first call).")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Change a sample / render setting of the manifest (e.g. sample.views=1); repeatable.")
-def run_command(artifacts: str, out_dir: str, humans: int, sampler: str, steps: int, seed: int,
+def run_command(artifacts: str, out_dir: str, humans: int, sampler: str | None, steps: int | None, seed: int,
                 layer_spec: str | None, engines: str, device: str | None, compile_: bool,
                 overrides: tuple[str, ...]) -> None:
     """Generate layered humans from an artifacts folder (from export), without the training code.

@@ -193,8 +193,9 @@ class TrainConfig:
 class SampleConfig:
     """Layered generation."""
 
-    sampler: str = "dpmpp"
-    """``ddpm``, ``ddim`` or ``dpmpp``."""
+    sampler: str = "dpmpp_sde"
+    """``ddpm``, ``ddim``, ``dpmpp`` (deterministic DPM-Solver++(2M)) or ``dpmpp_sde`` (its stochastic form:
+    the same cost, cleaner planes from small models)."""
     steps: int = 20
     eta: float = 0.0
     """DDIM eta (0: deterministic)."""

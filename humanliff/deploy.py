@@ -137,14 +137,15 @@ def sample_planes(arts: LoadedArtifacts, humans: int, sampler: str, steps: int, 
     return torch.cat(out, dim=1)
 
 
-def run_artifacts(artifacts_dir: str | Path, out_dir: str | Path, humans: int = 4, sampler: str = "dpmpp",
-                  steps: int = 20, seed: int = 0, layers: Sequence[int] | None = None,
+def run_artifacts(artifacts_dir: str | Path, out_dir: str | Path, humans: int = 4, sampler: str | None = None,
+                  steps: int | None = None, seed: int = 0, layers: Sequence[int] | None = None,
                   device: str | torch.device | None = None, *, prefer: Sequence[str] = PREFERENCE,
                   overrides: Sequence[str] = (), compile: bool = True, progress: bool = True) -> dict[str, Any]:
     """Generate ``humans`` layered humans from an artifacts folder and write them to ``out_dir``.
 
     The sample and render settings are the manifest's (``overrides``: ``section.key=value`` strings,
-    e.g. ``sample.views=1``), with ``sampler``, ``steps`` and ``seed`` from the arguments. Returns the
+    e.g. ``sample.views=1``), with ``seed`` and, when given, ``sampler`` and ``steps`` from the arguments
+    (else the manifest's ``sample.sampler`` / ``sample.steps``, as ``generate`` would use). Returns the
     written paths (as ``humanliff generate``) plus ``engines`` (format per network) and ``timings`` (s).
     """
     t0 = time.perf_counter()
@@ -152,6 +153,7 @@ def run_artifacts(artifacts_dir: str | Path, out_dir: str | Path, humans: int = 
     manifest = arts.manifest
     cfg = Config.from_dict({"sample": manifest["sample"], "render": manifest["render"]},
                            source=str(arts.folder / MANIFEST_NAME)).with_overrides(overrides)
+    sampler, steps = sampler or cfg.sample.sampler, steps or cfg.sample.steps
     sample_cfg = dataclasses.replace(cfg.sample, sampler=sampler, steps=steps, seed=seed, batch=humans)
     layers = list(range(int(manifest["layers"]))) if layers is None else list(layers)
     t1 = time.perf_counter()

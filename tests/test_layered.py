@@ -26,7 +26,7 @@ class RecordingUNet:
         return 0.1 * x + 0.05 * x_cond + 0.01 * y.view(-1, 1, 1, 1).float() + 1e-4 * t.view(-1, 1, 1, 1)
 
 
-@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmpp"])
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmpp", "dpmpp_sde"])
 def test_layer_k_is_conditioned_on_layer_k_minus_1(sampler):
     unet = RecordingUNet()
     steps = 3

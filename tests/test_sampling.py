@@ -62,7 +62,7 @@ def test_point_data_is_recovered_exactly(name):
     out = sample(name, eps_fn, x_T, ABAR, 7, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(out, target, atol=5e-4, rtol=0)  # fp32 round-off amplified at t = 999
     steps = [int(t[0]) for _, t in eps_fn.calls]
-    assert steps == (logsnr_timesteps(ABAR, 7) if name == "dpmpp" else [999, 832, 666, 500, 333, 166, 0])
+    assert steps == (logsnr_timesteps(ABAR, 7) if name.startswith("dpmpp") else [999, 832, 666, 500, 333, 166, 0])
     assert all(t.dtype == torch.int64 and t.shape == (2,) for _, t in eps_fn.calls)
 
 
@@ -77,8 +77,8 @@ def _gaussian_eps(std: float):
     return eps_fn
 
 
-@pytest.mark.parametrize(("name", "steps", "tol"), [("dpmpp", 20, 0.015), ("ddim", 100, 0.02),
-                                                   ("ddpm", 100, 0.03)])
+@pytest.mark.parametrize(("name", "steps", "tol"), [("dpmpp", 20, 0.015), ("dpmpp_sde", 20, 0.03),
+                                                   ("ddim", 100, 0.02), ("ddpm", 100, 0.03)])
 def test_gaussian_data_gets_the_right_spread(name, steps, tol):
     """Data ~ N(0, 0.5^2) with its exact eps: the samples' spread must come out near 0.5."""
     x_T = torch.randn(64, 1, 16, 16, generator=torch.Generator().manual_seed(0))
@@ -92,7 +92,8 @@ def _dummy(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize(("name", "eta", "pinned"), [("ddpm", 0.0, 0.61522), ("ddim", 0.0, 0.88764),
-                                                     ("ddim", 1.0, 0.59611), ("dpmpp", 0.0, 0.86944)])
+                                                     ("ddim", 1.0, 0.59611), ("dpmpp", 0.0, 0.86944),
+                                                     ("dpmpp_sde", 0.0, 0.61418)])
 def test_pinned_dummy_runs(name, eta, pinned):
     x_T = torch.randn(2, 27, 8, 8, generator=torch.Generator().manual_seed(0))
     out = sample(name, _dummy, x_T, ABAR, 10, generator=torch.Generator().manual_seed(1), eta=eta)
@@ -124,9 +125,15 @@ def test_dpmpp_first_step_is_ddim():
 
 def test_errors():
     x_T = torch.zeros(1, 3, 4, 4)
-    with pytest.raises(HumanLiffError, match=r"unknown sampler 'euler' \(valid: ddpm, ddim, dpmpp\)"):
+    with pytest.raises(HumanLiffError, match=r"unknown sampler 'euler' \(valid: ddpm, ddim, dpmpp, dpmpp_sde\)"):
         sample("euler", _dummy, x_T, ABAR, 4)
     with pytest.raises(HumanLiffError, match="between 1 and 1000, got 0"):
         sample("ddim", _dummy, x_T, ABAR, 0)
     with pytest.raises(HumanLiffError, match="ddim sampler only"):
         sample("dpmpp", _dummy, x_T, ABAR, 4, eta=0.5)
+
+
+def test_cli_offers_every_sampler():
+    from humanliff.cli import SAMPLER_NAMES
+
+    assert set(SAMPLER_NAMES) == set(SAMPLERS)
