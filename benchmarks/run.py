@@ -319,7 +319,7 @@ def bench_sampling(rep: Report, s: Setup, u: dict) -> None:
     acp = alphas_cumprod(linear_betas()).to(dev)
     shape = (1, 27, s.resolution, s.resolution)
     base_eval = u["baseline_ms"][1]
-    runs = [("dpmpp", 10), ("dpmpp", 20), ("ddim", 50), ("ddpm", 250)] if dev.type == "cuda" else \
+    runs = [("dpmpp", 10), ("dpmpp", 20), ("dpmpp_sde", 20), ("ddim", 50), ("ddpm", 250)] if dev.type == "cuda" else \
         [("dpmpp", 3), ("ddpm", 5)]
     for sampler, steps in runs:
         def human(sampler: str = sampler, steps: int = steps) -> torch.Tensor:
