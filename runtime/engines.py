@@ -86,8 +86,7 @@ class Engine:
         self.spec = spec
         self.device = torch.device(device)
         self.artifact = dict(artifact or {})
-        self.compile = compile
-        """Formats run by torch (``ep``) compile their program with Inductor on CUDA when set."""
+        self.compile = compile  # torch-run formats (``ep``) compile their program with Inductor on CUDA
 
     def load(self) -> Engine:
         """Load the artifact; returns ``self``."""

@@ -17,7 +17,7 @@ pytest.importorskip("triton", reason="the fused field needs triton (pip install 
 from humanliff.errors import HumanLiffError  # noqa: E402
 from humanliff.models.decoder import FusedDecoder  # noqa: E402
 from humanliff.runtime import fused_field as ff  # noqa: E402
-from humanliff.runtime.field import decode_points  # noqa: E402
+from humanliff.runtime.field import decode_points, make_field  # noqa: E402
 
 INTERPRETED = bool(getattr(ff, "_INTERPRETED", False))
 DEVICE = torch.device("cpu" if INTERPRETED else "cuda")
@@ -156,6 +156,9 @@ def test_make_fused_field_and_empty_points():
     torch.testing.assert_close(sigma, sigma2)
     rgb0, sigma0 = field(points[:, :0], dirs[:, :0])
     assert rgb0.shape == (B, 0, 3) and sigma0.shape == (B, 0, 1)
+    rgb3, sigma3 = make_field(planes, dec, precision="bf16", fused=True)(points, dirs)  # the opt-in switch
+    rgb_ref, sigma_ref = decode_points(planes, dec, points, dirs)
+    assert rel_err(rgb3, rgb_ref) < TOL and rel_err(sigma3, sigma_ref) < TOL
 
 
 def test_unsupported_requests_raise():
