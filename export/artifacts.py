@@ -41,6 +41,7 @@ from humanliff.models.decoder import build_decoder
 from humanliff.runtime.cameras import orbit_cameras
 from humanliff.runtime.engines import ENGINES, EngineUnavailable
 from humanliff.runtime.manifest import artifact_name, sha256_file, write_manifest
+from humanliff.runtime.render import ray_chunk
 from humanliff.runtime.triplane import CHANNELS
 from humanliff.training.store import TriplaneStore, open_store
 
@@ -201,7 +202,7 @@ def export_artifacts(unet_ckpt: str | Path, store: str | Path, out_dir: str | Pa
                              f"{CHANNELS}")
     max_batch = max(batch, MIN_MAX_BATCH)
     render = cfg.render
-    points = min(render.chunk * (render.n_samples + render.n_importance), MAX_POINTS)
+    points = min(ray_chunk(render.chunk, device) * (render.n_samples + render.n_importance), MAX_POINTS)
     steps = unet_cfg.diffusion.steps
     jobs = [(UNetGraph(unet, compute), unet_spec(res, channels, NUM_LAYERS, steps, max_batch),
              {"batch": batch}),

@@ -90,8 +90,9 @@ class RenderConfig:
     """Std of the noise added to raw density while fitting; the original hard-codes 1.0 (bug B2)."""
     metric_intervals: bool = True
     """Alpha from metric interval lengths; ``false`` reproduces the original (bug B3)."""
-    chunk: int = 65536
-    """Rays per chunk when rendering whole images (fewer, larger launches on the GPU)."""
+    chunk: int = 0
+    """Rays per renderer call when rendering whole images; 0 picks by device: 65536 on CUDA (fewer, larger
+    launches), 8192 on the CPU (less memory)."""
     occupancy_resolution: int = 64
     """Cells per side of the occupancy grid used to skip empty space (0: off)."""
     occupancy_threshold: float = 1.0

@@ -30,6 +30,15 @@ PDF_EPS = 1e-5
 """Added to the coarse weights before inverse-CDF sampling (the original's)."""
 
 
+AUTO_CHUNK = {"cuda": 65536, "cpu": 8192}
+"""Rays per renderer call for ``chunk = 0``, by device type (others use the CPU's)."""
+
+
+def ray_chunk(chunk: int, device: torch.device) -> int:
+    """``chunk``, or for 0 the device's default (``AUTO_CHUNK``)."""
+    return chunk or AUTO_CHUNK.get(device.type, AUTO_CHUNK["cpu"])
+
+
 class RenderSettings(Protocol):
     """The fields of ``humanliff.config.RenderConfig`` the renderer reads."""
 
@@ -235,7 +244,8 @@ def render_rays(field: Field, origins: torch.Tensor, dirs: torch.Tensor, near: t
 def render_image(field: Field, K: torch.Tensor, R: torch.Tensor, T: torch.Tensor, height: int, width: int,
                  bounds: torch.Tensor, cfg: RenderSettings, *, occupancy: torch.Tensor | None = None,
                  progress: bool = False) -> dict[str, torch.Tensor]:
-    """Render one view of a single field (B = 1) in chunks of ``cfg.chunk`` rays, deterministically.
+    """Render one view of a single field (B = 1) in chunks of ``cfg.chunk`` rays (``ray_chunk``),
+    deterministically.
 
     Args:
         K, R: ``[3, 3]``; T: ``[3]`` (OpenCV world-to-camera); bounds: ``[2, 3]`` world box.
@@ -255,11 +265,11 @@ def render_image(field: Field, K: torch.Tensor, R: torch.Tensor, T: torch.Tensor
     depth = torch.zeros(n_pixels, device=device)
     flat_hit = hit.reshape(-1).nonzero()[:, 0]
     box = bounds.to(origins)[None]
-    starts = range(0, flat_hit.numel(), cfg.chunk)
-    for start in tqdm(starts, desc="render", disable=not progress, leave=False):
-        o, d, n, f = (x[None, start:start + cfg.chunk] for x in rays)
+    chunk = ray_chunk(cfg.chunk, device)
+    for start in tqdm(range(0, flat_hit.numel(), chunk), desc="render", disable=not progress, leave=False):
+        o, d, n, f = (x[None, start:start + chunk] for x in rays)
         out = render_rays(field, o, d, n, f, box, cfg, training=False, occupancy=occupancy)
-        pix = flat_hit[start:start + cfg.chunk]
+        pix = flat_hit[start:start + chunk]
         rgb[pix] = out["rgb"][0]
         acc[pix] = out["acc"][0]
         depth[pix] = out["depth"][0]

@@ -268,3 +268,11 @@ def test_occupied_samples_are_evaluated_once_each_and_the_rest_are_zero():
     torch.testing.assert_close(rgb, torch.where(occupied[..., None], points * 2.0 + dirs, 0.0))
     torch.testing.assert_close(sigma, torch.where(occupied, points.sum(dim=-1), 0.0))
     assert _evaluate(field, points, dirs, torch.zeros_like(occupied))[1].eq(0).all() and len(calls) == 1
+
+
+def test_ray_chunk_zero_picks_the_device_default():
+    from humanliff.runtime.render import ray_chunk
+
+    assert ray_chunk(0, torch.device("cpu")) == 8192 and ray_chunk(0, torch.device("cuda")) == 65536
+    assert ray_chunk(100, torch.device("cuda")) == 100
+    assert RenderConfig().chunk == 0
