@@ -110,14 +110,9 @@ def sample_ddim(eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, 
     return x.to(x_T.dtype)
 
 
-@torch.no_grad()
-def sample_dpmpp(eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int, *,
-                 generator: torch.Generator | None = None, eta: float = 0.0, clip_denoised: bool = True,
-                 progress: bool = False) -> torch.Tensor:
-    """DPM-Solver++(2M), multistep second order in data prediction (Lu et al. 2022, Algorithm 2), over
-    timesteps evenly spaced in log-SNR. Deterministic: ``generator`` is unused and ``eta`` must be 0.
-    The result is the x0-prediction of the last call (at t = 0).
-    """
+def _dpmpp(eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int, sde: bool,
+           generator: torch.Generator | None, eta: float, clip_denoised: bool, progress: bool) -> torch.Tensor:
+    """The DPM-Solver++(2M) loop of ``sample_dpmpp`` (``sde=False``) and ``sample_dpmpp_sde``."""
     if eta != 0.0:
         raise HumanLiffError(f"eta={eta} applies to the ddim sampler only")
     x = x_T.float()
@@ -130,13 +125,27 @@ def sample_dpmpp(eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor,
         sigma, sigma_next = math.sqrt(1.0 - abar), math.sqrt(1.0 - abar_next)
         alpha_next = math.sqrt(abar_next)
         h = 0.5 * (math.log(abar_next / (1.0 - abar_next)) - math.log(abar / (1.0 - abar)))
-        denoised = x0
-        if x0_old is not None:
-            r = h_old / h
-            denoised = (1.0 + 0.5 / r) * x0 - (0.5 / r) * x0_old
-        x = (sigma_next / sigma) * x - (alpha_next * math.expm1(-h)) * denoised
+        # second-order multistep data prediction (the first step is first order): r = h_old / h
+        denoised = x0 if x0_old is None else x0 + (0.5 * h / h_old) * (x0 - x0_old)
+        if sde:
+            decay = -math.expm1(-2.0 * h)
+            x = (sigma_next / sigma * math.exp(-h)) * x + (alpha_next * decay) * denoised \
+                + (sigma_next * math.sqrt(decay)) * _noise(x, generator)
+        else:
+            x = (sigma_next / sigma) * x - (alpha_next * math.expm1(-h)) * denoised
         x0_old, h_old = x0, h
     return x.to(x_T.dtype)
+
+
+@torch.no_grad()
+def sample_dpmpp(eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int, *,
+                 generator: torch.Generator | None = None, eta: float = 0.0, clip_denoised: bool = True,
+                 progress: bool = False) -> torch.Tensor:
+    """DPM-Solver++(2M), multistep second order in data prediction (Lu et al. 2022, Algorithm 2), over
+    timesteps evenly spaced in log-SNR. Deterministic: ``generator`` is unused and ``eta`` must be 0.
+    The result is the x0-prediction of the last call (at t = 0).
+    """
+    return _dpmpp(eps_fn, x_T, alphas_cumprod, steps, False, generator, eta, clip_denoised, progress)
 
 
 @torch.no_grad()
@@ -148,24 +157,7 @@ def sample_dpmpp_sde(eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Ten
     ``x' = (sigma'/sigma) e^-h x + alpha' (1 - e^-2h) D + sigma' sqrt(1 - e^-2h) z``. Fresh noise every step
     keeps small models on track where the deterministic solvers drift (speckled planes); ``eta`` must be 0.
     """
-    if eta != 0.0:
-        raise HumanLiffError(f"eta={eta} applies to the ddim sampler only")
-    x = x_T.float()
-    x0_old, h_old = None, None
-    for t, abar, abar_next in _steps(alphas_cumprod, steps, progress, logsnr=True):
-        x0 = predict_x0(x, _eps(eps_fn, x, t, x_T.dtype), abar, clip_denoised)
-        if t == 0:
-            x = x0
-            break
-        sigma, sigma_next = math.sqrt(1.0 - abar), math.sqrt(1.0 - abar_next)
-        alpha_next = math.sqrt(abar_next)
-        h = 0.5 * (math.log(abar_next / (1.0 - abar_next)) - math.log(abar / (1.0 - abar)))
-        decay = -math.expm1(-2.0 * h)
-        denoised = x0 if x0_old is None else x0 + (0.5 * h / h_old) * (x0 - x0_old)
-        x = (sigma_next / sigma * math.exp(-h)) * x + (alpha_next * decay) * denoised \
-            + (sigma_next * math.sqrt(decay)) * _noise(x, generator)
-        x0_old, h_old = x0, h
-    return x.to(x_T.dtype)
+    return _dpmpp(eps_fn, x_T, alphas_cumprod, steps, True, generator, eta, clip_denoised, progress)
 
 
 SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
