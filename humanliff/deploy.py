@@ -125,7 +125,7 @@ def sample_planes(arts: LoadedArtifacts, humans: int, sampler: str, steps: int, 
         n = min(group, humans - start)
         shape = (n, tri["channels"], tri["resolution"], tri["resolution"])
         if n not in graphs:
-            if arts.unet.compile and arts.unet.format == "ep" and arts.device.type == "cuda":
+            if arts.unet.compiled:
                 log.info("compiling the UNet engine for batch %d and capturing its CUDA graph (about 1-2 min "
                          "at the original size; Inductor's cache shortens later runs)", n)
             example = {"x": torch.zeros(shape), "timesteps": torch.zeros(n, dtype=torch.int64),

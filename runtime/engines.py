@@ -79,6 +79,8 @@ class Engine:
     """One network behind ``__call__(**feeds) -> outputs``; subclasses implement ``_load`` and ``_run``."""
 
     format = ""
+    compiled = False
+    """True once loading wrapped the artifact in ``torch.compile`` (its first call compiles)."""
 
     def __init__(self, path: str | Path, spec: NetworkSpec, device: str | torch.device = "cpu",
                  artifact: Mapping[str, Any] | None = None, *, compile: bool = False) -> None:
@@ -131,6 +133,7 @@ class ExportedProgramEngine(Engine):
         self._module = program.module().to(self.device)
         if self.compile and self.device.type == "cuda":  # Inductor kernels, JIT: the AOTI of this format
             self._module = torch.compile(self._module)
+            self.compiled = True
 
     def _run(self, args: list[torch.Tensor], dims: Mapping[str, int]) -> Sequence[torch.Tensor]:
         with torch.inference_mode():
