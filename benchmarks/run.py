@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -36,6 +37,9 @@ from humanliff.runtime.field import decode_points, make_field
 from humanliff.runtime.fused_field import triton_available
 from humanliff.runtime.layered import human_generators, sample_layers
 from humanliff.runtime.schedule import alphas_cumprod, linear_betas
+
+if TYPE_CHECKING:
+    from humanliff.training.store import TriplaneStore
 
 RESULTS = Path(__file__).parent / "results"
 SECTIONS = ("points", "fit", "render", "unet", "sampling", "train", "runtime")
@@ -141,14 +145,18 @@ def _fit_data(s: Setup, workdir: Path) -> Path:
                               seed=0)
 
 
+def _default_store() -> TriplaneStore:
+    """The default model's tri-plane store (its decoder and first subjects)."""
+    from humanliff.pretrained import default_model
+    from humanliff.training.store import open_store
+
+    return open_store(default_model()[1])
+
+
 def _default_decoder(dev: torch.device) -> tuple[torch.nn.Module, str]:
     """The default model's stage-A decoder when installed, else a fresh one (timing is the same)."""
     try:
-        from humanliff.pretrained import default_model
-        from humanliff.training.store import open_store
-
-        store = open_store(default_model()[1])
-        return store.load_decoder(dev), "the default model's decoder"
+        return _default_store().load_decoder(dev), "the default model's decoder"
     except Exception as exc:  # noqa: BLE001 - any failure falls back to a fresh decoder
         log.info("default store unavailable (%s); fresh fused decoder", exc)
         return FusedDecoder().to(dev), "fresh fused decoder"
@@ -211,10 +219,7 @@ def bench_fit(rep: Report, s: Setup, workdir: Path) -> dict:
 
 def _default_fitted(s: Setup) -> dict:
     """The default model's first subject, outer layer, in place of a fitted plane when ``fit`` is not run."""
-    from humanliff.pretrained import default_model
-    from humanliff.training.store import open_store
-
-    store = open_store(default_model()[1])
+    store = _default_store()
     planes = torch.from_numpy(store.planes[0, -1].astype("float32"))[None].to(s.device)
     return {"planes": planes, "decoder": store.load_decoder(s.device), "bounds": store.subject_bounds(0),
             "cfg": s.cfg}
