@@ -34,7 +34,7 @@ from humanliff.data.synth import synthesize_from_config
 from humanliff.errors import HumanLiffError
 from humanliff.evaluation.recon import evaluate_recon
 from humanliff.generate import generate
-from humanliff.io import atomic_path
+from humanliff.io import atomic_path, read_torch_file
 from humanliff.training.checkpoint import CHECKPOINT, EMA_FILE
 from humanliff.training.fit import fit_stage_a, fit_stage_b
 from humanliff.training.train import train
@@ -95,7 +95,7 @@ def _train_done(run_dir: Path, steps: int) -> bool:
     """True when ``run_dir`` holds an ``ema.pt`` and a checkpoint at ``steps`` or beyond."""
     if not (run_dir / EMA_FILE).is_file() or not (run_dir / CHECKPOINT).is_file():
         return False
-    return int(torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=True)["step"]) >= steps
+    return int(read_torch_file(run_dir / CHECKPOINT)["step"]) >= steps
 
 
 def _remove(path: Path) -> None:

@@ -31,8 +31,6 @@ _STAGE_B_NAME = re.compile(r"^(?P<subject>.+)_\d+$")
 
 def _network_state(path: Path) -> dict[str, torch.Tensor]:
     """``network_fn_state_dict`` of an original ``.tar`` with any ``module.`` prefix removed."""
-    if not path.is_file():
-        raise InputFileError(path, "no such checkpoint")
     blob = read_torch_file(path)
     state = blob.get("network_fn_state_dict") if isinstance(blob, dict) else None
     if not isinstance(state, dict):
