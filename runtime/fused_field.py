@@ -38,6 +38,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from humanliff.runtime.errors import HumanLiffError
+from humanliff.runtime.triplane import CHANNELS, GROUP_CHANNELS, N_GROUPS, N_PLANES
 
 if TYPE_CHECKING:
     from humanliff.runtime.field import Field
@@ -51,15 +52,11 @@ except ImportError:  # pragma: no cover - depends on the environment
     tl = None
     libdevice = None
 
-N_PLANES = 3
-N_GROUPS = 3
-GROUP_CHANNELS = 3
 TAP_CHANNELS = 4
 """Channels of one texel of a prepared plane (the group's 3 channels plus one zero)."""
 WIDTHS = (16, 32, 64, 128)
 ACTIVATIONS = ("softplus", "relu")
 PLANE_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
-_FEATURES = N_PLANES * N_GROUPS * GROUP_CHANNELS
 
 
 def triton_available() -> bool:
@@ -161,7 +158,7 @@ def fused_weights(density_layers: Sequence[torch.Tensor], color_layers: Sequence
     _check_width(color_hidden, "colour hidden")
     geo = dl[-1].shape[0] - 1
     n_view = 3 + 6 * view_freqs
-    expected_d = [(hidden, _FEATURES)] + [(hidden, hidden)] * (len(dl) - 2) + [(geo + 1, hidden)]
+    expected_d = [(hidden, CHANNELS)] + [(hidden, hidden)] * (len(dl) - 2) + [(geo + 1, hidden)]
     expected_c = [(color_hidden, geo + n_view)] + [(color_hidden, color_hidden)] * (len(cl) - 2)
     expected_c += [(3, color_hidden)]
     for name, mats, shapes in (("density", dl, expected_d), ("colour", cl, expected_c)):
@@ -218,8 +215,8 @@ def decoder_weights(decoder: torch.nn.Module) -> FusedWeights:
 
 
 def _check_planes(planes: torch.Tensor) -> None:
-    if planes.dim() != 4 or planes.shape[1] != _FEATURES or planes.shape[2] != planes.shape[3]:
-        raise HumanLiffError(f"fused field: planes must be [B, {_FEATURES}, R, R], got {tuple(planes.shape)}")
+    if planes.dim() != 4 or planes.shape[1] != CHANNELS or planes.shape[2] != planes.shape[3]:
+        raise HumanLiffError(f"fused field: planes must be [B, {CHANNELS}, R, R], got {tuple(planes.shape)}")
 
 
 def prepare_planes(planes: torch.Tensor, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
@@ -241,7 +238,7 @@ def prepare_planes(planes: torch.Tensor, dtype: torch.dtype = torch.bfloat16) ->
 def _plane_grad_to_nchw(grad: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """fp32 ``[B, 9, R, R, 4]`` gradient to ``[B, 27, R, R]`` in ``dtype``."""
     b, _, r, _, _ = grad.shape
-    return grad[..., :GROUP_CHANNELS].permute(0, 1, 4, 2, 3).reshape(b, _FEATURES, r, r).to(dtype)
+    return grad[..., :GROUP_CHANNELS].permute(0, 1, 4, 2, 3).reshape(b, CHANNELS, r, r).to(dtype)
 
 
 # ----------------------------------------------------------------------------------------- kernels
