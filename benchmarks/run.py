@@ -34,7 +34,7 @@ from humanliff.models.decoder import FusedDecoder, SeedDecoder
 from humanliff.models.inference import inference_unet
 from humanliff.models.unet import build_unet
 from humanliff.runtime.field import decode_points, make_field
-from humanliff.runtime.fused_field import triton_available
+from humanliff.runtime.fused_field import frozen_decoder_weights, triton_available
 from humanliff.runtime.layered import human_generators, sample_layers
 from humanliff.runtime.schedule import alphas_cumprod, linear_betas
 
@@ -120,7 +120,7 @@ def bench_points(rep: Report, s: Setup) -> None:
     }
     if dev.type == "cuda" and triton_available():
         frozen = FusedDecoder().to(dev).requires_grad_(False)
-        ours["fused decoder, Triton kernel (experimental; backward: planes only, decoder frozen)"] = (
+        ours["fused decoder, bf16 fused Triton kernel (decoder frozen: backward into the planes only)"] = (
             make_field(planes, frozen, precision="bf16", fused=True),
             make_field(grad_planes, frozen, precision="bf16", fused=True))
     base = {}
@@ -236,7 +236,9 @@ def bench_render(rep: Report, s: Setup, fitted: dict) -> None:
     K, R, T = (x[0].to(dev) for x in orbit_cameras(bounds.cpu(), 1, size))
     precision = "bf16" if dev.type == "cuda" else "fp32"
     eval_cfg = dataclasses.replace(cfg.render, chunk=size * size)
-    field = make_field(planes, decoder, precision=precision, compile=True)
+    fused = precision == "bf16" and frozen_decoder_weights(decoder, dev) is not None
+    field = make_field(planes, decoder, precision=precision, compile=not fused, fused=fused)
+    kind = f"{precision} {'fused Triton kernel' if fused else 'compiled'}"
     occupancy = build_occupancy(field, cfg.render.occupancy_resolution, cfg.render.occupancy_threshold,
                                 device=dev)
     frac = occupancy.float().mean().item()
@@ -247,11 +249,11 @@ def bench_render(rep: Report, s: Setup, fitted: dict) -> None:
     t_full = time_fn(lambda: render_image(field, K, R, T, size, size, bounds, eval_cfg), repeats=s.repeats,
                      device=dev)
     rep.add("render", f"{size}x{size} view, ours, no occupancy grid", t_full.median_ms, "ms", t_orig.median_ms,
-            note=f"{precision} compiled, R={planes.shape[-1]}")
+            note=f"{kind}, R={planes.shape[-1]}")
     t_occ = time_fn(lambda: render_image(field, K, R, T, size, size, bounds, eval_cfg, occupancy=occupancy),
                     repeats=s.repeats, device=dev)
     rep.add("render", f"{size}x{size} view, ours, occupancy grid", t_occ.median_ms, "ms", t_orig.median_ms,
-            note=f"{cfg.render.occupancy_resolution}^3 grid, {100 * frac:.1f}% cells occupied")
+            note=f"{kind}, {cfg.render.occupancy_resolution}^3 grid, {100 * frac:.1f}% cells occupied")
 
 
 # --- UNet, samplers, training ----------------------------------------------------------------------

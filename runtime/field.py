@@ -51,16 +51,23 @@ def decode_points(
 
 
 def make_field(planes: torch.Tensor, decoder: Decoder, *, precision: str = "fp32",
-               compile: bool = False, fused: bool = False) -> Field:
+               compile: bool = False, fused: bool | None = None) -> Field:
     """The field of tri-planes ``[B, 27, R, R]`` decoded by ``decoder``.
 
     ``precision='bf16'`` runs plane sampling and the MLP under bf16 autocast (outputs stay float32);
     ``compile=True`` runs them as one ``torch.compile``d graph (dynamic point count). Gradients flow to
-    ``planes`` (and the decoder's parameters) in every mode. ``fused=True`` runs the fused Triton kernel
-    of ``runtime.fused_field`` instead (experimental, off by default: see that module): bf16, a frozen
-    FusedDecoder, gradients to ``planes`` only, and ``planes`` must not change in place meanwhile.
+    ``planes`` (and the decoder's parameters) in every mode.
+
+    ``fused`` picks the fused Triton kernel of ``runtime.fused_field`` (bf16, gradients to ``planes``
+    only, ``planes`` must not change in place meanwhile): None (default) uses it for ``precision='bf16'``
+    where ``fused_field.frozen_decoder_weights`` accepts the decoder (CUDA, a frozen FusedDecoder), True
+    requires it, False never uses it.
     """
-    if fused:
+    if fused is None:
+        weights = fused_field.frozen_decoder_weights(decoder, planes.device) if precision == "bf16" else None
+        if weights is not None:
+            return fused_field.make_fused_field(planes, weights)
+    elif fused:
         return fused_field.make_fused_field(planes, fused_field.decoder_weights(decoder).to(planes.device))
     core = torch.compile(decode_points, dynamic=True) if compile else decode_points
 

@@ -16,14 +16,12 @@ The sampling reproduces ``sample_features`` (runtime/triplane.py): planes XY, XZ
 (0, 1), (0, 2), (2, 1); group 0 at (u, v), group 1 at (u + 1/R, v), group 2 at (u, v + 1/R); bilinear,
 zero padding, ``align_corners=False`` (pixel x = ((u + 1) R - 1) / 2, u along W, v along H).
 
-Status (experimental, opt-in through ``make_field(..., fused=True)``): its tests pass on the CPU
-interpreter and on an H100, and ``benchmarks/fused_probe.py`` measured it there at 3.6 G points/s forward
-and 0.76 G points/s forward+backward (R = 256, 8 x 512K points). In later runs on the same machine the
-forward kernel raised an illegal memory access for 64K+ points per set under CUDA_LAUNCH_BLOCKING=1
-(``benchmarks/results/2026-11-25-h100-session2.md``); the cause is not found, so no default path
-uses this module. Ruled out on the CPU: every masked access of both kernels stays inside its tensors
-(``tests/test_fused_field.py`` checks addresses through the interpreter), and the sm_90 PTX predicates
-every tap load (only the weight loads, always in bounds, are unpredicated).
+Launch configurations keep Triton on ``mma.sync`` (MMAv2): with 4+ warps and ``BLOCK_M >= 64`` triton
+3.6 lowers ``tl.dot`` to Hopper's wgmma, and that code read shared memory out of bounds on an H100
+(compute-sanitizer: "Invalid __shared__ read of size 512 bytes"), an illegal memory access in most
+processes. ``_check_config`` refuses such configurations unless ``DISABLE_MMA_V3=1`` is set. Measured on
+the H100 (``benchmarks/results/2026-11-25-h100-session3.md``, R = 256, 4 x 1M points): the default
+configuration runs 3.8 G points/s forward and 0.76 G points/s forward + backward, with no sanitizer error.
 """
 
 from __future__ import annotations
@@ -209,6 +207,21 @@ def decoder_weights(decoder: torch.nn.Module) -> FusedWeights:
     if cnet.activation != activation:
         raise HumanLiffError("fused field: the density and colour networks use different activations")
     return fused_weights(dense, color, activation, freqs)
+
+
+def frozen_decoder_weights(decoder: Any, device: torch.device) -> FusedWeights | None:
+    """``decoder_weights(decoder)`` on ``device`` when the fused kernel can stand in for ``decode_points``
+    there: triton on a CUDA device and a FusedDecoder (torch backend) whose parameters are all frozen.
+    None otherwise (a CPU device, no triton, a trainable, SeedDecoder or tiny-cuda-nn decoder)."""
+    if device.type != "cuda" or not triton_available():
+        return None
+    params = decoder.parameters() if isinstance(decoder, torch.nn.Module) else ()
+    if any(p.requires_grad for p in params):
+        return None
+    try:
+        return decoder_weights(decoder).to(device)
+    except HumanLiffError:
+        return None
 
 
 # ----------------------------------------------------------------------------------------- planes
@@ -531,25 +544,36 @@ class LaunchConfig(NamedTuple):
     """Block sizes and warps of the forward and the backward kernel (BLOCK_M a power of two >= 16), and
     optional register caps per thread (triton's ``maxnreg``: more resident warps, maybe spills)."""
 
-    block_m: int = 128
-    num_warps: int = 4
-    bwd_block_m: int = 64
-    bwd_num_warps: int = 4
+    block_m: int = 32
+    num_warps: int = 2
+    bwd_block_m: int = 32
+    bwd_num_warps: int = 2
     maxnreg: int | None = None
     bwd_maxnreg: int | None = None
 
 
 def default_config(weights: FusedWeights) -> LaunchConfig:
-    """Block sizes for these weights: smaller blocks for 128-wide layers (register pressure on sm_90)."""
+    """Block sizes for these weights: 32 points on 2 warps (fastest measured for 64-wide layers), one warp
+    on 16 points for 128-wide layers (register pressure; not measured)."""
     if max(weights.hidden, weights.color_hidden) > 64:
-        return LaunchConfig(block_m=64, num_warps=4, bwd_block_m=32, bwd_num_warps=4)
+        return LaunchConfig(block_m=16, num_warps=1, bwd_block_m=16, bwd_num_warps=1)
     return LaunchConfig()
 
 
+def _uses_wgmma(block_m: int, num_warps: int) -> bool:
+    """Whether triton lowers this block's ``tl.dot`` to Hopper's wgmma (a warp group of 4, 64+ rows)."""
+    return num_warps % 4 == 0 and block_m >= 64
+
+
 def _check_config(config: LaunchConfig) -> None:
-    for bm in (config.block_m, config.bwd_block_m):
+    wgmma_off = os.environ.get("DISABLE_MMA_V3", "0").lower() in ("1", "true", "on", "yes")
+    for bm, warps in ((config.block_m, config.num_warps), (config.bwd_block_m, config.bwd_num_warps)):
         if bm < 16 or bm & (bm - 1):
             raise HumanLiffError(f"fused field: BLOCK_M {bm} is not a power of two >= 16")
+        if _uses_wgmma(bm, warps) and not wgmma_off:
+            raise HumanLiffError(f"fused field: BLOCK_M {bm} with {warps} warps compiles to wgmma, which faults "
+                                 "(illegal memory access) on triton 3.6; use fewer warps or rows, or set "
+                                 "DISABLE_MMA_V3=1")
 
 
 def _meta(weights: FusedWeights, with_rgb: bool, block_m: int) -> dict[str, object]:

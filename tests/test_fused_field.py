@@ -15,7 +15,7 @@ if not torch.cuda.is_available():
 pytest.importorskip("triton", reason="the fused field needs triton (pip install triton)")
 
 from humanliff.errors import HumanLiffError  # noqa: E402
-from humanliff.models.decoder import FusedDecoder  # noqa: E402
+from humanliff.models.decoder import FusedDecoder, SeedDecoder  # noqa: E402
 from humanliff.runtime import fused_field as ff  # noqa: E402
 from humanliff.runtime.field import decode_points, make_field  # noqa: E402
 
@@ -85,7 +85,7 @@ def test_forward_other_shapes():
                                           color_layers=2, view_freqs=2)
     weights = ff.decoder_weights(dec)
     assert (weights.density_layers, weights.color_layers, weights.out_pad, weights.view_pad) == (1, 2, 16, 16)
-    rgb, sigma = ff.fused_decode(planes, weights, points, dirs, config=ff.LaunchConfig(16, 4, 64, 4))
+    rgb, sigma = ff.fused_decode(planes, weights, points, dirs, config=ff.LaunchConfig(16, 4, 32, 4))
     with torch.no_grad():
         rgb_ref, sigma_ref = decode_points(planes, dec, points, dirs)
     assert rel_err(rgb, rgb_ref) < TOL and rel_err(sigma, sigma_ref) < TOL
@@ -168,6 +168,8 @@ def test_unsupported_requests_raise():
         ff.fused_decode(planes, weights, points.clone().requires_grad_(True), dirs)
     with pytest.raises(HumanLiffError, match="BLOCK_M"):
         ff.fused_decode(planes, weights, points, dirs, config=ff.LaunchConfig(block_m=48))
+    with pytest.raises(HumanLiffError, match="wgmma"):
+        ff.fused_decode(planes, weights, points, dirs, config=ff.LaunchConfig(bwd_block_m=64, bwd_num_warps=4))
     layers = [w.weight for w in dec.density_net.layers]
     with pytest.raises(HumanLiffError, match="width"):
         ff.fused_weights([torch.zeros(24, 27)] + layers[1:], [w.weight for w in dec.color_net.layers],
@@ -176,6 +178,46 @@ def test_unsupported_requests_raise():
         ff.fused_weights(layers, [w.weight for w in dec.color_net.layers], "tanh", 4)
     with pytest.raises(HumanLiffError, match="colour weight shapes"):
         ff.fused_weights(layers, [w.weight for w in dec.color_net.layers], "softplus", 3)
+
+
+def test_wgmma_configs_refused_unless_disabled(monkeypatch):
+    config = ff.LaunchConfig(block_m=64, num_warps=8)
+    with pytest.raises(HumanLiffError, match="DISABLE_MMA_V3"):
+        ff._check_config(config)
+    monkeypatch.setenv("DISABLE_MMA_V3", "1")
+    ff._check_config(config)
+    monkeypatch.delenv("DISABLE_MMA_V3")
+    for weights_kw in ({}, {"hidden": 128, "color_hidden": 128}):
+        ff._check_config(ff.default_config(ff.decoder_weights(FusedDecoder(**weights_kw))))
+
+
+def test_make_field_picks_the_fused_kernel_for_frozen_fused_decoders(monkeypatch):
+    planes, dec, points, dirs = make_case(11)
+    trainable = FusedDecoder().to(DEVICE)
+    assert ff.frozen_decoder_weights(dec, torch.device("cpu")) is None  # never on the CPU
+    monkeypatch.setattr(ff, "triton_available", lambda: True)
+    cuda = torch.device("cuda")  # only a name here: both are refused before anything moves there
+    assert ff.frozen_decoder_weights(trainable, cuda) is None
+    assert ff.frozen_decoder_weights(SeedDecoder().requires_grad_(False), cuda) is None
+
+    calls = []
+
+    def on_device(decoder, device):  # the CUDA device check stands in for this host's device
+        calls.append(decoder)
+        return ff.decoder_weights(decoder) if not any(p.requires_grad for p in decoder.parameters()) else None
+
+    monkeypatch.setattr(ff, "frozen_decoder_weights", on_device)
+    rgb, sigma = make_field(planes, dec, precision="bf16")(points, dirs)
+    fused_rgb, fused_sigma = ff.fused_decode(planes, ff.decoder_weights(dec), points, dirs)
+    torch.testing.assert_close(rgb, fused_rgb)
+    torch.testing.assert_close(sigma, fused_sigma)
+    assert calls == [dec]
+    make_field(planes, dec, precision="fp32")  # fp32 asks for the torch path: not even considered
+    make_field(planes, dec, precision="bf16", fused=False)
+    assert calls == [dec]
+    torch_rgb, _ = make_field(planes, trainable, precision="bf16")(points, dirs)  # trainable: torch path
+    ref_rgb, _ = decode_points(planes, trainable, points, dirs)
+    assert rel_err(torch_rgb, ref_rgb) < TOL
 
 
 @pytest.mark.skipif(not INTERPRETED, reason="checks addresses through the Triton interpreter")
