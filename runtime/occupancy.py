@@ -40,9 +40,15 @@ def build_occupancy(field: Field, resolution: int, threshold: float, *, batch: i
         density[:, start:start + chunk] = F.softplus(sigma_raw[..., 0])
     g = resolution
     occ = (density.reshape(batch, g**3, subsamples**3).amax(dim=-1) > threshold).reshape(batch, 1, g, g, g)
-    if dilation > 0:
-        occ = F.max_pool3d(occ.float(), kernel_size=2 * dilation + 1, stride=1, padding=dilation) > 0
-    return occ.reshape(batch, g, g, g)
+    return dilate(occ.reshape(batch, g, g, g), dilation)
+
+
+def dilate(grid: torch.Tensor, cells: int) -> torch.Tensor:
+    """``grid [B, G, G, G]`` with every occupied cell grown by ``cells`` in each direction (a cube)."""
+    if cells <= 0:
+        return grid
+    grown = F.max_pool3d(grid[:, None].float(), kernel_size=2 * cells + 1, stride=1, padding=cells) > 0
+    return grown[:, 0]
 
 
 def lookup(grid: torch.Tensor, points: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from humanliff.runtime.field import Field
-from humanliff.runtime.occupancy import lookup
+from humanliff.runtime.occupancy import dilate, lookup
 from humanliff.runtime.rays import box_near_far, camera_rays
 from humanliff.runtime.triplane import normalize_points
 
@@ -30,7 +30,7 @@ PDF_EPS = 1e-5
 """Added to the coarse weights before inverse-CDF sampling (the original's)."""
 
 
-AUTO_CHUNK = {"cuda": 65536, "cpu": 8192}
+AUTO_CHUNK = {"cuda": 1 << 18, "cpu": 8192}
 """Rays per renderer call for ``chunk = 0``, by device type (others use the CPU's)."""
 
 
@@ -95,8 +95,7 @@ def merge_sorted(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.
     binary searches per row instead of a full sort of the concatenation.
     """
     n, m = a.shape[-1], b.shape[-1]
-    # positions from running maxima: a row off by rounding (an ulp out of order) still maps 1:1
-    key_a, key_b = torch.cummax(a, dim=-1).values, torch.cummax(b, dim=-1).values
+    key_a, key_b = _sorted_keys(a), _sorted_keys(b)
     pos_a = torch.searchsorted(key_b, key_a) + torch.arange(n, device=a.device)
     pos_b = torch.searchsorted(key_a, key_b, right=True) + torch.arange(m, device=a.device)
     # zeros, not empty: if a row is not sorted (NaN), the holes read a valid index instead of garbage
@@ -104,6 +103,14 @@ def merge_sorted(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.
     order.scatter_(-1, pos_a, torch.arange(n, device=a.device).expand_as(a))
     order.scatter_(-1, pos_b, torch.arange(n, n + m, device=a.device).expand_as(b))
     return torch.cat([a, b], dim=-1).gather(-1, order), order
+
+
+def _sorted_keys(x: torch.Tensor) -> torch.Tensor:
+    """``x`` when its rows are sorted ascending (the usual case; one check), else their running maxima, so
+    that a row off by rounding (an ulp out of order) still maps 1:1 in ``merge_sorted``."""
+    if bool((x[..., 1:] >= x[..., :-1]).all()):
+        return x
+    return torch.cummax(x, dim=-1).values
 
 
 def alpha_weights(density: torch.Tensor, z: torch.Tensor, dir_norm: torch.Tensor | None) -> torch.Tensor:
@@ -240,6 +247,30 @@ def render_rays(field: Field, origins: torch.Tensor, dirs: torch.Tensor, near: t
     return out
 
 
+def ray_reach(occupancy: torch.Tensor, dirs: torch.Tensor, near: torch.Tensor, far: torch.Tensor,
+              bounds: torch.Tensor, n_samples: int) -> torch.Tensor:
+    """The grid ``[1, G, G, G]`` dilated so that a ray crossing an occupied cell has a coarse sample in it.
+
+    Rays ``dirs [N, 3]``, ``near, far [N]`` with ``n_samples`` evenly spaced coarse samples: a ray that crosses
+    an occupied cell passes within half a sample step of some coarse sample, so growing the cells by half the
+    largest step (in cells of the smallest extent, ``bounds [2, 3]``) covers it. A ray with no coarse sample in
+    the result has zero density at every coarse and fine sample: it renders black.
+    """
+    if dirs.shape[0] == 0 or n_samples < 2:
+        return occupancy
+    step = ((far - near) * dirs.norm(dim=-1)).max() / (n_samples - 1)
+    cell = (bounds[1] - bounds[0]).min() / occupancy.shape[-1]
+    return dilate(occupancy, int(torch.ceil(0.5 * step / cell)))
+
+
+def _meets(grid: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor, near: torch.Tensor, far: torch.Tensor,
+           box: torch.Tensor, n_samples: int) -> torch.Tensor:
+    """``[N]`` bool: rays (``[N, 3]``, ``[N]``) with a coarse evaluation sample in an occupied cell of ``grid``."""
+    z = stratified_depths(near, far, n_samples, False)
+    points = normalize_points((origins[:, None] + dirs[:, None] * z[..., None]).reshape(1, -1, 3), box)
+    return lookup(grid, points).reshape(-1, n_samples).any(dim=-1)
+
+
 @torch.no_grad()
 def render_image(field: Field, K: torch.Tensor, R: torch.Tensor, T: torch.Tensor, height: int, width: int,
                  bounds: torch.Tensor, cfg: RenderSettings, *, occupancy: torch.Tensor | None = None,
@@ -266,10 +297,17 @@ def render_image(field: Field, K: torch.Tensor, R: torch.Tensor, T: torch.Tensor
     flat_hit = hit.reshape(-1).nonzero()[:, 0]
     box = bounds.to(origins)[None]
     chunk = ray_chunk(cfg.chunk, device)
+    reach = None if occupancy is None else ray_reach(occupancy, rays[1], rays[2], rays[3], bounds, cfg.n_samples)
     for start in tqdm(range(0, flat_hit.numel(), chunk), desc="render", disable=not progress, leave=False):
-        o, d, n, f = (x[None, start:start + chunk] for x in rays)
-        out = render_rays(field, o, d, n, f, box, cfg, training=False, occupancy=occupancy)
+        o, d, n, f = (x[start:start + chunk] for x in rays)
         pix = flat_hit[start:start + chunk]
+        if reach is not None:  # rays that meet no occupied cell stay black: not rendered
+            live = _meets(reach, o, d, n, f, box, cfg.n_samples)
+            o, d, n, f, pix = (x[live] for x in (o, d, n, f, pix))
+            if pix.numel() == 0:
+                continue
+        out = render_rays(field, o[None], d[None], n[None], f[None], box, cfg, training=False,
+                          occupancy=occupancy)
         rgb[pix] = out["rgb"][0]
         acc[pix] = out["acc"][0]
         depth[pix] = out["depth"][0]

@@ -16,6 +16,7 @@ from humanliff.runtime.render import (
     composite,
     importance_depths,
     merge_sorted,
+    ray_reach,
     render_image,
     render_rays,
     sample_pdf,
@@ -273,6 +274,40 @@ def test_occupied_samples_are_evaluated_once_each_and_the_rest_are_zero():
 def test_ray_chunk_zero_picks_the_device_default():
     from humanliff.runtime.render import ray_chunk
 
-    assert ray_chunk(0, torch.device("cpu")) == 8192 and ray_chunk(0, torch.device("cuda")) == 65536
+    assert ray_chunk(0, torch.device("cpu")) == 8192 and ray_chunk(0, torch.device("cuda")) == 262144
     assert ray_chunk(100, torch.device("cuda")) == 100
     assert RenderConfig().chunk == 0
+
+
+def test_rays_that_meet_no_occupied_cell_are_not_rendered_and_nothing_changes(monkeypatch):
+    from humanliff.runtime import render as render_module
+    from humanliff.runtime.rays import camera_rays
+
+    field = make_field(blob_planes(), blob_decoder)
+    occ = build_occupancy(field, 16, 0.01, dilation=0)
+    K, R, T = camera()
+    origins, dirs = camera_rays(K, R, T, 24, 24)
+    near, far, hit = box_near_far(origins, dirs, UNIT_BOX)
+    ref = render_rays(field, origins[hit][None], dirs[hit][None], near[hit][None], far[hit][None],
+                      UNIT_BOX[None], CFG, training=False, occupancy=occ)
+    rendered = []
+    real = render_module.render_rays
+    monkeypatch.setattr(render_module, "render_rays", lambda f, o, *a, **k: rendered.append(o.shape[1]) or real(
+        f, o, *a, **k))
+    out = render_image(field, K, R, T, 24, 24, UNIT_BOX, CFG, occupancy=occ)
+    assert 0 < sum(rendered) < 0.5 * int(hit.sum())  # most rays through the box miss the blob
+    for key in ("rgb", "acc", "depth"):
+        expected = torch.zeros_like(out[key]).reshape(576, -1).squeeze(-1)
+        expected[hit.reshape(-1)] = ref[key][0]
+        torch.testing.assert_close(out[key], expected.reshape(out[key].shape), rtol=1e-5, atol=1e-6)
+
+
+def test_ray_reach_grows_the_grid_by_half_a_coarse_step():
+    grid = torch.zeros(1, 8, 8, 8, dtype=torch.bool)
+    grid[0, 4, 4, 4] = True
+    dirs, near = torch.tensor([[0.0, 0.0, 1.0]]), torch.zeros(1)
+    # unit box of side 2: cells of 0.25; 5 samples over 2.0 -> steps of 0.5 -> grow by ceil(0.25 / 0.25) = 1
+    grown = ray_reach(grid, dirs, near, torch.full((1,), 2.0), UNIT_BOX, 5)
+    assert int(grown.sum()) == 27
+    assert int(ray_reach(grid, dirs, near, torch.full((1,), 2.0), UNIT_BOX, 33).sum()) == 27  # at least one cell
+    assert ray_reach(grid, dirs, near, torch.full((1,), 6.0), UNIT_BOX, 5).sum() == 343  # steps 1.5: 3 cells
