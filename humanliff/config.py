@@ -92,7 +92,7 @@ class RenderConfig:
     """Alpha from metric interval lengths; ``false`` reproduces the original (bug B3)."""
     chunk: int = 0
     """Rays per renderer call when rendering whole images; 0 picks by device: 262144 on CUDA (a 512 x 512
-    view in one call: 30 % faster than 65536 on an H100; a few GB at 128 + 128 samples), 8192 on the CPU."""
+    view in one call: 19.5 ms against 26.6 with 65536 on an H100; a few GB at 128 + 128 samples), 8192 on the CPU."""
     occupancy_resolution: int = 64
     """Cells per side of the occupancy grid used to skip empty space (0: off)."""
     occupancy_threshold: float = 1.0
