@@ -136,7 +136,11 @@ class ExportedProgramEngine(Engine):
             self.compiled = True
 
     def _run(self, args: list[torch.Tensor], dims: Mapping[str, int]) -> Sequence[torch.Tensor]:
-        with torch.inference_mode():
+        if not self.compiled:
+            with torch.inference_mode():
+                return self._module(*args)
+        # weights folded into the compiled graph as constants (their layout and dtype conversions done once)
+        with torch.no_grad(), torch._inductor.config.patch(freezing=True):
             return self._module(*args)
 
     def close(self) -> None:
