@@ -97,6 +97,13 @@ class RenderConfig:
     """Cells per side of the occupancy grid used to skip empty space (0: off)."""
     occupancy_threshold: float = 1.0
     """Density (after softplus) below which a cell counts as empty."""
+    fused_kernel: bool = True
+    """Evaluate a frozen FusedDecoder with the fused Triton kernel under bf16 on CUDA (rendering, occupancy
+    grids, evaluation, generation, stage B); ``false`` keeps the torch path everywhere."""
+
+    def fused_choice(self) -> bool | None:
+        """``make_field``'s ``fused``: None (the kernel where it applies) when ``fused_kernel``, else False."""
+        return None if self.fused_kernel else False
 
 
 @dataclass

@@ -122,7 +122,7 @@ def generate(cfg: Config, unet_ckpt: str | Path | None, store: str | Path | None
         layers = [start.layer, *layers]
 
     def field_factory(p: torch.Tensor) -> Field:
-        return make_field(p.to(device), decoder, precision=precision)
+        return make_field(p.to(device), decoder, precision=precision, fused=cfg.render.fused_choice())
 
     return write_generation(out_dir, planes, layers, field_factory, bounds, cfg.sample, cfg.render,
                             progress=progress)

@@ -46,3 +46,8 @@ def test_wrong_type_names_key():
 def test_missing_preset_names_file():
     with pytest.raises(InputFileError, match="nope.yaml: no such config"):
         load_config("nope")
+
+
+def test_fused_kernel_switch_maps_to_make_fields_choice():
+    assert load_config(None).render.fused_choice() is None  # the kernel wherever it applies
+    assert load_config(None, ["render.fused_kernel=false"]).render.fused_choice() is False
