@@ -297,7 +297,7 @@ def render_image(field: Field, K: torch.Tensor, R: torch.Tensor, T: torch.Tensor
     flat_hit = hit.reshape(-1).nonzero()[:, 0]
     box = bounds.to(origins)[None]
     chunk = ray_chunk(cfg.chunk, device)
-    reach = None if occupancy is None else ray_reach(occupancy, rays[1], rays[2], rays[3], bounds, cfg.n_samples)
+    reach = None if occupancy is None else ray_reach(occupancy, rays[1], rays[2], rays[3], box[0], cfg.n_samples)
     for start in tqdm(range(0, flat_hit.numel(), chunk), desc="render", disable=not progress, leave=False):
         o, d, n, f = (x[start:start + chunk] for x in rays)
         pix = flat_hit[start:start + chunk]
