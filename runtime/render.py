@@ -178,13 +178,18 @@ def _evaluate(field: Field, points: torch.Tensor, viewdirs: torch.Tensor,
     return rgb.scatter_add(1, idx3, rgb_k), sigma.scatter_add(1, order, sigma_k)
 
 
+def _depth_points(origins: torch.Tensor, dirs: torch.Tensor, z: torch.Tensor, bounds: torch.Tensor) -> torch.Tensor:
+    """Normalized points ``[B, N*S, 3]`` of rays ``[B, N, 3]`` at depths ``z [B, N, S]`` in boxes ``[B, 2, 3]``."""
+    b, n, s = z.shape
+    return normalize_points((origins[..., None, :] + dirs[..., None, :] * z[..., None]).reshape(b, n * s, 3), bounds)
+
+
 def _evaluate_depths(field: Field, origins: torch.Tensor, dirs: torch.Tensor, z: torch.Tensor,
                      bounds: torch.Tensor, occupancy: torch.Tensor | None
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Field at depths ``z [B, N, S]``: rgb_raw ``[B, N, S, 3]``, sigma_raw and occupied ``[B, N, S]``."""
     b, n, s = z.shape
-    world = origins[..., None, :] + dirs[..., None, :] * z[..., None]
-    points = normalize_points(world.reshape(b, n * s, 3), bounds)
+    points = _depth_points(origins, dirs, z, bounds)
     viewdirs = F.normalize(dirs, dim=-1)[..., None, :].expand(b, n, s, 3).reshape(b, n * s, 3)
     occupied = None if occupancy is None else lookup(occupancy.expand(b, -1, -1, -1), points)
     rgb, sigma = _evaluate(field, points, viewdirs, occupied)
@@ -267,8 +272,7 @@ def _meets(grid: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor, near: 
            box: torch.Tensor, n_samples: int) -> torch.Tensor:
     """``[N]`` bool: rays (``[N, 3]``, ``[N]``) with a coarse evaluation sample in an occupied cell of ``grid``."""
     z = stratified_depths(near, far, n_samples, False)
-    points = normalize_points((origins[:, None] + dirs[:, None] * z[..., None]).reshape(1, -1, 3), box)
-    return lookup(grid, points).reshape(-1, n_samples).any(dim=-1)
+    return lookup(grid, _depth_points(origins[None], dirs[None], z[None], box)).reshape(-1, n_samples).any(dim=-1)
 
 
 @torch.no_grad()
