@@ -280,7 +280,7 @@ def _unet_inputs(s: Setup, batch: int) -> tuple[torch.Tensor, ...]:
 
 
 def bench_unet(rep: Report, s: Setup) -> dict:
-    """One UNet evaluation: the original fp32 eager einsum path vs ours (bf16, compiled, CUDA graphs)."""
+    """One UNet evaluation: the original fp32 eager einsum path vs ours (bf16, compiled, two-stream CUDA graph)."""
     dev = s.device
     unet = _unet(s)
     n_params = sum(p.numel() for p in unet.parameters())
@@ -308,7 +308,7 @@ def bench_unet(rep: Report, s: Setup) -> dict:
         _sync(dev)
         compile_s = time.perf_counter() - start
         t = time_fn(lambda inputs=inputs: compiled(*inputs), repeats=s.repeats, device=dev)
-        rep.add("unet", f"ours, {precision} compiled + CUDA graphs, batch {batch}", t.median_ms, "ms",
+        rep.add("unet", f"ours, {precision} compiled, two-stream CUDA graph, batch {batch}", t.median_ms, "ms",
                 baseline.get(batch), note=f"first call (compile) {compile_s:.0f} s, peak {t.peak_mb:.0f} MB")
         rep.add("unet", f"ours, per human, batch {batch}", t.median_ms / batch, "ms",
                 baseline.get(1))

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from humanliff.runtime.cuda_graph import capture_cuda_graph
 from humanliff.runtime.errors import HumanLiffError, InputFileError
 from humanliff.runtime.manifest import (
     DTYPES,
@@ -387,15 +388,7 @@ class GraphedEngine:
     def __init__(self, engine: Engine, feeds: Mapping[str, torch.Tensor], warmup: int = 2) -> None:
         self.engine = engine
         self.static = {k: v.to(engine.device, DTYPES[_dtype_of(engine, k)]).clone() for k, v in feeds.items()}
-        stream = torch.cuda.Stream(engine.device)
-        stream.wait_stream(torch.cuda.current_stream(engine.device))
-        with torch.cuda.stream(stream):
-            for _ in range(warmup):
-                engine(**self.static)
-        torch.cuda.current_stream(engine.device).wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.outputs = engine(**self.static)
+        self.graph, self.outputs = capture_cuda_graph(lambda: engine(**self.static), engine.device, warmup)
 
     def __call__(self, **feeds: torch.Tensor) -> dict[str, torch.Tensor]:
         if any(feeds[k].shape != v.shape for k, v in self.static.items()):

@@ -11,6 +11,7 @@ import torch
 from humanliff.config import Config, UNetConfig, load_config
 from humanliff.errors import HumanLiffError, InputFileError
 from humanliff.models.checkpoint import load_ema, load_unet
+from humanliff.models.inference import inference_unet
 from humanliff.models.unet import UNet, build_unet
 
 DATA = Path(__file__).parent / "data"
@@ -114,6 +115,20 @@ def test_cuda_bf16_channels_last_matches_fp32():
     assert _rel(fp32.cpu(), GOLDEN["out"]) < 1e-3  # TF32 may be on
     assert _rel(bf16.float().cpu(), GOLDEN["out"]) < 0.05
 
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_two_stream_graphs_match_eager_and_refill_inputs():
+    unet = _golden_unet().cuda()
+    fn = inference_unet(_golden_unet().cuda(), precision="bf16", compile=True)
+    x, x_cond, t, y = (GOLDEN[k].cuda() for k in ("x", "x_cond", "timesteps", "y"))
+    for scale in (1.0, -0.5):  # a second call replays the graph on new inputs
+        with torch.no_grad():
+            ref = unet(scale * x, t, x_cond, y)
+        assert _rel(fn(scale * x, t, x_cond, y).cpu(), ref.cpu()) < 0.05
+    with torch.no_grad():
+        ref = unet(x[:1], t[:1], x_cond[:1], y[:1])
+    assert _rel(fn(x[:1], t[:1], x_cond[:1], y[:1]).cpu(), ref.cpu()) < 0.05  # another shape, another graph
 
 def test_build_unet_checks_sizes():
     with pytest.raises(HumanLiffError, match="resolution 20 is not divisible by the UNet.s downsampling"):

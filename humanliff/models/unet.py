@@ -200,25 +200,44 @@ class UNet(nn.Module):
                 y: torch.Tensor | None = None) -> torch.Tensor:
         """``x [B, C, R, R]`` noisy layer, ``timesteps [B]`` int64 (0..T-1), ``x_cond [B, C, R, R]`` previous
         layer (None: zeros), ``y [B]`` int64 layer id -> eps ``[B, C_out, R, R]``."""
+        emb = self.embed(timesteps, y)
+        return self.decode(self.encode(x, emb), self.encode_control(x, x_cond, emb), emb)
+
+    def embed(self, timesteps: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Timestep (plus layer-class) embedding: ``timesteps [B]``, ``y [B]`` -> ``[B, 4 * model_channels]``."""
         emb = self.time_embed(timestep_embedding(timesteps, self.model_channels))
         if self.num_classes is not None:
             if y is None:
                 raise HumanLiffError("this UNet is class-conditional: pass the layer id y")
             emb = emb + self.label_emb(y)
-        h_cond = x if x_cond is None else x + x_cond.to(x.dtype)
-        hs_cond = []
-        for block, proj in zip(self.input_blocks_cond, self.input_blocks_proj_cond, strict=True):
-            h_cond = proj(block(h_cond, emb))
-            hs_cond.append(h_cond)
-        h, hs = x, []
-        for block in self.input_blocks:
-            h = block(h, emb)
-            hs.append(h)
-        h = self.middle_block(h, emb)
-        for block in self.output_blocks:
-            h = block(torch.cat([h, hs.pop() + hs_cond.pop()], dim=1), emb)
-        return self.out(h)
+        return emb
 
+    def encode_control(self, x: torch.Tensor, x_cond: torch.Tensor | None, emb: torch.Tensor) -> list[torch.Tensor]:
+        """The control branch on ``x + x_cond``: one projected tensor per encoder block (the decoder's skips)."""
+        h = x if x_cond is None else x + x_cond.to(x.dtype)
+        hs = []
+        for block, proj in zip(self.input_blocks_cond, self.input_blocks_proj_cond, strict=True):
+            h = proj(block(h, emb))
+            hs.append(h)
+        return hs
+
+    def encode(self, x: torch.Tensor, emb: torch.Tensor) -> list[torch.Tensor]:
+        """The main encoder: the output of every input block, ``[B, C_i, R_i, R_i]`` from full size down."""
+        hs = []
+        for block in self.input_blocks:
+            x = block(x, emb)
+            hs.append(x)
+        return hs
+
+    def decode(self, hs: list[torch.Tensor], hs_cond: list[torch.Tensor], emb: torch.Tensor) -> torch.Tensor:
+        """Middle block and decoder over the encoder's tensors ``hs`` plus the control branch's ``hs_cond``.
+
+        ``encode`` and ``encode_control`` are independent given ``emb``, so they can run concurrently.
+        """
+        h = self.middle_block(hs[-1], emb)
+        for block, skip, control in zip(self.output_blocks, reversed(hs), reversed(hs_cond), strict=True):
+            h = block(torch.cat([h, skip + control], dim=1), emb)
+        return self.out(h)
 
 def build_unet(unet_cfg: UNetConfig, resolution: int, channels: int = 27) -> UNet:
     """The UNet of a config for ``[B, channels, resolution, resolution]`` tri-planes (checks the sizes)."""
