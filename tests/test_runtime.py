@@ -210,8 +210,10 @@ def test_graphs_only_on_cuda(artifacts):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_graph_replay_matches_eager(artifacts):
-    engine = load_engine(artifacts[2], "unet", prefer=("ep",), device="cuda")
+def test_cuda_graph_replay_matches_eager(artifacts, tmp_path):
+    ema, store, _ = artifacts
+    export_artifacts(ema, store, tmp_path / "cuda", "ep", batch=2, device="cuda", overrides=FAST, progress=False)
+    engine = load_engine(tmp_path / "cuda", "unet", prefer=("ep",), device="cuda")
     feeds = {"x": torch.randn(2, 27, 16, 16, device="cuda"), "timesteps": torch.tensor([1, 900]).cuda(),
              "x_cond": torch.randn(2, 27, 16, 16, device="cuda"), "y": torch.tensor([0, 2]).cuda()}
     replay = graphed(engine, feeds)
