@@ -239,6 +239,7 @@ class UNet(nn.Module):
             h = block(torch.cat([h, skip + control], dim=1), emb)
         return self.out(h)
 
+
 def build_unet(unet_cfg: UNetConfig, resolution: int, channels: int = 27) -> UNet:
     """The UNet of a config for ``[B, channels, resolution, resolution]`` tri-planes (checks the sizes)."""
     factor = 2 ** (len(unet_cfg.channel_mult) - 1)
