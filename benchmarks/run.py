@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import os
 import tempfile
@@ -382,54 +381,15 @@ def bench_train(rep: Report, s: Setup) -> None:
             torch.cuda.empty_cache()
 
 
-def bench_runtime(rep: Report, s: Setup, workdir: Path, fitted: dict | None) -> None:
-    """Export the UNet and decoder, then 4-layer humans from the runtime, rendered at 512x512 from one view."""
-    from humanliff.config import RenderConfig
-    from humanliff.deploy import engine_field, load_artifacts, sample_planes
-    from humanliff.export.artifacts import export_artifacts
-    from humanliff.models.checkpoint import EMA_KEYS
-    from humanliff.runtime.cameras import orbit_cameras
-    from humanliff.runtime.occupancy import build_occupancy
-    from humanliff.runtime.render import render_image
-    from humanliff.training.store import create_store
+def _bench_runtime(rep: Report, s: Setup, workdir: Path, fitted: dict | None) -> None:
+    """The runtime section (``benchmarks.runtime``) on the benchmark's UNet and the fitted (or a blank) field."""
+    from benchmarks.runtime import bench_runtime
 
-    dev = s.device
-    decoder = fitted["decoder"] if fitted else FusedDecoder().to(dev)
-    planes = fitted["planes"] if fitted else torch.zeros(1, 27, s.resolution, s.resolution, device=dev)
+    decoder = fitted["decoder"] if fitted else FusedDecoder().to(s.device)
+    planes = fitted["planes"] if fitted else torch.zeros(1, 27, s.resolution, s.resolution, device=s.device)
     bounds = (fitted["bounds"] if fitted else torch.tensor([[-0.5, -1.0, -0.3], [0.5, 1.0, 0.3]])).cpu()
     cfg = dataclasses.replace(s.cfg, decoder=load_config(None).decoder)
-    store = create_store(workdir / "store", ["bench"], bounds[None].numpy(), s.resolution, 27,
-                         decoder.state_dict(), dataclasses.asdict(cfg.decoder), cfg.to_dict())
-    store.planes[0] = planes.detach().cpu().half().numpy()
-    store.planes.flush()
-    torch.save(dict(zip(EMA_KEYS, (_unet(s).state_dict(), cfg.to_dict(), json.loads(
-        (workdir / "store" / "manifest.json").read_text())), strict=True)), workdir / "ema.pt")
-    precision = "bf16" if dev.type == "cuda" else "fp32"
-    formats = ("ep",) if dev.type == "cuda" else ("ep", "onnx")
-    start = time.perf_counter()
-    manifest = export_artifacts(workdir / "ema.pt", workdir / "store", workdir / "artifacts", formats, batch=1,
-                                dtype=precision, device=dev, progress=False)
-    rep.add("runtime", f"export {'+'.join(formats)} (UNet + decoder)", time.perf_counter() - start, "s",
-            note=json.dumps({k: v.get("status", "") for k, v in manifest.get("artifacts", {}).items()})[:200])
-    size = 512 if dev.type == "cuda" else 32
-    arts = load_artifacts(workdir / "artifacts", dev)
-    render_cfg = dataclasses.replace(RenderConfig(**arts.manifest["render"]), chunk=size * size)
-    K, R, T = (x[0].to(dev) for x in orbit_cameras(bounds, 1, size))
-
-    def human() -> None:
-        planes = sample_planes(arts, 1, "dpmpp", 20, 0, [0, 1, 2, 3])
-        field = engine_field(arts.decoder, planes[-1])
-        occupancy = build_occupancy(field, render_cfg.occupancy_resolution, render_cfg.occupancy_threshold,
-                                    device=dev)
-        render_image(field, K, R, T, size, size, bounds.to(dev), render_cfg, occupancy=occupancy)
-
-    engines = f"engines unet: {arts.unet.format}, decoder: {arts.decoder.format}"
-    rep.add("runtime", "4-layer human + 1 view, first call (compiles, captures CUDA graphs)", _wall(human, dev),
-            "s", note=engines)
-    t = time_fn(human, warmup=1, repeats=3, device=dev)
-    rep.add("runtime", f"4-layer human, dpmpp 20 steps, + one {size}x{size} view with occupancy, warm",
-            t.median_ms / 1e3, "s", note=engines)
-    arts.close()
+    bench_runtime(rep, s.device, _unet(s), decoder, planes, bounds, cfg, s.resolution, workdir, s.unet_batches)
 
 
 def _section(rep: Report, sections: list[str], name: str, fn: Callable[[], object]) -> object | None:
@@ -474,7 +434,7 @@ def main(argv: list[str] | None = None) -> None:
         if s.device.type == "cuda":
             torch.cuda.empty_cache()
         _section(rep, sections, "train", lambda: bench_train(rep, s))
-        _section(rep, sections, "runtime", lambda: bench_runtime(rep, s, work, fitted))
+        _section(rep, sections, "runtime", lambda: _bench_runtime(rep, s, work, fitted))
     print(rep.markdown())
 
 

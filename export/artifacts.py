@@ -1,8 +1,9 @@
 """Checkpoint to artifacts folder: every network in every format asked for, each checked, plus the manifest.
 
-``export_artifacts`` traces the UNet (with its control branch) and the decoder graph (tri-plane sampling
-plus the decoder) once with ``torch.export``, then writes each format from that program, times it,
-checks it against torch on fresh random inputs and records the outcome in ``manifest.json`` (see
+``export_artifacts`` traces the UNet (whole or as its four parts, see ``UNET_LAYOUTS``) and the decoder
+graph (tri-plane sampling plus the decoder) once each with ``torch.export``, then writes each format of
+the registry (``humanliff.runtime.formats``) from that trace, times it, checks it against torch on fresh
+random inputs and records the outcome, the files' sizes and the load time in ``manifest.json`` (see
 ``humanliff.runtime.manifest``). The folder is written under a temporary name and renamed when complete.
 """
 
@@ -22,8 +23,6 @@ from tqdm.auto import tqdm
 from humanliff import NUM_LAYERS
 from humanliff.config import Config, DecoderConfig
 from humanliff.errors import HumanLiffError
-from humanliff.export.aoti import compile_aoti
-from humanliff.export.onnx_export import OPSETS, export_onnx
 from humanliff.export.spec import (
     MAX_POINTS,
     PRECISIONS,
@@ -31,24 +30,23 @@ from humanliff.export.spec import (
     ExportSpec,
     UNetGraph,
     decoder_spec,
+    unet_part_specs,
     unet_spec,
 )
-from humanliff.export.tensorrt_build import build_engine
-from humanliff.export.verify import verify_aoti, verify_engine
 from humanliff.io import atomic_path
 from humanliff.models.checkpoint import load_ema
 from humanliff.models.decoder import build_decoder
 from humanliff.runtime.cameras import orbit_cameras
-from humanliff.runtime.engines import ENGINES, EngineUnavailable
-from humanliff.runtime.manifest import artifact_name, sha256_file, write_manifest
+from humanliff.runtime.formats import FORMATS, EngineUnavailable
+from humanliff.runtime.formats.base import WriteJob
+from humanliff.runtime.formats.onnx import OPSETS
+from humanliff.runtime.manifest import sha256_file, write_manifest
 from humanliff.runtime.render import ray_chunk
 from humanliff.runtime.triplane import CHANNELS
 from humanliff.training.store import TriplaneStore, open_store
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("ep", "onnx", "aoti", "tensorrt")
-"""Export formats, in the order they are written (TensorRT builds from the ONNX file)."""
 TRIPLANE_LAYOUT = ("channel = plane*9 + group*3 + c; planes XY, XZ, ZY; groups sampled at (u, v), "
                    "(u + 1/R, v), (u, v + 1/R); bilinear, zero padding, align_corners=False; points "
                    "normalized per axis by the box")
@@ -56,18 +54,27 @@ MIN_MAX_BATCH = 4
 """Engines accept any batch from 1 to ``max(batch, MIN_MAX_BATCH)``."""
 CHECK_SEED = 1234
 """Seed of the fresh random inputs of the checks (the trace uses seed 0 and other sizes)."""
+UNET_LAYOUTS = ("parts", "whole", "both")
+"""``parts``: the four parts the runtime replays as a two-stream CUDA graph; ``whole``: one graph (the
+C++ example's); ``both``: both, the runtime using the parts."""
+DEFAULT_FORMATS = {"cuda": ("aoti", "torchscript", "ep"), "cpu": ("torchscript", "onnx", "ep")}
+"""``--formats auto`` per device type: loaded engines first, ``ep`` as the portable fallback."""
 
 
-def parse_formats(text: str | Sequence[str]) -> list[str]:
-    """``"onnx,aoti"`` -> ``["onnx", "aoti"]``, checked; TensorRT brings the ONNX it is built from."""
+def parse_formats(text: str | Sequence[str], device: torch.device | None = None) -> list[str]:
+    """``"onnx,aoti"`` -> ``["onnx", "aoti"]``, checked, in writing order; ``auto`` picks by device.
+
+    A format built from another (TensorRT from ONNX) brings it along and is written after it.
+    """
     names = [f.strip() for f in (text.split(",") if isinstance(text, str) else text) if f.strip()]
+    if names == ["auto"]:
+        names = list(DEFAULT_FORMATS["cuda" if device is not None and device.type == "cuda" else "cpu"])
     unknown = [f for f in names if f not in FORMATS]
     if unknown or not names:
         raise HumanLiffError(f"unknown export format(s) {', '.join(unknown) or '(none)'} "
-                             f"(choose from {', '.join(FORMATS)})")
-    if "tensorrt" in names and "onnx" not in names:
-        names.append("onnx")
-    return [f for f in FORMATS if f in names]
+                             f"(choose from auto, {', '.join(FORMATS)})")
+    names += [FORMATS[f].builds_from for f in names if FORMATS[f].builds_from not in (None, *names)]
+    return sorted(set(names), key=lambda f: (FORMATS[f].builds_from is not None, -FORMATS[f].rank))
 
 
 def torch_decoder(store: TriplaneStore, device: torch.device) -> torch.nn.Module:
@@ -84,41 +91,44 @@ def _one_line(exc: BaseException) -> str:
     return f"{exc.__class__.__name__}: {lines[0][:300] if lines else ''}"
 
 
-def _write_format(fmt: str, program: torch.export.ExportedProgram, spec: ExportSpec, folder: Path,
-                  example: Mapping[str, torch.Tensor], opt: Mapping[str, int], precision: str, opset: int
-                  ) -> list[Path]:
-    """Write one format of one network into ``folder``; returns its files (the engine file first)."""
-    path = folder / artifact_name(spec.name, fmt)
-    if fmt == "ep":
-        torch.export.save(program, str(path))
-        return [path]
-    if fmt == "onnx":
-        return export_onnx(program, spec, path, opset)
-    if fmt == "aoti":
-        return compile_aoti(program, list(example.values()), path)
-    onnx_path = folder / artifact_name(spec.name, "onnx")
-    return [build_engine(onnx_path, path, spec, opt, precision, folder / "tensorrt_timing.cache")]
-
-
-def _check_format(fmt: str, files: list[Path], spec: ExportSpec, opt: Mapping[str, int], device: torch.device,
-                  feeds: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor], precision: str,
-                  record: dict[str, Any]) -> dict[str, Any] | None:
-    """Check a written artifact against ``reference``; AOTInductor adds its loader outcomes to ``record``."""
-    if fmt == "aoti":
-        names = [s.name for s in spec.outputs]
-        record.update(verify_aoti(files[0], names, device, feeds, reference, precision))
-        return record.pop("check")
-    engine = ENGINES[fmt](files[0], spec.network_spec(opt), device, record).load()
+def _export_format(name: str, job: WriteJob, feeds: Mapping[str, torch.Tensor],
+                   reference: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """Write one format of one network, then check it; returns the manifest's record of the artifact."""
+    fmt = FORMATS[name]
+    start = time.perf_counter()
     try:
-        return verify_engine(engine, feeds, reference, precision)
-    finally:
-        engine.close()
+        files = fmt.write(job)
+    except EngineUnavailable as exc:
+        log.warning("%s: %s not built: %s", job.name, name, exc)
+        return {"status": "not_run", "error": str(exc)}
+    except Exception as exc:
+        log.warning("%s: %s export failed: %s", job.name, name, _one_line(exc))
+        return {"status": "failed", "error": _one_line(exc)}
+    record: dict[str, Any] = {"files": {p.name: sha256_file(p) for p in files},
+                              "bytes": sum(p.stat().st_size for p in files),
+                              "export_s": round(time.perf_counter() - start, 3), "device": job.device.type}
+    start = time.perf_counter()
+    try:
+        check = fmt.verify(fmt, files, job, feeds, reference, record)
+    except Exception as exc:
+        log.warning("%s: %s could not be checked here: %s", job.name, name, _one_line(exc))
+        check, record["check_error"] = None, _one_line(exc)
+    record.update(check=check, check_s=round(time.perf_counter() - start, 3))
+    record["status"] = "unverified" if check is None else ("ok" if check["passed"] else "failed")
+    if check is not None and "max_rel_err" in check:
+        log.info("%s: %s max relative error %.2e (%s)", job.name, name, check["max_rel_err"], record["status"])
+    elif check is not None:
+        log.warning("%s: %s %s", job.name, name, check.get("error", "failed"))
+    return record
 
 
 def export_network(graph: torch.nn.Module, spec: ExportSpec, opt: Mapping[str, int], folder: Path,
-                   formats: Sequence[str], device: torch.device, precision: str, opset: int = OPSETS[0],
-                   progress: bool = False) -> dict[str, Any]:
-    """Trace ``graph`` once and write/check each format; returns the manifest's record of the network."""
+                   formats: Sequence[str], device: torch.device, precision: str,
+                   options: Mapping[str, Any] | None = None, progress: bool = False) -> dict[str, Any]:
+    """Trace ``graph`` once and write/check each format; returns the manifest's record of the network.
+
+    ``options``: the writers' switches (``opset`` for ONNX, ``cxx`` for AOTInductor).
+    """
     trace_sizes = {k: min(max(2, low), high) if k == "batch" else min(64, high)
                    for k, (low, high) in spec.dims.items()}
     example = spec.sample_inputs(trace_sizes, torch.Generator().manual_seed(0), device)
@@ -128,37 +138,16 @@ def export_network(graph: torch.nn.Module, spec: ExportSpec, opt: Mapping[str, i
     check_sizes = {k: min(3, high) if k == "batch" else min(777, high) for k, (_, high) in spec.dims.items()}
     feeds = spec.sample_inputs(check_sizes, torch.Generator().manual_seed(CHECK_SEED), device)
     with torch.inference_mode():
-        out = graph(**feeds)
+        out = graph(*feeds.values())
     out = out if isinstance(out, tuple) else (out,)
     reference = dict(zip([s.name for s in spec.outputs], out, strict=True))
+    network = spec.network_spec(opt)
     artifacts: dict[str, Any] = {}
-    for fmt in tqdm(formats, desc=f"export {spec.name}", unit="format", disable=not progress):
-        start = time.perf_counter()
-        try:
-            files = _write_format(fmt, program, spec, folder, example, opt, precision, opset)
-        except EngineUnavailable as exc:
-            log.warning("%s: %s not built: %s", spec.name, fmt, exc)
-            artifacts[fmt] = {"status": "not_run", "error": str(exc)}
-            continue
-        except Exception as exc:
-            log.warning("%s: %s export failed: %s", spec.name, fmt, _one_line(exc))
-            artifacts[fmt] = {"status": "failed", "error": _one_line(exc)}
-            continue
-        record: dict[str, Any] = {"files": {p.name: sha256_file(p) for p in files},
-                                  "export_s": round(time.perf_counter() - start, 3), "device": device.type}
-        start = time.perf_counter()
-        try:
-            check = _check_format(fmt, files, spec, opt, device, feeds, reference, precision, record)
-        except Exception as exc:
-            log.warning("%s: %s could not be checked here: %s", spec.name, fmt, _one_line(exc))
-            check, record["check_error"] = None, _one_line(exc)
-        record.update(check=check, check_sizes=check_sizes, check_s=round(time.perf_counter() - start, 3))
-        record["status"] = "unverified" if check is None else ("ok" if check["passed"] else "failed")
-        if check is not None:
-            log.info("%s: %s max relative error %.2e (%s)", spec.name, fmt, check["max_rel_err"],
-                     record["status"])
-        artifacts[fmt] = record
-    return {**spec.network_spec(opt).to_json(), "trace_s": round(trace_s, 3), "artifacts": artifacts}
+    for name in tqdm(formats, desc=f"export {spec.name}", unit="format", disable=not progress):
+        job = WriteJob(spec.name, program, graph, tuple(example.values()), network, folder, device, precision,
+                       dict(options or {}))
+        artifacts[name] = {**_export_format(name, job, feeds, reference), "check_sizes": check_sizes}
+    return {**network.to_json(), "trace_s": round(trace_s, 3), "artifacts": artifacts}
 
 
 def _check_store(store: TriplaneStore, cfg: Config, unet_ckpt: Path) -> None:
@@ -168,30 +157,52 @@ def _check_store(store: TriplaneStore, cfg: Config, unet_ckpt: Path) -> None:
                              f"UNet in {unet_ckpt} expects {expected[0]}x{expected[1]}^2")
 
 
+def _unet_jobs(unet: torch.nn.Module, cfg: Config, layout: str, max_batch: int, batch: int,
+               compute: torch.dtype) -> tuple[list[tuple[torch.nn.Module, ExportSpec, dict[str, int]]], dict]:
+    """The UNet's graphs to export for ``layout`` and the manifest's ``unet`` record."""
+    res, channels, steps = cfg.triplane.resolution, cfg.triplane.channels, cfg.diffusion.steps
+    jobs = []
+    if layout in ("whole", "both"):
+        jobs.append((UNetGraph(unet, compute), unet_spec(res, channels, NUM_LAYERS, steps, max_batch)))
+    if layout in ("parts", "both"):
+        jobs += unet_part_specs(unet, res, channels, NUM_LAYERS, steps, max_batch, compute)
+    parts = [spec.name for _, spec in jobs if spec.name != "unet"]
+    record = ({"layout": "parts", "networks": parts, "side_stream": ["unet.encode_control"]} if parts
+              else {"layout": "whole", "networks": ["unet"], "side_stream": []})
+    return [(graph, spec, {"batch": batch}) for graph, spec in jobs], record
+
+
 def export_artifacts(unet_ckpt: str | Path, store: str | Path, out_dir: str | Path,
-                     formats: str | Sequence[str] = ("ep", "onnx"), batch: int = 1, dtype: str = "fp32", *,
+                     formats: str | Sequence[str] = "auto", batch: int = 1, dtype: str = "fp32", *,
                      overrides: Sequence[str] = (), device: str | torch.device | None = None,
-                     opset: int = OPSETS[0], progress: bool = True) -> dict[str, Any]:
+                     opset: int = OPSETS[0], unet_layout: str = "parts", cxx: str | None = None,
+                     progress: bool = True) -> dict[str, Any]:
     """Export the UNet of ``unet_ckpt`` (``ema.pt`` or its run folder) and the decoder of ``store``.
 
     Args:
-        formats: any of ``ep`` (torch.export program), ``onnx``, ``aoti`` (AOTInductor), ``tensorrt``.
+        formats: ``auto`` (by device: ``DEFAULT_FORMATS``) or any of the registry's formats (``aoti``,
+            ``torchscript``, ``onnx``, ``ep``, ``tensorrt``).
         batch: humans per UNet call the engines are tuned for (TensorRT's optimal profile, CUDA graphs);
             engines accept any batch from 1 to ``max(batch, MIN_MAX_BATCH)``.
-        dtype: compute dtype ``fp32``, ``fp16`` or ``bf16`` (engine I/O stays float32 / int64).
+        dtype: compute dtype ``fp32``, ``fp16`` or ``bf16`` (network I/O stays float32 / int64).
         overrides: ``section.key=value`` changes to the UNet run's config; its ``sample`` and ``render``
             sections are recorded as the runtime's defaults.
-        device: where the engines are built and checked (default CUDA when available). AOTInductor and
-            TensorRT artifacts run only on that kind of device; ONNX and ``ep`` run anywhere.
+        device: where the engines are built and checked (default CUDA when available). AOTInductor,
+            TorchScript, TensorRT and ``ep`` artifacts run only on that kind of device; ONNX anywhere.
+        unet_layout: ``parts``, ``whole`` or ``both`` (see ``UNET_LAYOUTS``).
+        cxx: the C++ compiler for AOTInductor (default: the first of ``$CXX``, g++, c++, clang++ whose
+            packages load here).
 
     Returns the manifest (also written to ``out_dir/manifest.json``).
     """
-    formats = parse_formats(formats)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    formats = parse_formats(formats, device)
     if dtype not in PRECISIONS:
         raise HumanLiffError(f"--dtype {dtype} is not one of {', '.join(PRECISIONS)}")
     if batch < 1:
-        raise HumanLiffError(f"--batch must be at least 1, got {batch}")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        raise HumanLiffError(f"--engine-batch must be at least 1, got {batch}")
+    if unet_layout not in UNET_LAYOUTS:
+        raise HumanLiffError(f"--unet-layout {unet_layout} is not one of {', '.join(UNET_LAYOUTS)}")
     unet, unet_cfg = load_ema(unet_ckpt, device)
     triplanes = open_store(store)
     _check_store(triplanes, unet_cfg, Path(unet_ckpt))
@@ -203,16 +214,15 @@ def export_artifacts(unet_ckpt: str | Path, store: str | Path, out_dir: str | Pa
     max_batch = max(batch, MIN_MAX_BATCH)
     render = cfg.render
     points = min(ray_chunk(render.chunk, device) * (render.n_samples + render.n_importance), MAX_POINTS)
-    steps = unet_cfg.diffusion.steps
-    jobs = [(UNetGraph(unet, compute), unet_spec(res, channels, NUM_LAYERS, steps, max_batch),
-             {"batch": batch}),
-            (DecoderGraph(torch_decoder(triplanes, device), compute), decoder_spec(res, channels, max_batch),
-             {"batch": 1, "points": points})]
+    jobs, unet_record = _unet_jobs(unet, unet_cfg, unet_layout, max_batch, batch, compute)
+    jobs.append((DecoderGraph(torch_decoder(triplanes, device), compute), decoder_spec(res, channels, max_batch),
+                 {"batch": 1, "points": points}))
+    options = {"opset": opset, "cxx": cxx}
     bounds = triplanes.subject_bounds(0)
     K, R, T = orbit_cameras(bounds, cfg.sample.views, cfg.sample.image_size)
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
-        networks = {spec.name: export_network(graph, spec, opt, tmp, formats, device, dtype, opset, progress)
+        networks = {spec.name: export_network(graph, spec, opt, tmp, formats, device, dtype, options, progress)
                     for graph, spec, opt in jobs}
         manifest = {
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -230,6 +240,7 @@ def export_artifacts(unet_ckpt: str | Path, store: str | Path, out_dir: str | Pa
             "render": dataclasses.asdict(cfg.render),
             "sample": dataclasses.asdict(cfg.sample),
             "sources": {"unet": str(unet_ckpt), "store": str(store)},
+            "unet": unet_record,
             "networks": networks,
         }
         write_manifest(tmp, manifest)

@@ -1,24 +1,26 @@
-"""Artifacts of the default model, exported once into a cache folder for ``humanliff run``."""
+"""Artifacts of the default model, exported once per device type into a cache folder for ``humanliff run``."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+import torch
 
 from humanliff.export.artifacts import export_artifacts
 from humanliff.pretrained import default_model
+from humanliff.runtime.formats.base import cache_dir
 from humanliff.runtime.manifest import sha256_file
 
-
-def cache_dir() -> Path:
-    """``$HUMANLIFF_CACHE`` or ``~/.cache/humanliff``."""
-    return Path(os.environ.get("HUMANLIFF_CACHE", Path.home() / ".cache" / "humanliff"))
+DEFAULT_DTYPE = {"cuda": "bf16", "cpu": "fp32"}
+"""Compute dtype of the default model's engines per device type."""
 
 
-def default_artifacts(formats: tuple[str, ...] = ("ep", "onnx")) -> Path:
-    """The default model's artifacts folder, exported on first use (keyed by the weights' hash)."""
+def default_artifacts(device: str | torch.device | None = None) -> Path:
+    """The default model's artifacts for ``device``'s type, exported on first use (``--formats auto``),
+    keyed by the weights' hash and the device type."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     ema, store = default_model()
-    folder = cache_dir() / f"default-{sha256_file(ema)[:12]}"
+    folder = cache_dir() / f"default-{sha256_file(ema)[:12]}-{device.type}"
     if not (folder / "manifest.json").is_file():
-        export_artifacts(ema, store, folder, formats, batch=1, dtype="fp32", device="cpu")
+        export_artifacts(ema, store, folder, "auto", batch=1, dtype=DEFAULT_DTYPE[device.type], device=device)
     return folder

@@ -1,23 +1,26 @@
-"""One export spec per network: I/O names and shapes, dynamic dims, sample inputs, TensorRT profiles.
+"""One export spec per network: I/O names and shapes, dynamic dims, sample inputs.
 
-The ONNX, AOTInductor, torch.export and TensorRT exporters all read these specs, and the manifest
-records them (``ExportSpec.network_spec``), so every engine of a network has the same interface. The
-graphs exported are :class:`UNetGraph` and :class:`DecoderGraph`: float I/O is float32 whatever the
-compute dtype (fp16 / bf16 run under autocast inside the graph), ids are int64.
+Every format's writer reads the network's spec (``ExportSpec.network_spec``, also recorded in the
+manifest), so every engine of a network has the same interface. The graphs exported are
+:class:`UNetGraph` (the whole UNet), :class:`UNetPartGraph` (its four parts) and :class:`DecoderGraph`:
+network float I/O is float32 whatever the compute dtype (fp16 / bf16 run under autocast inside the
+graph), ids are int64; the UNet parts hand activations to each other in the compute dtype.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from humanliff.errors import HumanLiffError
+from humanliff.models.unet import UNet
 from humanliff.runtime.field import decode_points
-from humanliff.runtime.manifest import DTYPES, NetworkSpec, TensorSpec
+from humanliff.runtime.manifest import DTYPE_NAMES, DTYPES, NetworkSpec, TensorSpec
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 """``--dtype`` names and the compute dtypes they select."""
@@ -45,6 +48,36 @@ class UNetGraph(nn.Module):
         """``x, x_cond [B, 27, R, R]`` float32, ``timesteps, y [B]`` int64 -> eps ``[B, 27, R, R]``."""
         with _autocast(x.device, self.dtype):
             return self.unet(x, timesteps, x_cond, y).float()
+
+
+UNET_PARTS = ("embed", "encode_control", "encode", "decode")
+"""The UNet's parts in call order (the control encoder before the main one: it goes to the side stream)."""
+PART_IO = {"embed": (("timesteps", "y"), "emb"), "encode": (("x", "emb"), "h"),
+           "encode_control": (("x", "x_cond", "emb"), "c")}
+"""Per part before ``decode``: its inputs and its output's name (a prefix for the per-block lists)."""
+
+
+class UNetPartGraph(nn.Module):
+    """One UNet part as exported: flat tensors in, a tensor or a tuple of tensors out, under autocast.
+
+    ``decode`` takes ``emb, h0..hN, c0..cN``; the encoders return one tensor per input block. Outputs
+    keep the compute dtype (the parts hand bf16 activations to each other); ``eps`` is float32.
+    """
+
+    def __init__(self, unet: UNet, part: str, dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        self.unet = unet.eval()
+        self.part = part
+        self.dtype = dtype
+        self.blocks = len(unet.input_blocks)
+
+    def forward(self, *flat: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        with _autocast(flat[0].device, self.dtype):
+            if self.part == "decode":
+                n = self.blocks
+                return self.unet.decode(list(flat[1:1 + n]), list(flat[1 + n:]), flat[0]).float()
+            out = getattr(self.unet, self.part)(*flat)
+        return tuple(out) if isinstance(out, list) else out
 
 
 class DecoderGraph(nn.Module):
@@ -77,6 +110,8 @@ class ExportSpec:
     auto_dims: frozenset[str] = frozenset()
     """Symbols traced as ``Dim.AUTO`` (export infers their range; ``dims`` is enforced at run time): for
     dims whose named ``Dim`` trips an unprovable guard, as the decoder's point count does on CUDA."""
+    varargs: bool = False
+    """The graph's forward takes ``*flat`` tensors (the UNet parts) rather than named arguments."""
 
     def check_dims(self, sizes: Mapping[str, int]) -> None:
         """Raise when a symbol's size lies outside its exported range."""
@@ -104,18 +139,12 @@ class ExportSpec:
             feeds[spec.name] = value.to(device, DTYPES[spec.dtype])
         return feeds
 
-    def dynamic_shapes(self) -> dict[str, dict[int, torch.export.Dim]]:
-        """``torch.export`` dynamic shapes, one shared ``Dim`` per symbol."""
+    def dynamic_shapes(self) -> tuple[Any, ...]:
+        """``torch.export`` dynamic shapes in input order, one shared ``Dim`` per symbol."""
         dims = {name: torch.export.Dim.AUTO if name in self.auto_dims else torch.export.Dim(name, min=low, max=high)
                 for name, (low, high) in self.dims.items()}
-        return {s.name: {i: dims[d] for i, d in enumerate(s.shape) if isinstance(d, str)}
-                for s in self.inputs}
-
-    def profile(self, opt: Mapping[str, int]) -> dict[str, tuple[tuple[int, ...], ...]]:
-        """TensorRT optimization profile: input name -> ``(min shape, opt shape, max shape)``."""
-        lows = {k: v[0] for k, v in self.dims.items()}
-        highs = {k: v[1] for k, v in self.dims.items()}
-        return {s.name: (s.resolve(lows), s.resolve(opt), s.resolve(highs)) for s in self.inputs}
+        shapes = tuple({i: dims[d] for i, d in enumerate(s.shape) if isinstance(d, str)} for s in self.inputs)
+        return (shapes,) if self.varargs else shapes
 
     def network_spec(self, opt: Mapping[str, int]) -> NetworkSpec:
         """The manifest's record of this interface, with ``opt`` as each symbol's optimal size."""
@@ -148,3 +177,37 @@ def decoder_spec(resolution: int, channels: int, max_batch: int) -> ExportSpec:
         kinds={"planes": "normal", "points": "uniform", "viewdirs": "unit"},
         auto_dims=frozenset({"points"}),
     )
+
+
+def unet_part_specs(unet: UNet, resolution: int, channels: int, layers: int, timesteps: int, max_batch: int,
+                    dtype: torch.dtype) -> list[tuple[UNetPartGraph, ExportSpec]]:
+    """The four part graphs and their specs, in call order (``UNET_PARTS``).
+
+    ``embed`` gives ``emb``, the encoders ``h0..hN`` and ``c0..cN``; their channels, sizes and dtypes are
+    read off one evaluation at batch 1 (the batch is the only dynamic dim).
+    """
+    whole = unet_spec(resolution, channels, layers, timesteps, max_batch)
+    device = next(unet.parameters()).device
+    values = whole.sample_inputs({"batch": 1}, torch.Generator().manual_seed(0), device)
+    known = {s.name: s for s in whole.inputs}
+    kinds = dict(whole.kinds)
+    blocks = len(unet.input_blocks)
+    io = {**PART_IO, "decode": (("emb", *(f"h{i}" for i in range(blocks)), *(f"c{i}" for i in range(blocks))),
+                                whole.outputs[0].name)}
+    out = []
+    for part in UNET_PARTS:
+        graph = UNetPartGraph(unet, part, dtype)
+        names, label = io[part]
+        with torch.inference_mode():
+            result = graph(*(values[n] for n in names))
+        tensors = result if isinstance(result, tuple) else (result,)
+        labels = [f"{label}{i}" for i in range(len(tensors))] if isinstance(result, tuple) else [label]
+        outputs = tuple(TensorSpec(n, ("batch", *t.shape[1:]), DTYPE_NAMES[t.dtype])
+                        for n, t in zip(labels, tensors, strict=True))
+        values.update(zip(labels, tensors, strict=True))
+        known.update({s.name: s for s in outputs})
+        kinds.update({s.name: "normal" for s in outputs})
+        out.append((graph, ExportSpec(name=f"unet.{part}", inputs=tuple(known[n] for n in names), outputs=outputs,
+                                      dims={"batch": (1, max_batch)}, kinds={n: kinds[n] for n in names},
+                                      varargs=True)))
+    return out

@@ -21,6 +21,10 @@ from humanliff.errors import HumanLiffError
 SAMPLER_NAMES = ("ddpm", "ddim", "dpmpp", "dpmpp_sde")
 """``--sampler`` choices: the keys of ``humanliff.runtime.sampling.SAMPLERS`` (kept here so that the CLI
 imports without torch; a test checks the two agree)."""
+FORMAT_NAMES = ("tensorrt", "aoti", "torchscript", "onnx", "ep")
+"""Engine formats in preference order: ``humanliff.runtime.formats.PREFERENCE`` (a test checks them)."""
+UNET_LAYOUTS = ("parts", "whole", "both")
+"""``export --unet-layout`` choices: ``humanliff.export.artifacts.UNET_LAYOUTS`` (a test checks them)."""
 
 
 def _fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -208,29 +212,38 @@ def data_preview_command(cfg: Config, root: str, out: str, layout: str | None, v
 @click.option("--store", required=True, metavar="STORE", help="Tri-plane store: its decoder and default box.")
 @click.option("--out", "out_dir", required=True, metavar="DIR",
               help="Artifacts folder (replaced when complete).")
-@click.option("--formats", default="ep,onnx", show_default=True, metavar="LIST",
-              help="Comma-separated: ep (torch.export), onnx, aoti (AOTInductor), tensorrt.")
-@click.option("--batch", type=int, default=1, show_default=True,
+@click.option("--formats", default="auto", show_default=True, metavar="LIST",
+              help="auto (CUDA: aoti,torchscript,ep; CPU: torchscript,onnx,ep) or a comma-separated list of "
+                   f"{', '.join(FORMAT_NAMES)}.")
+@click.option("--engine-batch", "batch", type=int, default=1, show_default=True,
               help="Humans per UNet call the engines are tuned for (TensorRT profile, CUDA graphs).")
 @click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True,
               help="Compute dtype inside the engines (their inputs and outputs stay float32).")
+@click.option("--unet-layout", type=click.Choice(UNET_LAYOUTS), default="parts", show_default=True,
+              help="parts: four networks the runtime replays as a two-stream CUDA graph; whole: one graph.")
+@click.option("--cxx", default=None, metavar="PATH",
+              help="C++ compiler for AOTInductor (default: the first of $CXX, g++, c++, clang++ whose "
+                   "packages load here).")
 @click.option("--opset", type=click.IntRange(18, 19), default=18, show_default=True, help="ONNX opset.")
 @click.option("--device", default=None, help="Build and check on this device (default: cuda if available).")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Change the run's sample / render settings recorded as the runtime defaults; repeatable.")
-def export_command(unet_ckpt: str, store: str, out_dir: str, formats: str, batch: int, dtype: str, opset: int,
-                   device: str | None, overrides: tuple[str, ...]) -> None:
+def export_command(unet_ckpt: str, store: str, out_dir: str, formats: str, batch: int, dtype: str,
+                   unet_layout: str, cxx: str | None, opset: int, device: str | None,
+                   overrides: tuple[str, ...]) -> None:
     """Export the UNet and the decoder to engines (checked against torch) plus a manifest."""
     from humanliff.export.artifacts import export_artifacts
 
     manifest = export_artifacts(unet_ckpt, store, out_dir, formats, batch, dtype, overrides=overrides,
-                                device=device, opset=opset)
+                                device=device, opset=opset, unet_layout=unet_layout, cxx=cxx)
     for name, net in manifest["networks"].items():
         for fmt, art in net["artifacts"].items():
             check = art.get("check") or {}
             error = f", max rel err {check['max_rel_err']:.1e}" if "max_rel_err" in check else ""
             took = f", {art['export_s']:.1f} s" if "export_s" in art else ""
-            click.echo(f"{name}.{fmt}: {art['status']}{error}{took}")
+            size = f", {art['bytes'] / 1e6:.1f} MB" if "bytes" in art else ""
+            why = f" ({art.get('error') or check.get('error')})" if art["status"] in ("failed", "not_run") else ""
+            click.echo(f"{name}.{fmt}: {art['status']}{error}{took}{size}{why}")
     click.echo(f"wrote {out_dir}")
 
 
@@ -245,11 +258,12 @@ def export_command(unet_ckpt: str, store: str, out_dir: str, formats: str, batch
 @click.option("--seed", type=int, default=0, show_default=True, help="Human i uses seed + i.")
 @click.option("--layers", "layer_spec", default=None, metavar="0-HI",
               help="Layers to generate (default: all).")
-@click.option("--engine", "engines", default="tensorrt,aoti,onnx,ep", show_default=True, metavar="LIST",
+@click.option("--engine", "engines", default=",".join(FORMAT_NAMES), show_default=True, metavar="LIST",
               help="Engine formats to try, best first.")
 @click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")
-@click.option("--compile/--no-compile", "compile_", default=True, show_default=True,
-              help="On CUDA, compile torch.export engines with Inductor (slower first call).")
+@click.option("--compile", "compile_", is_flag=True,
+              help="On CUDA, compile ep (torch.export) engines with Inductor when they are what loads "
+                   "(minutes at the first call); the other formats are compiled at export.")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Change a sample / render setting of the manifest (e.g. sample.views=1); repeatable.")
 def run_command(artifacts: str, out_dir: str, humans: int, sampler: str | None, steps: int | None, seed: int,
@@ -257,14 +271,14 @@ def run_command(artifacts: str, out_dir: str, humans: int, sampler: str | None, 
                 overrides: tuple[str, ...]) -> None:
     """Generate layered humans from an artifacts folder (from export), without the training code.
 
-    Without ARTIFACTS, the default model is exported once (ONNX + torch.export) into ~/.cache/humanliff.
+    Without ARTIFACTS, the default model is exported once per device type (--formats auto) into ~/.cache/humanliff.
     """
     from humanliff.deploy import run_artifacts
 
     if artifacts is None:
         from humanliff.export.default import default_artifacts
 
-        artifacts = str(default_artifacts())
+        artifacts = str(default_artifacts(device))
     from humanliff.runtime.layered import parse_layers
 
     layers = parse_layers(layer_spec) if layer_spec is not None else None

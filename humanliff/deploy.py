@@ -25,22 +25,24 @@ import torch.nn.functional as F
 from humanliff.config import Config
 from humanliff.errors import HumanLiffError
 from humanliff.outputs.writer import write_generation
-from humanliff.runtime.engines import PREFERENCE, Engine, graphed, load_engine
+from humanliff.runtime.engines import graphed, load_engine
 from humanliff.runtime.field import Field
+from humanliff.runtime.formats import PREFERENCE, Engine
 from humanliff.runtime.layered import UNetFn, human_generators, sample_layers
 from humanliff.runtime.manifest import MANIFEST_NAME, read_manifest
 from humanliff.runtime.schedule import alphas_cumprod, linear_betas
+from humanliff.runtime.unet_engine import UNetEngines, load_unet
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class LoadedArtifacts:
-    """An artifacts folder, loaded: its manifest, the two engines and the noise schedule (on ``device``)."""
+    """An artifacts folder, loaded: its manifest, the engines and the noise schedule (on ``device``)."""
 
     folder: Path
     manifest: dict[str, Any]
-    unet: Engine
+    unet: UNetEngines
     decoder: Engine
     alphas_cumprod: torch.Tensor
     device: torch.device
@@ -51,15 +53,16 @@ class LoadedArtifacts:
 
 
 def load_artifacts(artifacts_dir: str | Path, device: str | torch.device | None = None,
-                   prefer: Sequence[str] = PREFERENCE, compile: bool = True) -> LoadedArtifacts:
+                   prefer: Sequence[str] = PREFERENCE, compile: bool = False) -> LoadedArtifacts:
     """Read the manifest and load the best engine of each network on ``device`` (default CUDA if present).
 
-    ``compile``: torch-run engines (``ep``) compile their programs on CUDA (see ``load_engine``).
+    ``compile``: torch-run engines (``ep``) compile their programs on CUDA (see ``load_engine``); the
+    other formats load compiled engines and never compile.
     """
     folder = Path(artifacts_dir)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     manifest = read_manifest(folder)
-    unet = load_engine(folder, "unet", prefer, device, manifest, compile=compile)
+    unet = load_unet(folder, manifest, prefer, device, compile=compile)
     decoder = load_engine(folder, "decoder", prefer, device, manifest, compile=compile)
     d = manifest["diffusion"]
     abar = alphas_cumprod(linear_betas(d["steps"], d["beta_start"], d["beta_end"])).to(device)
@@ -130,7 +133,7 @@ def sample_planes(arts: LoadedArtifacts, humans: int, sampler: str, steps: int, 
                          "at the original size; Inductor's cache shortens later runs)", n)
             example = {"x": torch.zeros(shape), "timesteps": torch.zeros(n, dtype=torch.int64),
                        "x_cond": torch.zeros(shape), "y": torch.zeros(n, dtype=torch.int64)}
-            graphs[n] = graphed(arts.unet, {k: v.to(arts.device) for k, v in example.items()})
+            graphs[n] = graphed(arts.unet, example, arts.device, arts.unet.graphable)
         generators = human_generators(seed + start, n)
         out.append(sample_layers(engine_unet_fn(graphs[n]), shape, arts.alphas_cumprod, layers, sampler,
                                  steps, generator=generators, eta=eta, progress=progress))
@@ -140,7 +143,7 @@ def sample_planes(arts: LoadedArtifacts, humans: int, sampler: str, steps: int, 
 def run_artifacts(artifacts_dir: str | Path, out_dir: str | Path, humans: int = 4, sampler: str | None = None,
                   steps: int | None = None, seed: int = 0, layers: Sequence[int] | None = None,
                   device: str | torch.device | None = None, *, prefer: Sequence[str] = PREFERENCE,
-                  overrides: Sequence[str] = (), compile: bool = True, progress: bool = True) -> dict[str, Any]:
+                  overrides: Sequence[str] = (), compile: bool = False, progress: bool = True) -> dict[str, Any]:
     """Generate ``humans`` layered humans from an artifacts folder and write them to ``out_dir``.
 
     The sample and render settings are the manifest's (``overrides``: ``section.key=value`` strings,

@@ -1,21 +1,28 @@
 """The artifacts manifest (``manifest.json``): a versioned schema written by export and read by the runtime.
 
-Layout of version 1 (all keys required unless marked optional)::
+Layout of version 2 (all keys required unless marked optional)::
 
-    format: "humanliff-artifacts"        version: 1
+    format: "humanliff-artifacts"        version: 2
     created: ISO time                    torch: version string of the exporting torch
     layers: int                          batch: int (the fixed batch of the TensorRT profile / CUDA graphs)
-    compute_dtype: "fp32" | "fp16" | "bf16"   (engine I/O is always float32 / int64)
+    compute_dtype: "fp32" | "fp16" | "bf16"   (network I/O float32 / int64; UNet parts pass the compute dtype)
     diffusion: {steps, beta_start, beta_end}
     triplane: {resolution, channels, layout}
     bounds: [[x, y, z], [x, y, z]]       world box of the default subject (min row, max row)
     cameras: {K: [V,3,3], R: [V,3,3], T: [V,3], image_size}
     decoder: the decoder config          render: the render config       sample: the sample config
-    networks: {unet | decoder: {inputs: [io], outputs: [io], dims: {symbol: [min, opt, max]},
-                                artifacts: {format: artifact}}}
+    networks: {name: {inputs: [io], outputs: [io], dims: {symbol: [min, opt, max]},
+                      artifacts: {format: artifact}}}     names: decoder, and unet or its parts
+    unet: {layout: "whole" | "parts", networks: [names in call order], side_stream: [names]}  (optional)
 
-``io`` is ``{name, shape, dtype}`` with symbolic dims as strings (``"batch"``, ``"points"``). An
-``artifact`` is ``{status, files: {name: sha256}, export_s, device, check, error?, loaders?}`` with
+The UNet is one network ``unet`` (``x, timesteps, x_cond, y -> eps``) or its four parts ``unet.embed``
+(``timesteps, y -> emb``), ``unet.encode`` (``x, emb -> h0..hN``), ``unet.encode_control``
+(``x, x_cond, emb -> c0..cN``) and ``unet.decode`` (``emb, h0..hN, c0..cN -> eps``), connected by name;
+``side_stream`` parts may run on a second CUDA stream. Version 1 had no ``unet`` key (the whole graph).
+
+``io`` is ``{name, shape, dtype}`` with symbolic dims as strings (``"batch"``, ``"points"``), dtype one
+of ``DTYPES``. An ``artifact`` is ``{status, files: {name: sha256}, bytes, export_s, device, check,
+error?, load_s?, loader?, compiler?}`` with
 ``status`` one of ``ok`` (exported and checked against torch), ``unverified`` (exported, the check
 could not run here), ``failed`` or ``not_run``; the runtime uses only ``ok`` and ``unverified`` ones.
 """
@@ -35,19 +42,16 @@ from humanliff.runtime.errors import InputFileError
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "humanliff-artifacts"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+"""Version 1 (one UNet network) is still read: its UNet is the whole graph."""
+UNET_INPUTS = ("x", "timesteps", "x_cond", "y")
+UNET_OUTPUT = "eps"
 REQUIRED_KEYS = ("layers", "batch", "compute_dtype", "diffusion", "triplane", "bounds", "cameras", "decoder",
                  "render", "sample", "networks")
 USABLE_STATUS = ("ok", "unverified")
-FILE_NAMES = {"onnx": "{}.onnx", "aoti": "{}.pt2", "aoti_so": "{}.so", "ep": "{}.ep.pt2",
-              "tensorrt": "{}.plan"}
-"""The one path resolver: artifact file name per format (``FILE_NAMES[fmt].format(network)``)."""
-DTYPES = {"float32": torch.float32, "int64": torch.int64}
-
-
-def artifact_name(network: str, fmt: str) -> str:
-    """File name of ``network``'s artifact in format ``fmt`` (``unet.onnx``, ``decoder.ep.pt2``, ...)."""
-    return FILE_NAMES[fmt].format(network)
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int64": torch.int64}
+DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 
 
 @dataclass(frozen=True)
@@ -95,9 +99,9 @@ def read_manifest(artifacts_dir: str | Path) -> dict[str, Any]:
     manifest = read_json(path)
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
         raise InputFileError(path, f"not a {MANIFEST_FORMAT} manifest")
-    if manifest.get("version") != MANIFEST_VERSION:
+    if manifest.get("version") not in READABLE_VERSIONS:
         raise InputFileError(path, f"unknown manifest version {manifest.get('version')!r} "
-                                   f"(this runtime reads version {MANIFEST_VERSION})")
+                                   f"(this runtime reads versions {', '.join(map(str, READABLE_VERSIONS))})")
     missing = [k for k in REQUIRED_KEYS if k not in manifest]
     if missing:
         raise InputFileError(path, f"manifest lacks {', '.join(missing)}")
@@ -105,7 +109,38 @@ def read_manifest(artifacts_dir: str | Path) -> dict[str, Any]:
         for key in ("inputs", "outputs", "dims", "artifacts"):
             if key not in net:
                 raise InputFileError(path, f"network '{name}' lacks '{key}'")
+    check_unet_parts(manifest, path)
     return manifest
+
+
+def unet_layout(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """How the UNet is exported: ``{layout: "whole" | "parts", networks: [...], side_stream: [...]}``."""
+    return dict(manifest.get("unet", {"layout": "whole", "networks": ["unet"], "side_stream": []}))
+
+
+def check_unet_parts(manifest: Mapping[str, Any], source: str | Path) -> None:
+    """Check that the UNet's networks connect: each input is a UNet input or an earlier part's output.
+
+    The last network must produce ``eps``; every shared name must agree on shape and dtype.
+    """
+    layout = unet_layout(manifest)
+    nets = manifest["networks"]
+    known = {name: None for name in UNET_INPUTS}
+    for name in layout["networks"]:
+        if name not in nets:
+            raise InputFileError(source, f"UNet part '{name}' is not among the networks")
+        for spec in nets[name]["inputs"]:
+            if spec["name"] not in known:
+                raise InputFileError(source, f"UNet part '{name}' needs '{spec['name']}', which no earlier "
+                                             "part produces")
+            seen = known[spec["name"]]
+            if seen is not None and (seen["shape"], seen["dtype"]) != (spec["shape"], spec["dtype"]):
+                raise InputFileError(source, f"UNet part '{name}' takes '{spec['name']}' as {spec['shape']} "
+                                             f"{spec['dtype']}, produced as {seen['shape']} {seen['dtype']}")
+        known.update({spec["name"]: spec for spec in nets[name]["outputs"]})
+    last = nets[layout["networks"][-1]]["outputs"] if layout["networks"] else []
+    if [s["name"] for s in last] != [UNET_OUTPUT]:
+        raise InputFileError(source, f"the UNet's last part must produce only '{UNET_OUTPUT}'")
 
 
 def write_manifest(artifacts_dir: str | Path, manifest: Mapping[str, Any]) -> Path:
