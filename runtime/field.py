@@ -58,17 +58,19 @@ def make_field(planes: torch.Tensor, decoder: Decoder, *, precision: str = "fp32
     ``compile=True`` runs them as one ``torch.compile``d graph (dynamic point count). Gradients flow to
     ``planes`` (and the decoder's parameters) in every mode.
 
-    ``fused`` picks the fused Triton kernel of ``runtime.fused_field`` (bf16, gradients to ``planes``
-    only, ``planes`` must not change in place meanwhile): None (default) uses it for ``precision='bf16'``
-    where ``fused_field.frozen_decoder_weights`` accepts the decoder (CUDA, a frozen FusedDecoder), True
-    requires it, False never uses it.
+    ``fused`` picks the fused Triton kernel of ``runtime.fused_field`` (bf16; gradients to ``planes`` and
+    the decoder's parameters, none to points; neither planes nor decoder may change in place meanwhile):
+    None (default) uses it for ``precision='bf16'`` where ``fused_field.field_weights`` accepts the decoder
+    (CUDA, a FusedDecoder, frozen or trainable), True requires it, False never uses it.
     """
     if fused is None:
-        weights = fused_field.frozen_decoder_weights(decoder, planes.device) if precision == "bf16" else None
+        weights = fused_field.field_weights(decoder, planes.device) if precision == "bf16" else None
         if weights is not None:
             return fused_field.make_fused_field(planes, weights)
     elif fused:
-        return fused_field.make_fused_field(planes, fused_field.decoder_weights(decoder).to(planes.device))
+        trainable = fused_field.is_trainable(decoder)
+        weights = fused_field.decoder_weights(decoder, trainable=trainable).to(planes.device)
+        return fused_field.make_fused_field(planes, weights)
     core = torch.compile(decode_points, dynamic=True) if compile else decode_points
 
     def field(points: torch.Tensor,

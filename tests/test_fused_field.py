@@ -17,9 +17,10 @@ pytest.importorskip("triton", reason="the fused field needs triton (pip install 
 from humanliff.errors import HumanLiffError  # noqa: E402
 from humanliff.models.decoder import FusedDecoder, SeedDecoder  # noqa: E402
 from humanliff.runtime import fused_field as ff  # noqa: E402
+from humanliff.runtime import fused_kernels as fk  # noqa: E402
 from humanliff.runtime.field import decode_points, make_field  # noqa: E402
 
-INTERPRETED = bool(getattr(ff, "_INTERPRETED", False))
+INTERPRETED = bool(getattr(fk, "_INTERPRETED", False))
 DEVICE = torch.device("cpu" if INTERPRETED else "cuda")
 if not ff.triton_available() or (DEVICE.type == "cuda" and not torch.cuda.is_available()):
     pytest.skip("triton cannot run here (no CUDA and the kernels were not decorated for the interpreter)",
@@ -191,22 +192,24 @@ def test_wgmma_configs_refused_unless_disabled(monkeypatch):
         ff._check_config(ff.default_config(ff.decoder_weights(FusedDecoder(**weights_kw))))
 
 
-def test_make_field_picks_the_fused_kernel_for_frozen_fused_decoders(monkeypatch):
+def test_make_field_picks_the_fused_kernel_for_fused_decoders(monkeypatch):
     planes, dec, points, dirs = make_case(11)
-    trainable = FusedDecoder().to(DEVICE)
+    trainable = FusedDecoder(hidden=16, color_hidden=16).to(DEVICE)
     assert ff.frozen_decoder_weights(dec, torch.device("cpu")) is None  # never on the CPU
+    assert ff.field_weights(trainable, torch.device("cpu")) is None
     monkeypatch.setattr(ff, "triton_available", lambda: True)
     cuda = torch.device("cuda")  # only a name here: both are refused before anything moves there
     assert ff.frozen_decoder_weights(trainable, cuda) is None
     assert ff.frozen_decoder_weights(SeedDecoder().requires_grad_(False), cuda) is None
+    assert ff.field_weights(SeedDecoder(), cuda) is None
 
     calls = []
 
     def on_device(decoder, device):  # the CUDA device check stands in for this host's device
         calls.append(decoder)
-        return ff.decoder_weights(decoder) if not any(p.requires_grad for p in decoder.parameters()) else None
+        return ff.decoder_weights(decoder, trainable=ff.is_trainable(decoder))
 
-    monkeypatch.setattr(ff, "frozen_decoder_weights", on_device)
+    monkeypatch.setattr(ff, "field_weights", on_device)
     rgb, sigma = make_field(planes, dec, precision="bf16")(points, dirs)
     fused_rgb, fused_sigma = ff.fused_decode(planes, ff.decoder_weights(dec), points, dirs)
     torch.testing.assert_close(rgb, fused_rgb)
@@ -215,9 +218,12 @@ def test_make_field_picks_the_fused_kernel_for_frozen_fused_decoders(monkeypatch
     make_field(planes, dec, precision="fp32")  # fp32 asks for the torch path: not even considered
     make_field(planes, dec, precision="bf16", fused=False)
     assert calls == [dec]
-    torch_rgb, _ = make_field(planes, trainable, precision="bf16")(points, dirs)  # trainable: torch path
-    ref_rgb, _ = decode_points(planes, trainable, points, dirs)
-    assert rel_err(torch_rgb, ref_rgb) < TOL
+    # a trainable decoder (stage A) takes the fused path with trainable weights: its parameters get gradients
+    _, sigma = make_field(planes, trainable, precision="bf16")(points[:, :20], None)
+    assert calls == [dec, trainable]
+    sigma.sum().backward()
+    assert all(p.grad is not None for p in trainable.density_net.parameters())
+    assert all(p.grad is None for p in trainable.color_net.parameters())  # sigma only: as the torch path
 
 
 @pytest.mark.skipif(not INTERPRETED, reason="checks addresses through the Triton interpreter")
@@ -262,3 +268,103 @@ def test_every_access_stays_inside_its_tensors(monkeypatch):
     rgb, sigma = ff.fused_decode(planes, ff.decoder_weights(dec), points, dirs, config=CONFIG)
     (rgb.sum() + sigma.sum()).backward()
     assert len(outside) > 100 and sum(outside) == 0
+
+
+def _loss_weights(seed: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(B, m, 3, generator=gen).to(DEVICE), torch.randn(B, m, 1, generator=gen).to(DEVICE)
+
+
+def _grads(fn, planes: torch.Tensor, dec: FusedDecoder, w_rgb: torch.Tensor, w_sigma: torch.Tensor,
+           plane_grad: bool = True) -> list[torch.Tensor | None]:
+    """Gradients of a weighted sum of ``fn(planes) -> (rgb, sigma)``: planes first, then the decoder's."""
+    dec.zero_grad(set_to_none=True)
+    planes = planes.clone().requires_grad_(plane_grad)
+    rgb, sigma = fn(planes)
+    ((sigma.float() * w_sigma).sum() + (0.0 if rgb is None else (rgb.float() * w_rgb).sum())).backward()
+    return [planes.grad] + [None if p.grad is None else p.grad.clone() for p in dec.parameters()]
+
+
+WGRAD_CASES = {  # name: (launch config, decoder, with view directions, planes need a gradient)
+    "atomic, 3+2 layers, softplus": (ff.LaunchConfig(bwd_block_m=32, wgrad="atomic", wgrad_slots=3),
+                                     {"hidden": 32, "color_hidden": 16, "density_layers": 3, "color_layers": 2},
+                                     True, True),
+    "partials, 1+1 layers, 7 geo, 2 freqs": (  # softplus: relu's kinks make bf16 gradients noisy (above)
+        ff.LaunchConfig(bwd_block_m=16, wgrad="partials", wgrad_blocks=2),
+        {"hidden": 16, "color_hidden": 32, "density_layers": 1, "geo_features": 7, "view_freqs": 2}, True, True),
+    "partials, sigma only, decoder gradients only": (
+        ff.LaunchConfig(bwd_block_m=16, wgrad="partials", wgrad_blocks=4),
+        {"hidden": 16, "color_hidden": 16}, False, False),
+}
+
+
+@pytest.mark.parametrize("case", list(WGRAD_CASES))
+def test_decoder_gradients_match_autograd(case):
+    """Planes and every decoder parameter against the fp32 torch path (as the plane gradient above)."""
+    config, decoder_kw, with_dirs, plane_grad = WGRAD_CASES[case]
+    m = 40  # not a multiple of the blocks; B * m / BLOCK_M blocks: a few programs and slots
+    planes, dec, points, dirs = make_case(12, **decoder_kw)
+    dec.requires_grad_(True)
+    points, dirs = points[:, :m], (dirs[:, :m] if with_dirs else None)
+    w_rgb, w_sigma = _loss_weights(13, m)
+
+    def fused(p: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        weights = ff.decoder_weights(dec, trainable=True)
+        assert weights.trainable and weights.d_in.dtype == torch.float32
+        return ff.fused_decode(p, weights, points, dirs, config=config)
+
+    def bf16(p: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        with torch.autocast(DEVICE.type, dtype=torch.bfloat16):
+            return decode_points(p, dec, points, dirs)
+
+    got = _grads(fused, planes, dec, w_rgb, w_sigma, plane_grad)
+    ref = _grads(lambda p: decode_points(p, dec, points, dirs), planes, dec, w_rgb, w_sigma, plane_grad)
+    ref_bf16 = _grads(bf16, planes, dec, w_rgb, w_sigma, plane_grad)
+    names = ["planes"] + [name for name, _ in dec.named_parameters()]
+    for name, g, r, r16 in zip(names, got, ref, ref_bf16, strict=True):
+        if r is None:  # planes without a gradient; the colour network of a sigma-only loss
+            assert g is None, name
+            continue
+        assert g.shape == r.shape and g.dtype == r.dtype, name
+        assert rel_err(g, r) < max(TOL, 2.5 * rel_err(r16, r)), name
+    assert (got[0] is None) != plane_grad
+
+
+def test_weight_gradient_configs_are_checked(monkeypatch):
+    """The weight-gradient dots have the layer widths as rows: 4 warps at 64 wide would be wgmma."""
+    trainable = ff.decoder_weights(FusedDecoder(), trainable=True)
+    frozen = ff.decoder_weights(FusedDecoder())
+    four_warps = ff.LaunchConfig(bwd_block_m=32, bwd_num_warps=4)
+    ff._check_config(four_warps, frozen)
+    with pytest.raises(HumanLiffError, match="weight-gradient dots with 4 warps"):
+        ff._check_config(four_warps, trainable)
+    ff._check_config(four_warps, ff.decoder_weights(FusedDecoder(hidden=32, color_hidden=32), trainable=True))
+    ff._check_config(ff.default_config(trainable), trainable)
+    for bad in (ff.LaunchConfig(wgrad="shared"), ff.LaunchConfig(wgrad_slots=0), ff.LaunchConfig(wgrad_blocks=0)):
+        with pytest.raises(HumanLiffError, match="wgrad"):
+            ff._check_config(bad, trainable)
+    monkeypatch.setenv("DISABLE_MMA_V3", "1")
+    ff._check_config(four_warps, trainable)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("wgrad", ff.WGRAD_MODES)
+def test_decoder_gradients_on_the_gpu_at_full_size(wgrad):
+    """R = 256, 4 x 64K points, the default decoder and launch configuration: both summation modes."""
+    gen = torch.Generator().manual_seed(14)
+    planes = ((torch.rand(4, 27, 256, 256, generator=gen) * 2 - 1) * 0.5).cuda()
+    points = (torch.rand(4, 1 << 16, 3, generator=gen) * 2.2 - 1.1).cuda()
+    dirs = torch.randn(points.shape, generator=gen).cuda()
+    torch.manual_seed(14)
+    dec = FusedDecoder().cuda()
+    w_rgb, w_sigma = (torch.randn(4, 1 << 16, c, generator=gen).cuda() for c in (3, 1))
+    config = ff.default_config(ff.decoder_weights(dec))._replace(wgrad=wgrad)
+
+    def fused(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return ff.fused_decode(p, ff.decoder_weights(dec, trainable=True), points, dirs, config=config)
+
+    got = _grads(fused, planes, dec, w_rgb, w_sigma)
+    ref = _grads(lambda p: decode_points(p, dec, points, dirs), planes, dec, w_rgb, w_sigma)
+    for g, r in zip(got, ref, strict=True):
+        assert torch.isfinite(g).all() and rel_err(g, r) < TOL
