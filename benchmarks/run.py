@@ -29,15 +29,25 @@ from benchmarks.original import (
 from benchmarks.report import Report
 from benchmarks.timing import time_fn
 from humanliff.config import Config, load_config
-from humanliff.models.decoder import FusedDecoder, SeedDecoder
+from humanliff.models.decoder import FusedDecoder, SeedDecoder, build_decoder
 from humanliff.models.inference import inference_unet
 from humanliff.models.unet import build_unet
 from humanliff.runtime.field import decode_points, make_field
-from humanliff.runtime.fused_field import frozen_decoder_weights, triton_available
+from humanliff.runtime.fused_field import (
+    WGRAD_MODES,
+    decoder_weights,
+    default_config,
+    frozen_decoder_weights,
+    make_fused_field,
+    triton_available,
+)
 from humanliff.runtime.layered import human_generators, sample_layers
 from humanliff.runtime.schedule import alphas_cumprod, linear_betas
 
 if TYPE_CHECKING:
+    from humanliff.data.types import SubjectData
+    from humanliff.training.fit import StageAFitter
+    from humanliff.training.fit_step import PlaneTargets
     from humanliff.training.store import TriplaneStore
 
 RESULTS = Path(__file__).parent / "results"
@@ -122,6 +132,12 @@ def bench_points(rep: Report, s: Setup) -> None:
         ours["fused decoder, bf16 fused Triton kernel (decoder frozen: backward into the planes only)"] = (
             make_field(planes, frozen, precision="bf16", fused=True),
             make_field(grad_planes, frozen, precision="bf16", fused=True))
+        # the trainable decoder's forward is the frozen one's kernel: only forward+backward is new
+        for wgrad in WGRAD_MODES:
+            weights = decoder_weights(fused, trainable=True)
+            config = default_config(weights)._replace(wgrad=wgrad)
+            ours[f"fused decoder, bf16 fused Triton kernel with decoder gradients ({wgrad})"] = (
+                None, make_fused_field(grad_planes, weights, config=config))
     base = {}
     for kind, wrap in (("forward", fwd), ("forward+backward", fwd_bwd)):
         t = time_fn(wrap(original[kind]), repeats=s.repeats, device=dev)
@@ -130,6 +146,8 @@ def bench_points(rep: Report, s: Setup) -> None:
                 note=f"{s.points} points, R={s.resolution}, fp32 eager")
     for name, (fwd_fn, bwd_fn) in ours.items():
         for kind, wrap, fn in (("forward", fwd, fwd_fn), ("forward+backward", fwd_bwd, bwd_fn)):
+            if fn is None:
+                continue
             t = time_fn(wrap(fn), repeats=s.repeats, device=dev)
             rep.add("points", f"{name}, {kind}", s.points / t.median_ms / 1e3, "M points/s", base[kind])
 
@@ -213,7 +231,69 @@ def bench_fit(rep: Report, s: Setup, workdir: Path) -> dict:
     wall = _wall(lambda: [fitter.step() for _ in range(s.fit_iterations)], dev)
     rep.add("fit", f"stage B, one subject, one layer, {s.fit_iterations} iterations, measured", wall, "s",
             note=decoder_note)
+    bench_fit_a(rep, s, cfg, subjects, train_views)
     return {"planes": fitter.planes.detach(), "decoder": decoder, "bounds": targets.bounds[0], "cfg": cfg}
+
+
+class _OriginalStageAStep(OriginalFitStep):
+    """The original's iteration with its decoder trained as well (stage A): one Adam over planes and decoder."""
+
+    def __init__(self, cfg: Config, decoder: torch.nn.Module, planes: torch.Tensor) -> None:
+        super().__init__(cfg, decoder, planes, anomaly=False)
+        self.optimizer.add_param_group({"params": list(self.decoder.requires_grad_(True).parameters()),
+                                        "lr": cfg.fit.lr_decoder})
+
+
+def _stage_a_fitter(cfg: Config, targets: PlaneTargets, fused: bool) -> StageAFitter:
+    """A one-rank stage-A fitter over every plane of ``targets`` with a fresh default FusedDecoder: the fused
+    kernel (``render.fused_kernel``) or the torch path (compiled as ``fit.compile``)."""
+    from humanliff.training.fit import StageAFitter, StageAState
+    from humanliff.training.fit_step import RenderLoss
+    from humanliff.training.sparse_adam import RowAdam
+
+    cfg = dataclasses.replace(cfg, decoder=load_config(None).decoder,
+                              render=dataclasses.replace(cfg.render, fused_kernel=fused))
+    dev = targets.images.device
+    torch.manual_seed(0)
+    decoder = build_decoder(cfg.decoder).to(dev)
+    optimizer = torch.optim.Adam(decoder.parameters(), lr=cfg.fit.lr_decoder)
+    res = cfg.triplane.resolution
+    table = RowAdam(torch.randn(len(targets), 27, res, res, device=dev) * cfg.fit.init_std)
+    state = StageAState([], [], table, decoder, optimizer, torch.Generator(dev).manual_seed(0))
+    return StageAFitter(state, RenderLoss(decoder, cfg), targets, cfg)
+
+
+def bench_fit_a(rep: Report, s: Setup, cfg: Config, subjects: list[SubjectData], train_views: object) -> None:
+    """Stage-A iterations (decoder and planes trained; 8 planes, one image of 2048 rays each): the original
+    step, ours with the fused kernel (decoder gradients in the kernel) and ours on the compiled torch path."""
+    from humanliff.training.fit_step import draw_rays, plane_targets
+
+    dev = s.device
+    cfg = dataclasses.replace(cfg, triplane=dataclasses.replace(cfg.triplane, resolution=s.resolution))
+    slices = [subj for subj in subjects[:2] for _ in range(4)]
+    targets = plane_targets(slices, [0, 1, 2, 3] * 2, train_views, dev, cfg.data)
+    rows = torch.arange(len(targets), device=dev)
+    rays = draw_rays(targets, rows, 1, cfg.fit.rays_per_image, cfg.fit.foreground_fraction,
+                     torch.Generator(dev).manual_seed(0))
+    init = torch.randn(len(targets), 27, s.resolution, s.resolution, device=dev) * cfg.fit.init_std
+    original = _OriginalStageAStep(cfg, SeedDecoder().to(dev), init)
+    t = time_fn(lambda: original.step(rays, targets.bounds), warmup=2, repeats=s.repeats, device=dev)
+    original_ms = t.median_ms
+    note = f"{len(targets)} planes x 1 image x {cfg.fit.rays_per_image} rays, {cfg.render.n_samples}+" \
+           f"{cfg.render.n_importance} samples"
+    rep.add("fit", "original stage-A iteration (decoder trained), without anomaly mode", original_ms, "ms",
+            note=f"{note}; fp32, dense Adam over the planes and the seed decoder")
+    kernel = dev.type == "cuda" and triton_available()
+    for fused, compile_ in ((True, False), (False, dev.type == "cuda")):
+        fit_cfg = dataclasses.replace(cfg, fit=dataclasses.replace(cfg.fit, compile=compile_))
+        fitter = _stage_a_fitter(fit_cfg, targets, fused)
+        t = time_fn(fitter.step, warmup=3, repeats=s.repeats * 2, device=dev)
+        torch_path = f"{fit_cfg.fit.precision if dev.type == 'cuda' else 'fp32'} torch path" \
+                     f"{', compiled' if compile_ else ''}"
+        path = "bf16 fused Triton kernel, decoder gradients in the kernel" if kernel else torch_path
+        label = f"render.fused_kernel on: {path}" if fused else f"render.fused_kernel off: {torch_path}"
+        rep.add("fit", f"stage-A iteration, {label}", t.median_ms, "ms", original_ms,
+                note=f"{note}; fused decoder, RowAdam planes; peak {t.peak_mb:.0f} MB")
 
 
 def _default_fitted(s: Setup) -> dict:

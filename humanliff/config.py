@@ -98,8 +98,9 @@ class RenderConfig:
     occupancy_threshold: float = 1.0
     """Density (after softplus) below which a cell counts as empty."""
     fused_kernel: bool = True
-    """Evaluate a frozen FusedDecoder with the fused Triton kernel under bf16 on CUDA (rendering, occupancy
-    grids, evaluation, generation, stage B); ``false`` keeps the torch path everywhere."""
+    """Evaluate a FusedDecoder with the fused Triton kernel under bf16 on CUDA: frozen (rendering, occupancy
+    grids, evaluation, generation, stage B) or trainable (stage A: the kernel's backward also gives the
+    decoder's weight gradients); ``false`` keeps the torch path everywhere."""
 
     def fused_choice(self) -> bool | None:
         """``make_field``'s ``fused``: None (the kernel where it applies) when ``fused_kernel``, else False."""

@@ -126,8 +126,8 @@ def _n_blocks(m: int, block_m: int) -> int:
     return -(-m // block_m)
 
 
-def _launch_forward(prepared: torch.Tensor, weights: FusedWeights, mats: tuple[torch.Tensor, ...],
-                    points: torch.Tensor, viewdirs: torch.Tensor | None, config: LaunchConfig
+def _launch_forward(prepared: torch.Tensor, weights: FusedWeights, points: torch.Tensor,
+                    viewdirs: torch.Tensor | None, config: LaunchConfig
                     ) -> tuple[torch.Tensor | None, torch.Tensor]:
     b, m, _ = points.shape
     r = prepared.shape[2]
@@ -139,7 +139,7 @@ def _launch_forward(prepared: torch.Tensor, weights: FusedWeights, mats: tuple[t
     with _on_device(prepared.device):
         kernels._fused_forward_kernel[grid](
             prepared, points, points if viewdirs is None else viewdirs, sigma if rgb is None else rgb, sigma,
-            *mats, m, r, **_meta(weights, viewdirs is not None, config.block_m),
+            *weights.matrices(), m, r, **_meta(weights, viewdirs is not None, config.block_m),
             **_launch_options(config.num_warps, config.maxnreg),
         )
     return rgb, sigma
@@ -154,14 +154,15 @@ def _wgrad_layout(config: LaunchConfig, n_blocks: int, b: int) -> tuple[int, int
     return programs, per_program, programs * b
 
 
-def _launch_backward(prepared: torch.Tensor, weights: FusedWeights, mats: tuple[torch.Tensor, ...],
-                     points: torch.Tensor, viewdirs: torch.Tensor | None, grad_rgb: torch.Tensor | None,
+def _launch_backward(prepared: torch.Tensor, weights: FusedWeights, points: torch.Tensor,
+                     viewdirs: torch.Tensor | None, grad_rgb: torch.Tensor | None,
                      grad_sigma: torch.Tensor, config: LaunchConfig, with_weights: bool
                      ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
     """fp32 ``[B, 9, R, R, 4]`` gradient of the prepared planes and, with ``with_weights``, fp32 gradients
     of the packed matrices (``MATRICES`` order, their shapes; None otherwise)."""
     b, m, _ = points.shape
     grad = torch.zeros(prepared.shape, dtype=torch.float32, device=prepared.device)
+    mats = weights.matrices()
     sizes = [t.numel() for t in mats]
     if m == 0 or b == 0:
         return grad, tuple(torch.zeros_like(t, dtype=torch.float32) for t in mats) if with_weights else None
@@ -185,44 +186,42 @@ def _launch_backward(prepared: torch.Tensor, weights: FusedWeights, mats: tuple[
 
 
 class _FusedDecode(torch.autograd.Function):
-    """Differentiable in ``planes`` (argument 0) and the trainable packed matrices (arguments 6 on)."""
+    """Differentiable in ``planes`` (argument 0) and, for trainable weights, their sources (arguments 6 on)."""
 
     @staticmethod
     def forward(ctx: Any, planes: torch.Tensor, prepared: torch.Tensor, weights: FusedWeights,
                 points: torch.Tensor, viewdirs: torch.Tensor | None, config: LaunchConfig,
-                *matrices: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """``sigma_raw`` alone without ``viewdirs``, else ``(rgb_raw, sigma_raw)``; ``matrices`` are
-        ``weights.matrices()`` when trainable (so that autograd asks for their gradients), else none."""
-        mats = weights.kernel_args()
-        rgb, sigma = _launch_forward(prepared, weights, mats, points, viewdirs, config)
-        ctx.save_for_backward(prepared, points, viewdirs, *mats)
+                *sources: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``sigma_raw`` alone without ``viewdirs``, else ``(rgb_raw, sigma_raw)``; ``sources`` are
+        ``weights.sources`` (so that autograd asks for their gradients)."""
+        rgb, sigma = _launch_forward(prepared, weights, points, viewdirs, config)
+        ctx.save_for_backward(prepared, points, viewdirs)
         ctx.weights, ctx.config, ctx.plane_dtype = weights, config, planes.dtype
         return sigma if rgb is None else (rgb, sigma)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, *grads: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
-        """d(loss)/d(planes) ``[B, 27, R, R]`` in the planes' dtype and d(loss)/d(matrices) (fp32; None
-        for the colour network's when rgb_raw has no gradient); None for the other inputs."""
-        prepared, points, viewdirs, *mats = ctx.saved_tensors
-        n_mats = len(ctx.needs_input_grad) - 6
+        """d(loss)/d(planes) ``[B, 27, R, R]`` in the planes' dtype and d(loss)/d(sources) (None for the
+        colour network's when rgb_raw has no gradient); None for the other inputs."""
+        prepared, points, viewdirs = ctx.saved_tensors
+        n_sources = len(ctx.needs_input_grad) - 6
         with_weights = any(ctx.needs_input_grad[6:])
         if not ctx.needs_input_grad[0] and not with_weights:
-            return (None,) * (6 + n_mats)
+            return (None,) * (6 + n_sources)
         grad_rgb, grad_sigma = grads if len(grads) == 2 else (None, grads[0])
         if grad_sigma is None:
             grad_sigma = points.new_zeros(points.shape[:2] + (1,), dtype=torch.float32)
         grad_sigma = grad_sigma.float().contiguous()
         grad_rgb = None if grad_rgb is None else grad_rgb.float().contiguous()
-        grad, grad_mats = _launch_backward(prepared, ctx.weights, tuple(mats), points, viewdirs, grad_rgb,
-                                           grad_sigma, ctx.config, with_weights)
+        grad, grad_mats = _launch_backward(prepared, ctx.weights, points, viewdirs, grad_rgb, grad_sigma,
+                                           ctx.config, with_weights)
         grad_planes = plane_grad_to_nchw(grad, ctx.plane_dtype) if ctx.needs_input_grad[0] else None
         if grad_mats is None:
-            return (grad_planes,) + (None,) * (5 + n_mats)
+            return (grad_planes,) + (None,) * (5 + n_sources)
         if viewdirs is None or grad_rgb is None:  # the colour network had no part in the loss
-            grad_mats = tuple(None if name.startswith("c_") else g for name, g in zip(MATRICES, grad_mats,
-                                                                                       strict=True))
-        return (grad_planes, None, None, None, None, None, *grad_mats)
+            grad_mats = [None if name.startswith("c_") else g for name, g in zip(MATRICES, grad_mats, strict=True)]
+        return (grad_planes, None, None, None, None, None, *ctx.weights.source_grads(grad_mats))
 
 
 def fused_decode(planes: torch.Tensor, weights: FusedWeights, points: torch.Tensor,
@@ -267,8 +266,7 @@ def fused_decode(planes: torch.Tensor, weights: FusedWeights, points: torch.Tens
                              f"{tuple(planes.shape)}")
     points = points.detach().float().contiguous()
     viewdirs = None if viewdirs is None else viewdirs.detach().float().contiguous()
-    matrices = weights.matrices() if weights.trainable else ()
-    out = _FusedDecode.apply(planes, prepared.contiguous(), weights, points, viewdirs, config, *matrices)
+    out = _FusedDecode.apply(planes, prepared.contiguous(), weights, points, viewdirs, config, *weights.sources)
     return (None, out) if viewdirs is None else out
 
 

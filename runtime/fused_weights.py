@@ -1,8 +1,9 @@
 """The fused kernels' weight layout: a FusedDecoder's bias-free matrices, padded and stored ``[in, out]``.
 
-``fused_weights`` packs them; frozen copies are bf16 (what the kernels read), trainable ones stay fp32 and
-connected to the decoder's parameters, so that gradients of the packed matrices (the weight-gradient
-backward kernel's output) reach the parameters through autograd: no separate unpacking code.
+``fused_weights`` packs them as bf16 copies (what the kernels read). Trainable weights also keep the source
+parameters: ``FusedWeights.source_grads`` maps gradients of the packed matrices (the weight-gradient
+backward kernel's output) to gradients of the sources as the packing's own autograd adjoint, so there is no
+separate unpacking code to keep in step with the packing.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ def _pow2_at_least16(n: int) -> int:
 
 @dataclass(frozen=True)
 class FusedWeights:
-    """The padded weight matrices of a FusedDecoder-shaped network, stored ``[in, out]``: bf16 copies
-    (frozen) or fp32 tensors computed from the decoder's parameters (``trainable``).
+    """The padded bf16 weight matrices of a FusedDecoder-shaped network, stored ``[in, out]``, and for
+    trainable weights the ``sources`` they were packed from (density layers, then colour layers).
 
     Density network (``hidden`` wide, ``density_layers`` hidden layers), colour network
     (``color_hidden`` wide, ``color_layers`` hidden layers):
@@ -61,6 +62,7 @@ class FusedWeights:
     geo_features: int
     view_freqs: int
     activation: str
+    sources: tuple[torch.Tensor, ...] = ()
 
     @property
     def out_pad(self) -> int:
@@ -78,19 +80,25 @@ class FusedWeights:
 
     @property
     def trainable(self) -> bool:
-        """Whether the matrices carry autograd history to the decoder's parameters."""
-        return any(getattr(self, n).requires_grad for n in MATRICES)
+        """Whether these weights were packed from parameters that get gradients (``sources``)."""
+        return bool(self.sources)
 
     def matrices(self) -> tuple[torch.Tensor, ...]:
         """The 7 packed matrices in ``MATRICES`` order."""
         return tuple(getattr(self, n) for n in MATRICES)
 
-    def kernel_args(self) -> tuple[torch.Tensor, ...]:
-        """The matrices as the kernels read them: detached, contiguous bf16 (no copy for frozen weights)."""
-        return tuple(m.detach().to(torch.bfloat16).contiguous() for m in self.matrices())
+    def source_grads(self, grads: Sequence[torch.Tensor | None]) -> tuple[torch.Tensor | None, ...]:
+        """Gradients of ``sources`` from gradients of the packed matrices (``MATRICES`` order, fp32; None for
+        a matrix without one): the vector-Jacobian product of the packing. None where no gradient arrives."""
+        with torch.enable_grad():
+            sources = [s.detach().requires_grad_(True) for s in self.sources]
+            n = self.density_layers + 1
+            packed = _pack(sources[:n], sources[n:], self.geo_features, self.view_freqs)
+            pairs = [(m, g) for m, g in zip(packed, grads, strict=True) if g is not None and m.requires_grad]
+            return torch.autograd.grad([m for m, _ in pairs], sources, [g for _, g in pairs], allow_unused=True)
 
     def to(self, device: torch.device | str) -> FusedWeights:
-        """These weights on ``device``."""
+        """These weights on ``device`` (the ``sources`` of trainable weights stay where they are)."""
         return replace(self, **{n: getattr(self, n).to(device) for n in MATRICES})
 
 
@@ -99,39 +107,13 @@ def _check_width(width: int, what: str) -> None:
         raise HumanLiffError(f"fused field: {what} width {width} is not one of {WIDTHS}")
 
 
-def fused_weights(density_layers: Sequence[torch.Tensor], color_layers: Sequence[torch.Tensor],
-                  activation: str, view_freqs: int, *, trainable: bool = False) -> FusedWeights:
-    """Pack a FusedDecoder's bias-free ``Linear.weight`` matrices (``[out, in]``) for the fused kernels.
-
-    Args:
-        density_layers: ``[H, 27]``, (L - 1) x ``[H, H]``, ``[1 + geo, H]`` (L >= 1 hidden layers).
-        color_layers: ``[C, geo + 3 + 6 view_freqs]``, (L' - 1) x ``[C, C]``, ``[3, C]`` (L' >= 1).
-        activation: ``softplus`` (beta 10, as tiny-cuda-nn) or ``relu``.
-        view_freqs: frequencies of the view encoding.
-        trainable: keep fp32 matrices computed from these (differentiable: gradients of the packed matrices
-            flow back to them); otherwise detached bf16 copies.
-    """
-    if activation not in ACTIVATIONS:
-        raise HumanLiffError(f"fused field: activation '{activation}' is not one of {ACTIVATIONS}")
-    if len(density_layers) < 2 or len(color_layers) < 2:
-        raise HumanLiffError("fused field: both networks need at least one hidden layer")
-    dl = [(w if trainable else w.detach()).float() for w in density_layers]
-    cl = [(w if trainable else w.detach()).float() for w in color_layers]
-    hidden, color_hidden = dl[0].shape[0], cl[0].shape[0]
-    _check_width(hidden, "density hidden")
-    _check_width(color_hidden, "colour hidden")
-    geo = dl[-1].shape[0] - 1
+def _pack(dl: Sequence[torch.Tensor], cl: Sequence[torch.Tensor], geo: int, view_freqs: int
+          ) -> tuple[torch.Tensor, ...]:
+    """The 7 fp32 packed matrices (``FusedWeights``'s layout) of checked ``[out, in]`` weights, differentiable."""
+    hidden, color_hidden, dev = dl[0].shape[0], cl[0].shape[0], dl[0].device
     n_view = 3 + 6 * view_freqs
-    expected_d = [(hidden, CHANNELS)] + [(hidden, hidden)] * (len(dl) - 2) + [(geo + 1, hidden)]
-    expected_c = [(color_hidden, geo + n_view)] + [(color_hidden, color_hidden)] * (len(cl) - 2)
-    expected_c += [(3, color_hidden)]
-    for name, mats, shapes in (("density", dl, expected_d), ("colour", cl, expected_c)):
-        got = [tuple(m.shape) for m in mats]
-        if got != shapes:
-            raise HumanLiffError(f"fused field: {name} weight shapes {got}, expected {shapes}")
-
-    dev = dl[0].device
     out_pad, view_pad = _pow2_at_least16(geo + 1), _pow2_at_least16(n_view)
+    dl, cl = [w.float() for w in dl], [w.float() for w in cl]
 
     d_in = torch.zeros(N_PLANES, N_GROUPS + 1, TAP_CHANNELS, hidden, device=dev)
     d_in[:, :N_GROUPS, :GROUP_CHANNELS] = dl[0].t().reshape(N_PLANES, N_GROUPS, GROUP_CHANNELS, hidden)
@@ -148,12 +130,45 @@ def fused_weights(density_layers: Sequence[torch.Tensor], color_layers: Sequence
     c_view[:n_view] = cl[0][:, geo:].t()
     c_out = torch.zeros(color_hidden, 16, device=dev)
     c_out[:, :3] = cl[-1].t()
-    dtype = torch.float32 if trainable else torch.bfloat16
-    mats = (d_in, stack(dl[1:-1], hidden), d_out, c_geo, c_view, stack(cl[1:-1], color_hidden), c_out)
+    return d_in, stack(dl[1:-1], hidden), d_out, c_geo, c_view, stack(cl[1:-1], color_hidden), c_out
+
+
+def fused_weights(density_layers: Sequence[torch.Tensor], color_layers: Sequence[torch.Tensor],
+                  activation: str, view_freqs: int, *, trainable: bool = False) -> FusedWeights:
+    """Pack a FusedDecoder's bias-free ``Linear.weight`` matrices (``[out, in]``) for the fused kernels.
+
+    Args:
+        density_layers: ``[H, 27]``, (L - 1) x ``[H, H]``, ``[1 + geo, H]`` (L >= 1 hidden layers).
+        color_layers: ``[C, geo + 3 + 6 view_freqs]``, (L' - 1) x ``[C, C]``, ``[3, C]`` (L' >= 1).
+        activation: ``softplus`` (beta 10, as tiny-cuda-nn) or ``relu``.
+        view_freqs: frequencies of the view encoding.
+        trainable: keep the matrices as ``sources``, so that ``fused_decode`` gives them gradients.
+
+    The packed copies are detached: they are current only until the matrices change.
+    """
+    if activation not in ACTIVATIONS:
+        raise HumanLiffError(f"fused field: activation '{activation}' is not one of {ACTIVATIONS}")
+    if len(density_layers) < 2 or len(color_layers) < 2:
+        raise HumanLiffError("fused field: both networks need at least one hidden layer")
+    dl, cl = [w.detach() for w in density_layers], [w.detach() for w in color_layers]
+    hidden, color_hidden = dl[0].shape[0], cl[0].shape[0]
+    _check_width(hidden, "density hidden")
+    _check_width(color_hidden, "colour hidden")
+    geo = dl[-1].shape[0] - 1
+    n_view = 3 + 6 * view_freqs
+    expected_d = [(hidden, CHANNELS)] + [(hidden, hidden)] * (len(dl) - 2) + [(geo + 1, hidden)]
+    expected_c = [(color_hidden, geo + n_view)] + [(color_hidden, color_hidden)] * (len(cl) - 2)
+    expected_c += [(3, color_hidden)]
+    for name, mats, shapes in (("density", dl, expected_d), ("colour", cl, expected_c)):
+        got = [tuple(m.shape) for m in mats]
+        if got != shapes:
+            raise HumanLiffError(f"fused field: {name} weight shapes {got}, expected {shapes}")
+    packed = _pack(dl, cl, geo, view_freqs)
     return FusedWeights(
-        **{n: m.to(dtype).contiguous() for n, m in zip(MATRICES, mats, strict=True)},
+        **{n: m.to(torch.bfloat16).contiguous() for n, m in zip(MATRICES, packed, strict=True)},
         hidden=hidden, density_layers=len(dl) - 1, color_hidden=color_hidden, color_layers=len(cl) - 1,
         geo_features=geo, view_freqs=view_freqs, activation=activation,
+        sources=(*density_layers, *color_layers) if trainable else (),
     )
 
 

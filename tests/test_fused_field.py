@@ -310,7 +310,7 @@ def test_decoder_gradients_match_autograd(case):
 
     def fused(p: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
         weights = ff.decoder_weights(dec, trainable=True)
-        assert weights.trainable and weights.d_in.dtype == torch.float32
+        assert weights.trainable and weights.d_in.dtype == torch.bfloat16
         return ff.fused_decode(p, weights, points, dirs, config=config)
 
     def bf16(p: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
