@@ -268,6 +268,14 @@ def test_every_access_stays_inside_its_tensors(monkeypatch):
     rgb, sigma = ff.fused_decode(planes, ff.decoder_weights(dec), points, dirs, config=CONFIG)
     (rgb.sum() + sigma.sum()).backward()
     assert len(outside) > 100 and sum(outside) == 0
+    # the weight-gradient kernel in both modes: slots of the partial sums, atomics into the gradient copies
+    weights = ff.decoder_weights(dec.requires_grad_(True), trainable=True)
+    for config in (ff.LaunchConfig(bwd_block_m=16, wgrad="partials", wgrad_blocks=2),
+                   ff.LaunchConfig(bwd_block_m=32, wgrad="atomic", wgrad_slots=3)):
+        count = len(outside)
+        rgb, sigma = ff.fused_decode(planes, weights, points[:, :40], dirs[:, :40], config=config)
+        (rgb.sum() + sigma.sum()).backward()
+        assert len(outside) > count + 50 and sum(outside) == 0
 
 
 def _loss_weights(seed: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:
