@@ -52,6 +52,9 @@ class SynthConfig:
     resolution: int = 128
     """Image side in pixels."""
     seed: int = 0
+    bodies: str = "primitives"
+    """``primitives`` (capsules and ellipsoids) or ``anny`` (realistic bodies and garments; needs the ``anny``
+    extra)."""
 
 
 @dataclass
