@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from humanliff.config import SynthConfig
+from humanliff.config import SYNTH_BODIES, SynthConfig
 from humanliff.data.bounds import BOUNDS_FILE, SYNBODY_Y_PAD, pad_box, write_bounds
 from humanliff.data.figures import figure_bounds, random_figure
 from humanliff.data.raycast import render_layers
@@ -32,8 +32,6 @@ from humanliff.runtime.cameras import sphere_cameras
 log = logging.getLogger(__name__)
 JPEG_QUALITY = 95
 FOV_DEG = 40.0
-BODIES = ("primitives", "anny")
-"""``synth.bodies`` choices."""
 
 
 def subject_name(index: int) -> str:
@@ -91,8 +89,8 @@ def synthesize_dataset(out_dir: str | Path, subjects: int, views: int, resolutio
     if subjects < 1 or views < 1 or resolution < 8:
         raise HumanLiffError(f"synth: need subjects >= 1, views >= 1 and resolution >= 8 "
                              f"(got {subjects}, {views}, {resolution})")
-    if bodies not in BODIES:
-        raise HumanLiffError(f"synth: bodies must be one of {', '.join(BODIES)} (got '{bodies}')")
+    if bodies not in SYNTH_BODIES:
+        raise HumanLiffError(f"synth: bodies must be one of {', '.join(SYNTH_BODIES)} (got '{bodies}')")
     if bodies == "anny":
         from humanliff.data.anny_body import require_anny
 
