@@ -75,8 +75,8 @@ class AnnyBody:
 
 
 def random_phenotype(rng: np.random.Generator) -> dict[str, float]:
-    """Adult phenotypes in anny's [0, 1] ranges (age 0.55..0.95: young adult to elder)."""
-    return {"gender": rng.uniform(0.0, 1.0), "age": rng.uniform(0.55, 0.95), "muscle": rng.uniform(0.2, 0.8),
+    """Adult phenotypes in anny's [0, 1] ranges (gender 0 male, 1 female; age 2/3 young adult, 1 elder)."""
+    return {"gender": rng.uniform(0.0, 1.0), "age": rng.uniform(0.6, 0.92), "muscle": rng.uniform(0.2, 0.8),
             "weight": rng.uniform(0.15, 0.8), "height": rng.uniform(0.15, 0.7), "proportions": rng.uniform(0.3, 0.8)}
 
 

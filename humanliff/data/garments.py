@@ -35,11 +35,12 @@ class MeshPart:
     faces: np.ndarray
     normals: np.ndarray
     layer: int
-    material: Material
+    material: Material | Banded
 
     def shifted(self, offset: np.ndarray) -> MeshPart:
         """The same part moved by ``offset [3]``."""
-        return MeshPart(self.vertices + offset, self.faces, self.normals, self.layer, self.material)
+        material = self.material.shifted(offset) if isinstance(self.material, Banded) else self.material
+        return MeshPart(self.vertices + offset, self.faces, self.normals, self.layer, material)
 
 
 def _parts(body: AnnyBody, *names: str) -> np.ndarray:
@@ -53,7 +54,7 @@ def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
 
 
 def _split(vertices: np.ndarray, normals: np.ndarray, faces: np.ndarray, in_second: np.ndarray, layer: int,
-           first: Material, second: Material) -> list[MeshPart]:
+           first: Material | Banded, second: Material) -> list[MeshPart]:
     """Two parts sharing vertices: faces where ``in_second [F]`` is false get ``first``, the others ``second``."""
     return [MeshPart(vertices, f, normals, layer, m) for f, m in ((faces[~in_second], first),
                                                                   (faces[in_second], second)) if len(f)]
@@ -78,8 +79,8 @@ def garment(body: AnnyBody, normals: np.ndarray, covered: np.ndarray, gap: np.nd
     edges = np.sort(local[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
     open_edges = edges[trimesh.grouping.group_rows(edges, require_count=1)]
     m = len(used)
-    outer = base + n * gap[:, None]
-    inner = base + n * (0.2 * gap)[:, None]
+    outer = _smooth_loops(base + n * gap[:, None], open_edges)
+    inner = _smooth_loops(base + n * (0.2 * gap)[:, None], open_edges)
     a, b = open_edges[:, 0], open_edges[:, 1]
     rim = np.concatenate([np.stack([a, b, b + m], 1), np.stack([a, b + m, a + m], 1)])
     vertices, shading = np.concatenate([outer, inner]), np.concatenate([n, n])
@@ -88,6 +89,43 @@ def garment(body: AnnyBody, normals: np.ndarray, covered: np.ndarray, gap: np.nd
         near_edge = cKDTree(outer[np.unique(open_edges)]).query(outer)[0] < HEM_WIDTH
     in_hem = np.concatenate([near_edge[local].all(axis=1), np.ones(len(rim), dtype=bool)])
     return _split(vertices, shading, np.concatenate([local, rim]), in_hem, layer, material, hem)
+
+
+def _smooth_loops(points: np.ndarray, edges: np.ndarray, iterations: int = 6) -> np.ndarray:
+    """Smooth the open edges ``[E, 2]`` of a mesh along themselves (the zig-zag of a cut along triangles
+    becomes a smooth hem line); other points stay."""
+    points = points.copy()
+    if not len(edges):
+        return points
+    ends = np.concatenate([edges, edges[:, ::-1]])
+    count = np.bincount(ends[:, 0], minlength=len(points))[:, None]
+    on_edge = count[:, 0] > 0
+    for _ in range(iterations):
+        total = np.zeros_like(points)
+        np.add.at(total, ends[:, 0], points[ends[:, 1]])
+        points[on_edge] = 0.5 * points[on_edge] + 0.5 * total[on_edge] / count[on_edge]
+    return points
+
+
+@dataclass(frozen=True)
+class Banded:
+    """A base material with boxes of other colours (underwear over the skin): each band is
+    ``(lo [3], hi [3], colour)`` and colours the points inside that axis-aligned box (metres, world; evaluated
+    per hit point, so the band's edges are smooth whatever the triangles)."""
+
+    base: Material
+    bands: tuple[tuple[np.ndarray, np.ndarray, tuple[float, float, float]], ...]
+
+    def albedo(self, points: np.ndarray) -> np.ndarray:
+        """Albedo ``[N, 3]`` at surface points ``[N, 3]``."""
+        out = self.base.albedo(points)
+        for lo, hi, colour in self.bands:
+            out[((points > lo) & (points < hi)).all(axis=1)] = colour
+        return out
+
+    def shifted(self, offset: np.ndarray) -> Banded:
+        """The same bands moved by ``offset [3]``."""
+        return Banded(self.base, tuple((lo + offset, hi + offset, c) for lo, hi, c in self.bands))
 
 
 def _darker(material: Material, factor: float = 0.7) -> Material:
@@ -112,17 +150,21 @@ def _pattern(rng: np.random.Generator, colour: tuple, palette: tuple, scale: flo
 
 
 def body_parts(body: AnnyBody, normals: np.ndarray, rng: np.random.Generator) -> list[MeshPart]:
-    """Layer 0: skin of a random tone, underwear (briefs, and a top for feminine bodies) and hair."""
+    """Layer 0: skin of a random tone, underwear (briefs, and a top for feminine bodies) and hair (buzz cut,
+    short, or long down the neck)."""
     v, y = body.vertices, body.vertices[:, 1]
     hip, s = body.joint_y("upperleg01.L"), body.joint_y("head") / 1.6
     skin, under = Material(pick_colour(rng, SKIN_TONES, 0.03)), Material(pick_colour(rng, UNDERWEAR))
-    trunk = _parts(body, "pelvis", "thigh", "torso")
-    dressed = trunk & (y > hip - 0.085 * s) & (y < hip + 0.075 * s)
-    if body.phenotype["gender"] < 0.5:
+    trunk = v[_parts(body, "pelvis", "torso")]
+    half = np.array([np.abs(trunk[:, 0]).max() + 0.01, 0.0, 1.0])
+    bands = [(np.array([0.0, hip - 0.085 * s, 0.0]) - half, np.array([0.0, hip + 0.075 * s, 0.0]) + half, under.colour)]
+    if body.phenotype["gender"] > 0.5:  # anny: 0 male, 1 female
         chest = body.joint_y("spine01")
-        dressed |= _parts(body, "torso") & (y > chest - 0.06 * s) & (y < chest + 0.07 * s)
-    parts = _split(v, normals, body.faces, dressed[body.faces].all(axis=1), 0, skin, under)
-    style = rng.integers(3)
+        bands.append((np.array([0.0, chest - 0.05 * s, 0.0]) - half, np.array([0.0, chest + 0.065 * s, 0.0]) + half,
+                      under.colour))
+    arms = _parts(body, "upperarm", "forearm", "hand")[body.faces].any(axis=1)
+    parts = _split(v, normals, body.faces, arms, 0, Banded(skin, tuple(bands)), skin)
+    style = rng.choice(3, p=(0.2, 0.45, 0.35))
     head = body.joints["head"]
     rel = v - head
     top = y[_parts(body, "head")].max()
