@@ -33,7 +33,7 @@ def test_garment_is_an_offset_surface_with_a_rim_and_a_hem_band():
     cloth, hem = garment(body, normals, body.vertices[:, 1] > 0.0, 0.02, 1, RED, DARK)
     assert cloth.layer == hem.layer == 1 and cloth.material is RED and hem.material is DARK
     outer = cloth.vertices[np.unique(cloth.faces)]
-    np.testing.assert_allclose(np.linalg.norm(outer, axis=1), 0.52, atol=2e-3)  # the gap along the normals
+    np.testing.assert_allclose(np.linalg.norm(outer, axis=1), 0.52, atol=2e-3)  # the gap, a smooth hem line
     assert outer[:, 1].min() > 0.0  # only over the covered vertices
     radii = np.linalg.norm(hem.vertices[np.unique(hem.faces)], axis=1)
     assert radii.min() == pytest.approx(0.504, abs=2e-3) and radii.max() == pytest.approx(0.52, abs=2e-3)
