@@ -16,6 +16,7 @@ from humanliff.data.garments import HEM_WIDTH, MeshPart, garment, vertex_normals
 from humanliff.data.loader import load_dataset
 from humanliff.data.primitives import Material
 from humanliff.data.synth import synthesize_dataset
+from humanliff.errors import HumanLiffError
 from humanliff.runtime.cameras import sphere_cameras
 
 RED, DARK = Material((0.9, 0.1, 0.1)), Material((0.2, 0.05, 0.05))
@@ -68,6 +69,11 @@ def test_bodies_anny_without_anny_is_one_clear_line(monkeypatch, tmp_path):
     assert result.exit_code == 1
     assert result.output.strip() == "error: --bodies: anny is not installed (pip install humanliff[anny])"
     assert not (tmp_path / "ds").exists()
+
+
+def test_unknown_bodies_name_the_choices(tmp_path):
+    with pytest.raises(HumanLiffError, match="bodies must be one of primitives, anny"):
+        synthesize_dataset(tmp_path / "ds", subjects=1, views=1, resolution=8, seed=0, bodies="smplx")
 
 
 @pytest.fixture(scope="module")
