@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from humanliff.config import Config, load_config
+from humanliff.config import SYNTH_BODIES, Config, load_config
 from humanliff.errors import HumanLiffError
 
 SAMPLER_NAMES = ("ddpm", "ddim", "dpmpp", "dpmpp_sde")
@@ -153,14 +153,16 @@ def train_command(cfg: Config, store: str, run_dir: str, device: str | None) -> 
 @click.option("--views", type=int, default=None, help="Views per layer (default: synth.views).")
 @click.option("--resolution", type=int, default=None, help="Image side, pixels (default: synth.resolution).")
 @click.option("--seed", type=int, default=None, help="Random seed (default: synth.seed).")
+@click.option("--bodies", type=click.Choice(SYNTH_BODIES), default=None,
+              help="primitives, or anny bodies with mesh garments (needs humanliff[anny]; default: synth.bodies).")
 def data_synth_command(cfg: Config, out_dir: str, subjects: int | None, views: int | None,
-                       resolution: int | None, seed: int | None) -> None:
+                       resolution: int | None, seed: int | None, bodies: str | None) -> None:
     """Write synthetic layered humans in the SynBody layout (body, +pants, +shirt, +shoes)."""
     import dataclasses
 
     from humanliff.data.synth import synthesize_from_config
 
-    chosen = {"subjects": subjects, "views": views, "resolution": resolution, "seed": seed}
+    chosen = {"subjects": subjects, "views": views, "resolution": resolution, "seed": seed, "bodies": bodies}
     synth = dataclasses.replace(cfg.synth, **{k: v for k, v in chosen.items() if v is not None})
     click.echo(f"wrote {synthesize_from_config(synth, out_dir)}")
 

@@ -43,6 +43,10 @@ class DataConfig:
     """Folder of the SMPL / SMPL-X model files, used only where no bounds file exists."""
 
 
+SYNTH_BODIES = ("primitives", "anny")
+"""``synth.bodies`` choices (here so that the CLI lists them without importing the generator)."""
+
+
 @dataclass
 class SynthConfig:
     """The built-in synthetic layered humans (``humanliff data synth``)."""
@@ -52,6 +56,9 @@ class SynthConfig:
     resolution: int = 128
     """Image side in pixels."""
     seed: int = 0
+    bodies: str = "primitives"
+    """``primitives`` (capsules and ellipsoids) or ``anny`` (realistic bodies and garments; needs the ``anny``
+    extra)."""
 
 
 @dataclass

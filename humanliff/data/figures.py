@@ -23,7 +23,8 @@ SHIRTS = ((0.85, 0.15, 0.15), (0.15, 0.55, 0.25), (0.20, 0.40, 0.85), (0.95, 0.8
 SHOES = ((0.95, 0.95, 0.95), (0.10, 0.10, 0.10), (0.45, 0.25, 0.12), (0.80, 0.10, 0.10), (0.15, 0.30, 0.75))
 
 
-def _pick(rng: np.random.Generator, palette: tuple, jitter: float = 0.04) -> tuple[float, float, float]:
+def pick_colour(rng: np.random.Generator, palette: tuple, jitter: float = 0.04) -> tuple[float, float, float]:
+    """A colour of ``palette``, each channel jittered by up to ``jitter`` (clipped to [0.05, 1])."""
     colour = np.asarray(palette[rng.integers(len(palette))]) + rng.uniform(-jitter, jitter, 3)
     return tuple(float(c) for c in np.clip(colour, 0.05, 1.0))
 
@@ -49,7 +50,7 @@ def random_figure(rng: np.random.Generator) -> list[Primitive]:
     belly = rng.uniform(0.9, 1.25)
     leg = rng.uniform(0.47, 0.52) * height
     arm_angle = np.radians(rng.uniform(35.0, 50.0))
-    skin = Material(_pick(rng, SKIN_TONES, 0.03))
+    skin = Material(pick_colour(rng, SKIN_TONES, 0.03))
 
     head = np.array([0.0, height - 0.115 * s, 0.0])
     neck_top, neck_bottom = head + [0, -0.07 * s, -0.01 * s], np.array([0.0, height - 0.29 * s, -0.01 * s])
@@ -70,26 +71,26 @@ def random_figure(rng: np.random.Generator) -> list[Primitive]:
         Capsule(neck_top, neck_bottom, 0.052 * s * thick, 0, skin),
         Ellipsoid(chest_c, eye, chest_r, 0, skin),
         Ellipsoid(belly_c, eye, belly_r, 0, skin),
-        Ellipsoid(pelvis_c, eye, pelvis_r, 0, Material(_pick(rng, UNDERWEAR))),
+        Ellipsoid(pelvis_c, eye, pelvis_r, 0, Material(pick_colour(rng, UNDERWEAR))),
     ]
     hair_kind = rng.integers(3)
     if hair_kind > 0:
-        hair = Material(_pick(rng, HAIR))
+        hair = Material(pick_colour(rng, HAIR))
         cap = np.array([0.083, 0.108, 0.094]) * s
         body.append(Ellipsoid(head + [0, 0.022 * s, -0.022 * s], eye, cap, 0, hair))
         if hair_kind == 2:
             long_hair = np.array([0.085, 0.16, 0.06]) * s
             body.append(Ellipsoid(head + [0, -0.09 * s, -0.045 * s], eye, long_hair, 0, hair))
 
-    pants = Material(_pick(rng, PANTS))
+    pants = Material(pick_colour(rng, PANTS))
     long_pants = rng.uniform() < 0.6
-    shirt_colour = _pick(rng, SHIRTS)
+    shirt_colour = pick_colour(rng, SHIRTS)
     pattern = ("plain", "plain", "hstripes", "vstripes")[rng.integers(4)]
-    shirt = Material(shirt_colour, _pick(rng, SHIRTS + ((0.1, 0.1, 0.1),)) if pattern != "plain" else None,
+    shirt = Material(shirt_colour, pick_colour(rng, SHIRTS + ((0.1, 0.1, 0.1),)) if pattern != "plain" else None,
                      pattern, float(rng.uniform(0.03, 0.06) * s))
     loose = rng.uniform() < 0.5
     sleeves = ("none", "short", "long")[rng.integers(3)]
-    shoes = Material(_pick(rng, SHOES))
+    shoes = Material(pick_colour(rng, SHOES))
     pants_gap = 0.014 * s
     shirt_gap = (0.035 if loose else 0.014) * s
 

@@ -43,13 +43,8 @@ def render_layers(figure: list[Primitive], K: np.ndarray, R: np.ndarray, T: np.n
     """
     s = supersample
     fine = s * size
-    K_fine = K.astype(np.float64).copy()
-    K_fine[:2] *= s
-    K_fine[:2, 2] += 0.5 * (s - 1)
+    K_fine, origin, dirs = supersampled_rays(K, R, T, size, s)
     k_t, r_t, t_t = (torch.from_numpy(np.asarray(a, dtype=np.float32)) for a in (K_fine, R, T))
-    origins, dirs = camera_rays(k_t, r_t, t_t, fine, fine)
-    origin = origins[0, 0].double().numpy()
-    dirs = dirs.double().numpy()
 
     spheres = [p.bounding_sphere() for p in figure]
     centres = torch.from_numpy(np.stack([c for c, _ in spheres]).astype(np.float32))
@@ -78,8 +73,32 @@ def render_layers(figure: list[Primitive], K: np.ndarray, R: np.ndarray, T: np.n
             depth_buf[layer, index[closer]] = t[closer]
             colour_buf[layer, index[closer]] = colour[closer]
 
-    coverage = np.isfinite(depth_buf).reshape(N_LAYERS, size, s, size, s).mean(axis=(2, 4))
-    images = colour_buf.reshape(N_LAYERS, size, s, size, s, 3).mean(axis=(2, 4))
+    return resolve_supersampled(np.isfinite(depth_buf), colour_buf, size, s)
+
+
+def supersampled_rays(K: np.ndarray, R: np.ndarray, T: np.ndarray, size: int, supersample: int
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rays of a ``supersample``-times finer image of one camera.
+
+    Returns ``(K_fine [3, 3], origin [3], dirs [fine, fine, 3])`` float64, ``fine = supersample * size``.
+    """
+    s = supersample
+    K_fine = K.astype(np.float64).copy()
+    K_fine[:2] *= s
+    K_fine[:2, 2] += 0.5 * (s - 1)
+    k_t, r_t, t_t = (torch.from_numpy(np.asarray(a, dtype=np.float32)) for a in (K_fine, R, T))
+    origins, dirs = camera_rays(k_t, r_t, t_t, s * size, s * size)
+    return K_fine, origins[0, 0].double().numpy(), dirs.double().numpy()
+
+
+def resolve_supersampled(hit: np.ndarray, colour: np.ndarray, size: int, supersample: int
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """Average supersampled layers (``hit`` bool ``[L, fine*fine]``, ``colour`` ``[L, fine*fine, 3]`` in [0, 1],
+    black where missed) into ``(images uint8 [L, size, size, 3], masks bool [L, size, size])``: a pixel is in
+    the mask when at least half its samples hit; pixels outside a mask are 0."""
+    s, n = supersample, hit.shape[0]
+    coverage = hit.reshape(n, size, s, size, s).mean(axis=(2, 4))
+    images = colour.reshape(n, size, s, size, s, 3).mean(axis=(2, 4))
     masks = coverage >= 0.5
     images = np.where(masks[..., None], np.round(images * 255.0), 0).astype(np.uint8)
     return images, masks

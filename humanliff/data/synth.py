@@ -7,6 +7,7 @@ view), ``bounds.json`` (world box padded as the original pads SynBody's), and fo
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import multiprocessing
@@ -19,7 +20,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from humanliff.config import SynthConfig
+from humanliff.config import SYNTH_BODIES, SynthConfig
 from humanliff.data.bounds import BOUNDS_FILE, SYNBODY_Y_PAD, pad_box, write_bounds
 from humanliff.data.figures import figure_bounds, random_figure
 from humanliff.data.raycast import render_layers
@@ -38,11 +39,22 @@ def subject_name(index: int) -> str:
     return f"seq_{index:06d}"
 
 
-def write_subject(subject_dir: Path, seed: int, index: int, views: int, resolution: int) -> None:
+def write_subject(subject_dir: Path, seed: int, index: int, views: int, resolution: int,
+                  bodies: str = "primitives") -> None:
     """Generate subject ``index`` of the dataset with ``seed`` and write its files into ``subject_dir``."""
     rng = np.random.default_rng([seed, index])
-    figure = random_figure(rng)
-    lo, hi = figure_bounds(figure)
+    if bodies == "anny":
+        from humanliff.data.anny_body import random_body
+        from humanliff.data.garments import dressed_body, mesh_bounds
+        from humanliff.data.meshcast import LayeredScene
+
+        parts = dressed_body(random_body(rng), rng)
+        lo, hi = mesh_bounds(parts)
+        render = LayeredScene(parts).render
+    else:
+        figure = random_figure(rng)
+        lo, hi = figure_bounds(figure)
+        render = functools.partial(render_layers, figure)
     bounds = pad_box(np.stack([lo, hi]), y_pad=SYNBODY_Y_PAD)
     K, R, T = (a.numpy() for a in sphere_cameras(torch.from_numpy(bounds), views, resolution, fov_deg=FOV_DEG,
                                                  azimuth_offset_deg=float(rng.uniform(0.0, 360.0))))
@@ -52,7 +64,7 @@ def write_subject(subject_dir: Path, seed: int, index: int, views: int, resoluti
                for v in range(views)}
     (subject_dir / "cameras.json").write_text(json.dumps(cameras, indent=1) + "\n")
     for v in range(views):
-        images, masks = render_layers(figure, K[v], R[v], T[v], resolution)
+        images, masks = render(K[v], R[v], T[v], resolution)
         for layer, folder in enumerate(LAYERS):
             img_dir = subject_dir / folder / "img" / f"camera{v:04d}"
             mask_dir = subject_dir / folder / "mask" / f"camera{v:04d}"
@@ -63,12 +75,13 @@ def write_subject(subject_dir: Path, seed: int, index: int, views: int, resoluti
 
 
 def synthesize_dataset(out_dir: str | Path, subjects: int, views: int, resolution: int, seed: int,
-                       workers: int = 0) -> Path:
+                       workers: int = 0, bodies: str = "primitives") -> Path:
     """Write a synthetic layered dataset (SynBody layout); the folder appears only when complete.
 
     Args:
         out_dir: dataset folder (replaced if it exists); subjects, views: counts; resolution: image side in
-            pixels; seed: the same seed gives the same files; workers: processes (0: one per CPU, at most 8).
+            pixels; seed: the same seed gives the same files; workers: processes (0: one per CPU, at most 8);
+            bodies: ``"primitives"`` (capsules and ellipsoids) or ``"anny"`` (anny bodies with mesh garments).
 
     Returns:
         ``out_dir`` as a path.
@@ -76,6 +89,12 @@ def synthesize_dataset(out_dir: str | Path, subjects: int, views: int, resolutio
     if subjects < 1 or views < 1 or resolution < 8:
         raise HumanLiffError(f"synth: need subjects >= 1, views >= 1 and resolution >= 8 "
                              f"(got {subjects}, {views}, {resolution})")
+    if bodies not in SYNTH_BODIES:
+        raise HumanLiffError(f"synth: bodies must be one of {', '.join(SYNTH_BODIES)} (got '{bodies}')")
+    if bodies == "anny":
+        from humanliff.data.anny_body import require_anny
+
+        require_anny()
     out_dir = Path(out_dir)
     names = [subject_name(i) for i in range(subjects)]
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -83,7 +102,7 @@ def synthesize_dataset(out_dir: str | Path, subjects: int, views: int, resolutio
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         (tmp / "human_list.txt").write_text("\n".join(names) + "\n")
-        jobs = [(tmp / name, seed, i, views, resolution) for i, name in enumerate(names)]
+        jobs = [(tmp / name, seed, i, views, resolution, bodies) for i, name in enumerate(names)]
         bar = tqdm(total=subjects, desc="synth", unit="subject", leave=False)
         if workers <= 1:
             threads = torch.get_num_threads()
@@ -113,5 +132,5 @@ def _single_thread() -> None:
 
 def synthesize_from_config(cfg: SynthConfig, out_dir: str | Path) -> Path:
     """``synthesize_dataset`` with the counts of a ``SynthConfig``."""
-    return synthesize_dataset(out_dir, cfg.subjects, cfg.views, cfg.resolution, cfg.seed)
+    return synthesize_dataset(out_dir, cfg.subjects, cfg.views, cfg.resolution, cfg.seed, bodies=cfg.bodies)
 
