@@ -57,7 +57,7 @@ CHECK_SEED = 1234
 UNET_LAYOUTS = ("parts", "whole", "both")
 """``parts``: the four parts the runtime replays as a two-stream CUDA graph; ``whole``: one graph (the
 C++ example's); ``both``: both, the runtime using the parts."""
-DEFAULT_FORMATS = {"cuda": ("aoti", "torchscript", "ep"), "cpu": ("torchscript", "onnx", "ep")}
+DEFAULT_FORMATS = {"cuda": ("aoti", "torchscript", "ep"), "cpu": ("onnx", "ep")}
 """``--formats auto`` per device type: loaded engines first, ``ep`` as the portable fallback."""
 
 

@@ -215,7 +215,7 @@ def data_preview_command(cfg: Config, root: str, out: str, layout: str | None, v
 @click.option("--out", "out_dir", required=True, metavar="DIR",
               help="Artifacts folder (replaced when complete).")
 @click.option("--formats", default="auto", show_default=True, metavar="LIST",
-              help="auto (CUDA: aoti,torchscript,ep; CPU: torchscript,onnx,ep) or a comma-separated list of "
+              help="auto (CUDA: aoti,torchscript,ep; CPU: onnx,ep) or a comma-separated list of "
                    f"{', '.join(FORMAT_NAMES)}.")
 @click.option("--engine-batch", "batch", type=int, default=1, show_default=True,
               help="Humans per UNet call the engines are tuned for (TensorRT profile, CUDA graphs).")

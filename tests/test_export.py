@@ -15,13 +15,14 @@ from humanliff.cli import app
 from humanliff.config import load_config
 from humanliff.errors import HumanLiffError
 from humanliff.export.artifacts import export_network, parse_formats, torch_decoder
-from humanliff.export.onnx_export import export_onnx
-from humanliff.export.spec import DecoderGraph, UNetGraph, decoder_spec, unet_spec
-from humanliff.export.tensorrt_build import build_engine
-from humanliff.export.verify import TOLERANCE, max_rel_error
+from humanliff.export.spec import DecoderGraph, UNetGraph, decoder_spec, unet_part_specs, unet_spec
 from humanliff.models.decoder import build_decoder
 from humanliff.models.unet import build_unet
-from humanliff.runtime.engines import EngineUnavailable, run_isolated
+from humanliff.runtime.formats import EngineUnavailable
+from humanliff.runtime.formats.aoti_compiler import candidates, choose_compiler
+from humanliff.runtime.formats.base import TOLERANCE, WriteJob, max_rel_error, run_isolated
+from humanliff.runtime.formats.onnx import write_onnx
+from humanliff.runtime.formats.tensorrt import build_plan, profile
 from humanliff.runtime.manifest import MANIFEST_VERSION, read_manifest, sha256_file
 from humanliff.training.store import open_store
 
@@ -35,8 +36,8 @@ def exported(tmp_path_factory):
     ema, store, _ = make_tiny_models(root)
     out = root / "artifacts"
     result = CliRunner().invoke(app, ["export", "--unet", str(ema), "--store", str(store), "--out", str(out),
-                                      "--formats", "ep,tensorrt", "--batch", "2", "--device", "cpu",
-                                      "--set", "sample.image_size=20"])
+                                      "--formats", "ep,tensorrt", "--engine-batch", "2", "--device", "cpu",
+                                      "--unet-layout", "whole", "--set", "sample.image_size=20"])
     assert result.exit_code == 0, result.output
     return out, result.output
 
@@ -48,8 +49,8 @@ def test_unet_spec_inputs_profile_and_limits():
     assert feeds["x"].shape == (3, 27, 16, 16) and feeds["x"].dtype == torch.float32
     assert feeds["timesteps"].dtype == torch.int64 and 0 <= int(feeds["timesteps"].min()) < 1000
     assert int(feeds["y"].max()) < 4
-    assert spec.profile({"batch": 2})["x"] == ((1, 27, 16, 16), (2, 27, 16, 16), (4, 27, 16, 16))
-    assert spec.dynamic_shapes()["y"][0].__name__ == "batch"
+    assert profile(spec.network_spec({"batch": 2}))["x"] == ((1, 27, 16, 16), (2, 27, 16, 16), (4, 27, 16, 16))
+    assert spec.dynamic_shapes()[3][0].__name__ == "batch"
     assert spec.network_spec({"batch": 2}).dims == {"batch": (1, 2, 4)}
     with pytest.raises(HumanLiffError, match=r"batch = 5 is outside the supported range \[1, 4\]"):
         spec.sample_inputs({"batch": 5})
@@ -67,8 +68,53 @@ def test_decoder_spec_sample_inputs():
 def test_parse_formats():
     assert parse_formats("onnx,ep") == ["ep", "onnx"]
     assert parse_formats("tensorrt") == ["onnx", "tensorrt"]
+    assert parse_formats("aoti,torchscript") == ["torchscript", "aoti"]
+    assert parse_formats("auto", torch.device("cpu")) == ["ep", "onnx"]
+    assert parse_formats("auto", torch.device("cuda")) == ["ep", "torchscript", "aoti"]
     with pytest.raises(HumanLiffError, match="unknown export format.*trt"):
         parse_formats("onnx,trt")
+
+
+def test_unet_parts_compose_to_the_whole_unet():
+    torch.manual_seed(0)
+    unet = build_unet(load_config("tiny").unet, 16)
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    parts = unet_part_specs(unet, 16, 27, 4, 1000, 4, torch.float32)
+    assert [spec.name for _, spec in parts] == ["unet.embed", "unet.encode_control", "unet.encode", "unet.decode"]
+    decode = parts[-1][1]
+    blocks = len(unet.input_blocks)
+    assert [s.name for s in decode.inputs] == ["emb", *(f"h{i}" for i in range(blocks)),
+                                               *(f"c{i}" for i in range(blocks))]
+    assert parts[2][1].outputs[0].shape == ("batch", 32, 16, 16) and decode.outputs[0].name == "eps"
+    feeds = unet_spec(16, 27, 4, 1000, 4).sample_inputs({"batch": 3}, torch.Generator().manual_seed(1))
+    values = dict(feeds)
+    for graph, spec in parts:
+        out = graph(*(values[s.name] for s in spec.inputs))
+        values.update(zip([s.name for s in spec.outputs], out if isinstance(out, tuple) else (out,), strict=True))
+    torch.testing.assert_close(values["eps"], UNetGraph(unet)(**feeds))
+
+
+def test_aoti_compiler_candidates_and_refusal(monkeypatch, tmp_path):
+    monkeypatch.setenv("HUMANLIFF_CACHE", str(tmp_path))
+    monkeypatch.setenv("CXX", "no-such-compiler-xyz")
+    found = candidates()
+    assert found and "no-such-compiler-xyz" not in found  # absent $CXX skipped, g++ / c++ found once
+    assert len({__import__("os").path.realpath(c) for c in found}) == len(found)
+    with pytest.raises(EngineUnavailable, match="--cxx /nope/g\\+\\+: no such compiler"):
+        candidates("/nope/g++")
+    monkeypatch.setattr("humanliff.runtime.formats.aoti_compiler._probe", lambda cxx, device: "crashed (signal 11)")
+    with pytest.raises(EngineUnavailable, match=r"no C\+\+ compiler builds AOTInductor packages that load here "
+                                                r"\(.*crashed \(signal 11\)"):
+        choose_compiler(torch.device("cpu"))
+    monkeypatch.setattr("humanliff.runtime.formats.aoti_compiler._probe", lambda cxx, device: "ok")
+    # cached outcomes win over a new probe: the crash recorded above is remembered per compiler
+    with pytest.raises(EngineUnavailable, match="crashed"):
+        choose_compiler(torch.device("cpu"))
+    (tmp_path / "aoti-compilers.json").unlink()
+    cxx, tried = choose_compiler(torch.device("cpu"))
+    assert cxx == found[0] and tried == {found[0]: "ok"}
 
 
 def test_max_rel_error():
@@ -81,9 +127,12 @@ def test_max_rel_error():
 def test_onnx_rejects_opset_20(tmp_path):
     graph = DecoderGraph(build_decoder(load_config("tiny").decoder))
     spec = decoder_spec(8, 27, 2)
-    program = torch.export.export(graph, tuple(spec.sample_inputs({"batch": 1, "points": 8}).values()))
+    example = tuple(spec.sample_inputs({"batch": 1, "points": 8}).values())
+    program = torch.export.export(graph, example)
+    job = WriteJob("decoder", program, graph, example, spec.network_spec({"batch": 1, "points": 8}), tmp_path,
+                   torch.device("cpu"), "fp32", {"opset": 20})
     with pytest.raises(HumanLiffError, match="opset 20 is not supported.*GridSample"):
-        export_onnx(program, spec, tmp_path / "d.onnx", opset=20)
+        write_onnx(job)
 
 
 def test_export_writes_checked_artifacts_and_manifest(exported):
@@ -143,7 +192,7 @@ def test_export_bad_inputs(tmp_path):
 @pytest.mark.skipif(HAS_TENSORRT, reason="checks the message shown without tensorrt")
 def test_tensorrt_absent_is_one_clear_error(tmp_path):
     with pytest.raises(EngineUnavailable, match="tensorrt is not installed"):
-        build_engine(tmp_path / "m.onnx", tmp_path / "m.plan", unet_spec(16, 27, 4, 1000, 2), {"batch": 1})
+        build_plan(tmp_path / "m.onnx", tmp_path / "m.plan", unet_spec(16, 27, 4, 1000, 2).network_spec({"batch": 1}))
 
 
 def test_isolated_check_survives_a_crash():
@@ -155,15 +204,15 @@ def test_isolated_check_survives_a_crash():
 
 @pytest.mark.slow
 def test_aoti_decoder_compiles_loads_in_subprocess_and_matches(tmp_path):
-    """AOTInductor on the CPU (about 20 s): package and .so, each loader checked in a subprocess."""
+    """AOTInductor on the CPU: the compiler probe, the package (weights as a blob) checked in a subprocess."""
     graph = DecoderGraph(build_decoder(load_config("tiny").decoder))
     spec = decoder_spec(16, 27, 2)
     record = export_network(graph, spec, {"batch": 1, "points": 64}, tmp_path, ["aoti"], torch.device("cpu"),
                             "fp32")
     art = record["artifacts"]["aoti"]
     assert art["status"] == "ok", json.dumps(art)
-    assert set(art["files"]) == {"decoder.pt2", "decoder.so"}
-    assert art["loaders"] == {"package": "ok", "package_loader": "ok", "so": "ok"}
+    assert set(art["files"]) == {"decoder.pt2"} and art["bytes"] == (tmp_path / "decoder.pt2").stat().st_size
+    assert art["loader"] == "ok" and art["compiler"] in art["compilers"] and art["load_s"] > 0
     assert art["check"]["max_rel_err"] < 1e-5 and art["checked_on"].endswith("/cpu")
 
 
@@ -176,6 +225,6 @@ def test_unet_graph_computes_in_bf16_with_float32_io():
     reference = UNetGraph(copy.deepcopy(unet))
     graph = UNetGraph(unet, torch.bfloat16)
     feeds = unet_spec(16, 27, 4, 1000, 2).sample_inputs({"batch": 2}, torch.Generator().manual_seed(0))
-    out = graph(**feeds)
+    out = graph(*feeds.values())
     assert out.dtype == torch.float32
-    assert 1e-4 < max_rel_error({"eps": out}, {"eps": reference(**feeds)}) < TOLERANCE["bf16"]
+    assert 1e-4 < max_rel_error({"eps": out}, {"eps": reference(*feeds.values())}) < TOLERANCE["bf16"]

@@ -17,16 +17,14 @@ from humanliff.deploy import engine_field, run_artifacts
 from humanliff.errors import HumanLiffError, InputFileError
 from humanliff.export.artifacts import export_artifacts
 from humanliff.generate import generate
-from humanliff.runtime.engines import (
-    AOTIEngine,
-    EngineUnavailable,
-    OnnxEngine,
-    TensorRTEngine,
-    device_key,
-    graphed,
-    load_engine,
-)
+from humanliff.runtime.engines import graphed, load_engine
+from humanliff.runtime.formats import FORMATS, PREFERENCE, EngineUnavailable
+from humanliff.runtime.formats.aoti import AOTIEngine
+from humanliff.runtime.formats.base import device_key
+from humanliff.runtime.formats.onnx import OnnxEngine
+from humanliff.runtime.formats.tensorrt import TensorRTEngine
 from humanliff.runtime.manifest import MANIFEST_NAME, NetworkSpec, network_spec, read_manifest, sha256_file
+from humanliff.runtime.unet_engine import load_unet
 
 FAST = ["sample.views=1", "sample.turntable_frames=2", "sample.image_size=16", "sample.mesh_resolution=12",
         "render.occupancy_resolution=0"]
@@ -35,11 +33,11 @@ FORBIDDEN = ("humanliff.training", "humanliff.models", "humanliff.data", "humanl
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory):
-    """The tiny models and their ep + onnx artifacts (fp32, batch 2)."""
+    """The tiny models and their ep + onnx + torchscript artifacts (fp32, batch 2), the UNet whole and in parts."""
     root = tmp_path_factory.mktemp("runtime")
     ema, store, _ = make_tiny_models(root)
-    export_artifacts(ema, store, root / "artifacts", "ep,onnx", batch=2, device="cpu", overrides=FAST,
-                     progress=False)
+    export_artifacts(ema, store, root / "artifacts", "ep,onnx,torchscript", batch=2, device="cpu", overrides=FAST,
+                     unet_layout="both", progress=False)
     return ema, store, root / "artifacts"
 
 
@@ -95,7 +93,7 @@ def test_shapes_that_disagree_with_the_manifest(artifacts):
 def test_engines_agree_and_fall_back(artifacts):
     folder = artifacts[2]
     onnx = load_engine(folder, "unet", prefer=("tensorrt", "aoti", "onnx", "ep"))
-    assert onnx.format == ("onnx" if not isinstance(onnx, TensorRTEngine) else "tensorrt")
+    assert onnx.format == "onnx"
     ep = load_engine(folder, "unet", prefer=("ep",))
     spec = network_spec(read_manifest(folder), "unet")
     g = torch.Generator().manual_seed(3)
@@ -115,15 +113,14 @@ def test_engines_without_their_package_or_loader_are_skipped(artifacts, tmp_path
     if importlib.util.find_spec("tensorrt") is None:
         with pytest.raises(EngineUnavailable, match="tensorrt is not installed"):
             TensorRTEngine(tmp_path / "unet.plan", spec, "cpu").load()
-    crashed = {"device": "cpu", "checked_on": device_key(torch.device("cpu")),
-               "loaders": {"package": "crashed (signal 11)", "package_loader": "crashed (signal 11)"}}
-    with pytest.raises(EngineUnavailable, match=r"no AOTInductor loader works .*crashed \(signal 11\)"):
+    crashed = {"device": "cpu", "checked_on": device_key(torch.device("cpu")), "loader": "crashed (signal 11)"}
+    with pytest.raises(EngineUnavailable, match=r"unet.pt2 does not load here \(crashed \(signal 11\)\)"):
         AOTIEngine(tmp_path / "unet.pt2", spec, "cpu", crashed).load()
     folder = _copy(artifacts[2], tmp_path)
     (folder / "unet.pt2").write_bytes(b"not loaded")
     aoti = {**crashed, "files": {"unet.pt2": sha256_file(folder / "unet.pt2")}, "status": "unverified"}
     _edit_manifest(folder, lambda m: m["networks"]["unet"]["artifacts"].update(aoti=aoti))
-    assert load_engine(folder, "unet").format == "onnx"
+    assert load_engine(folder, "unet").format == "torchscript"
     _edit_manifest(folder, lambda m: m["networks"]["unet"]["artifacts"]["ep"].update(device="cuda"))
     with pytest.raises(InputFileError, match=r"no engine for 'unet' runs on cpu \(ep: built for cuda\)"):
         load_engine(folder, "unet", prefer=("ep",))
@@ -206,7 +203,76 @@ def test_run_rejects_layers_not_from_zero(artifacts, tmp_path):
 
 def test_graphs_only_on_cuda(artifacts):
     engine = load_engine(artifacts[2], "unet", prefer=("ep",))
-    assert graphed(engine, {}) is engine  # CPU: no CUDA graph
+    assert graphed(engine, {}, engine.device, True) is engine  # CPU: no CUDA graph
+
+
+def test_unet_parts_match_the_whole_graph_in_every_format(artifacts):
+    folder = artifacts[2]
+    manifest = read_manifest(folder)
+    assert manifest["unet"] == {"layout": "parts", "side_stream": ["unet.encode_control"],
+                                "networks": ["unet.embed", "unet.encode_control", "unet.encode", "unet.decode"]}
+    whole = load_engine(folder, "unet", prefer=("ep",))
+    g = torch.Generator().manual_seed(5)
+    feeds = {"x": torch.randn(3, 27, 16, 16, generator=g), "timesteps": torch.tensor([3, 400, 998]),
+             "x_cond": torch.randn(3, 27, 16, 16, generator=g), "y": torch.tensor([2, 0, 1])}
+    expected = whole(**feeds)["eps"]
+    for fmt in ("ep", "onnx", "torchscript"):
+        unet = load_unet(folder, manifest, (fmt,), "cpu")
+        assert unet.format == fmt and set(unet.engines) == set(manifest["unet"]["networks"])
+        torch.testing.assert_close(unet(**feeds)["eps"], expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
+
+
+def test_parts_that_do_not_connect_are_one_line_errors(artifacts, tmp_path):
+    folder = _copy(artifacts[2], tmp_path)
+    _edit_manifest(folder, lambda m: m["networks"]["unet.decode"]["inputs"][0].update(name="embedding"))
+    with pytest.raises(InputFileError, match="UNet part 'unet.decode' needs 'embedding', which no earlier part"):
+        read_manifest(folder)
+    _edit_manifest(folder, lambda m: m["unet"].update(networks=["unet.embed", "unet.encode"]))
+    with pytest.raises(InputFileError, match="the UNet's last part must produce only 'eps'"):
+        read_manifest(folder)
+
+
+def test_torchscript_loads_in_a_process_without_humanliff(artifacts):
+    folder = artifacts[2]
+    code = ("import sys, torch; m = torch.jit.load(sys.argv[1]); x = torch.ones(1, 27, 16, 16); "
+            "t = torch.tensor([10]); print(float(m(x, t, x, t.remainder(4)).sum())); "
+            "assert not [k for k in sys.modules if k.startswith('humanliff')]")
+    proc = subprocess.run([sys.executable, "-c", code, str(folder / "unet.ts")], capture_output=True, text=True,
+                          timeout=120, cwd="/")
+    assert proc.returncode == 0, proc.stderr[-1000:]
+    engine = load_engine(folder, "unet", prefer=("ep",))
+    x, t = torch.ones(1, 27, 16, 16), torch.tensor([10])
+    expected = float(engine(x=x, timesteps=t, x_cond=x, y=t.remainder(4))["eps"].sum())
+    assert float(proc.stdout.strip()) == pytest.approx(expected, rel=1e-4, abs=1e-4)
+
+
+def test_run_compiles_nothing(artifacts, tmp_path, monkeypatch):
+    """The runtime's engines are loaded, never compiled: Dynamo and Inductor entry points raise if called."""
+    import torch._dynamo
+    import torch._inductor.compile_fx
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the runtime compiled something")
+
+    monkeypatch.setattr(torch, "compile", forbidden)
+    monkeypatch.setattr(torch._dynamo, "optimize", forbidden)
+    monkeypatch.setattr(torch._inductor.compile_fx, "compile_fx", forbidden)
+    for fmt in ("torchscript", "onnx", "ep"):
+        result = run_artifacts(artifacts[2], tmp_path / fmt, humans=1, steps=2, layers=[0, 1], device="cpu",
+                               prefer=(fmt,), progress=False)
+        assert result["engines"]["unet"] == fmt
+
+
+def test_format_registry_drives_cli_and_preference():
+    from humanliff.cli import FORMAT_NAMES, UNET_LAYOUTS
+    from humanliff.export.artifacts import UNET_LAYOUTS as LAYOUTS
+
+    assert FORMAT_NAMES == PREFERENCE == tuple(FORMATS) and UNET_LAYOUTS == LAYOUTS
+    assert PREFERENCE.index("aoti") < PREFERENCE.index("torchscript") < PREFERENCE.index("onnx") \
+        < PREFERENCE.index("ep")
+    assert [f for f, r in FORMATS.items() if r.portable] == ["onnx"]
+    assert {f for f, r in FORMATS.items() if r.graphable} == {"tensorrt", "aoti", "torchscript", "ep"}
+    assert FORMATS["tensorrt"].builds_from == "onnx"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -216,6 +282,6 @@ def test_cuda_graph_replay_matches_eager(artifacts, tmp_path):
     engine = load_engine(tmp_path / "cuda", "unet", prefer=("ep",), device="cuda")
     feeds = {"x": torch.randn(2, 27, 16, 16, device="cuda"), "timesteps": torch.tensor([1, 900]).cuda(),
              "x_cond": torch.randn(2, 27, 16, 16, device="cuda"), "y": torch.tensor([0, 2]).cuda()}
-    replay = graphed(engine, feeds)
+    replay = graphed(engine, feeds, engine.device, True)
     assert replay is not engine
     torch.testing.assert_close(replay(**feeds)["eps"], engine(**feeds)["eps"])
