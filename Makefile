@@ -8,7 +8,7 @@ TORCH_CPU ?= torch==2.13.0
 TRITON_CPU ?= triton==3.6.0
 PYTEST_WORKERS ?= 2
 
-.PHONY: install test lint demo benchmark clean default-model
+.PHONY: install test lint demo benchmark clean default-model cpp-example
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -34,6 +34,12 @@ demo: $(STAMP)
 
 benchmark: $(STAMP)
 	$(PY) -m benchmarks.run
+
+# examples/cpp against the libtorch of the installed torch: one UNet call from C++ (see its CMakeLists.txt).
+cpp-example: $(STAMP)
+	cmake -S examples/cpp -B build/cpp -DCMAKE_BUILD_TYPE=Release \
+		-DCMAKE_PREFIX_PATH="$$($(PY) -c 'import torch.utils; print(torch.utils.cmake_prefix_path)')"
+	cmake --build build/cpp -j 2
 
 clean:
 	rm -rf demo_out .pytest_cache .ruff_cache

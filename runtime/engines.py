@@ -32,9 +32,9 @@ def load_engine(artifacts_dir: str | Path, network: str, prefer: Sequence[str] =
 
     ``compile`` lets a torch-run format (``ep``) compile its program on CUDA (first call slower).
 
-    Formats whose package, device or loader is missing, or that were exported for another device type,
-    are skipped (logged); a missing or altered artifact file is an error, as is a folder where no format
-    loads.
+    Formats whose package, device or loader is missing, that were exported for another device type, or
+    whose file is missing, altered or does not load are skipped (logged, the file named); a folder where
+    no format loads is a one-line error listing each format's reason.
     """
     artifacts_dir = Path(artifacts_dir)
     manifest = manifest if manifest is not None else read_manifest(artifacts_dir)
@@ -58,12 +58,15 @@ def load_engine(artifacts_dir: str | Path, network: str, prefer: Sequence[str] =
         if not fmt.portable and built_for != device.type:
             skipped.append(f"{name}: built for {built_for}")
             continue
-        paths = check_files(artifacts_dir, artifacts[name])
-        engine = fmt.engine(paths[0], spec, device, artifacts[name], compile=compile)
         try:
-            engine.load()
+            paths = check_files(artifacts_dir, artifacts[name])
+            engine = fmt.engine(paths[0], spec, device, artifacts[name], compile=compile).load()
         except EngineUnavailable as exc:
             log.info("%s: %s engine skipped: %s", network, name, exc)
+            skipped.append(f"{name}: {exc}")
+            continue
+        except InputFileError as exc:  # a missing, altered or unloadable file: say so, try the next format
+            log.warning("%s: %s engine skipped: %s", network, name, exc)
             skipped.append(f"{name}: {exc}")
             continue
         log.info("%s: %s engine (%s)", network, name, paths[0].name)

@@ -70,6 +70,12 @@ def test_altered_or_missing_artifact_is_refused(artifacts, tmp_path):
         f.write(b"\0")
     with pytest.raises(InputFileError, match=r"unet.onnx: sha256 differs from manifest.json"):
         load_engine(folder, "unet", prefer=("onnx",))
+    assert load_engine(folder, "unet", prefer=("onnx", "ep")).format == "ep"  # the next format is tried
+    (folder / "unet.ts").write_bytes(b"not torchscript")
+    _edit_manifest(folder, lambda m: m["networks"]["unet"]["artifacts"]["torchscript"]["files"].update(
+        {"unet.ts": sha256_file(folder / "unet.ts")}))
+    with pytest.raises(InputFileError, match=r"torchscript: .*unet.ts: not a loadable TorchScript module"):
+        load_engine(folder, "unet", prefer=("torchscript",))
     (folder / "decoder.ep.pt2").unlink()
     with pytest.raises(InputFileError, match=r"decoder.ep.pt2: artifact listed in manifest.json is missing"):
         load_engine(folder, "decoder", prefer=("ep",))
