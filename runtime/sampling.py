@@ -1,5 +1,9 @@
 """Samplers: pure functions over an epsilon-predicting denoiser ``eps_fn(x [B,C,H,W], t [B] int64) -> eps``.
 
+``generator`` is one ``torch.Generator`` on ``x_T``'s device for the whole batch, or a sequence of them,
+one per row: then row i's step noise is drawn from generator i alone (a per-row noise sampler, as
+k-diffusion's ``BatchedBrownianTree``), so a row's sample does not depend on the other rows.
+
 ``t`` is always the original timestep (0..T-1), whatever the number of sampling steps, so an exported
 engine trained on the original schedule can be driven by any sampler. Every sampler makes exactly
 ``steps`` model calls from t = T-1 down to t = 0: DDPM and DDIM over the original's respacing
@@ -12,7 +16,7 @@ and the result is returned in that dtype.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -21,6 +25,8 @@ from humanliff.runtime.errors import HumanLiffError
 from humanliff.runtime.schedule import logsnr_timesteps, space_timesteps
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Generators = torch.Generator | Sequence[torch.Generator] | None
+"""One generator for the batch, one per row (on ``x``'s device), or None (torch's default)."""
 
 
 def predict_x0(x: torch.Tensor, eps: torch.Tensor, abar: float, clip: bool) -> torch.Tensor:
@@ -80,13 +86,19 @@ def _eps(eps_fn: EpsFn, x: torch.Tensor, t: int, dtype: torch.dtype) -> torch.Te
     return eps_fn(x.to(dtype), timesteps).float()
 
 
-def _noise(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    return torch.randn(x.shape, generator=generator, device=x.device, dtype=torch.float32)
+def _noise(x: torch.Tensor, generator: Generators) -> torch.Tensor:
+    """Standard normal noise shaped ``x`` ``[B, ...]`` float32: row i from generator i when given a sequence."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.randn(x.shape, generator=generator, device=x.device, dtype=torch.float32)
+    if len(generator) != x.shape[0]:
+        raise HumanLiffError(f"{len(generator)} noise generators for a batch of {x.shape[0]}")
+    return torch.stack([torch.randn(x.shape[1:], generator=g, device=x.device, dtype=torch.float32)
+                        for g in generator])
 
 
 @torch.no_grad()
 def sample_ddpm(eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int, *,
-                generator: torch.Generator | None = None, eta: float = 0.0, clip_denoised: bool = True,
+                generator: Generators = None, eta: float = 0.0, clip_denoised: bool = True,
                 progress: bool = False) -> torch.Tensor:
     """Ancestral DDPM over the respaced process (the original samples with 250 steps); ``eta`` must be 0."""
     if eta != 0.0:
@@ -100,7 +112,7 @@ def sample_ddpm(eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, 
 
 @torch.no_grad()
 def sample_ddim(eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int, *,
-                generator: torch.Generator | None = None, eta: float = 0.0, clip_denoised: bool = True,
+                generator: Generators = None, eta: float = 0.0, clip_denoised: bool = True,
                 progress: bool = False) -> torch.Tensor:
     """DDIM (Song et al. 2021); deterministic for ``eta = 0``, ancestral-like for ``eta = 1``."""
     x = x_T.float()
@@ -111,7 +123,7 @@ def sample_ddim(eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, 
 
 
 def _dpmpp(eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int, sde: bool,
-           generator: torch.Generator | None, eta: float, clip_denoised: bool, progress: bool) -> torch.Tensor:
+           generator: Generators, eta: float, clip_denoised: bool, progress: bool) -> torch.Tensor:
     """The DPM-Solver++(2M) loop of ``sample_dpmpp`` (``sde=False``) and ``sample_dpmpp_sde``."""
     if eta != 0.0:
         raise HumanLiffError(f"eta={eta} applies to the ddim sampler only")
@@ -139,7 +151,7 @@ def _dpmpp(eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, steps
 
 @torch.no_grad()
 def sample_dpmpp(eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int, *,
-                 generator: torch.Generator | None = None, eta: float = 0.0, clip_denoised: bool = True,
+                 generator: Generators = None, eta: float = 0.0, clip_denoised: bool = True,
                  progress: bool = False) -> torch.Tensor:
     """DPM-Solver++(2M), multistep second order in data prediction (Lu et al. 2022, Algorithm 2), over
     timesteps evenly spaced in log-SNR. Deterministic: ``generator`` is unused and ``eta`` must be 0.
@@ -150,7 +162,7 @@ def sample_dpmpp(eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor,
 
 @torch.no_grad()
 def sample_dpmpp_sde(eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int, *,
-                     generator: torch.Generator | None = None, eta: float = 0.0, clip_denoised: bool = True,
+                     generator: Generators = None, eta: float = 0.0, clip_denoised: bool = True,
                      progress: bool = False) -> torch.Tensor:
     """SDE-DPM-Solver++(2M) (Lu et al. 2022): the stochastic counterpart of ``sample_dpmpp``, same log-SNR
     timesteps. With ``h`` the step in half log-SNR and ``D`` the (second-order corrected) data prediction,
@@ -170,12 +182,12 @@ SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
 
 
 def sample(name: str, eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int, *,
-           generator: torch.Generator | None = None, eta: float = 0.0, clip_denoised: bool = True,
+           generator: Generators = None, eta: float = 0.0, clip_denoised: bool = True,
            progress: bool = False) -> torch.Tensor:
     """Run sampler ``name`` from noise ``x_T [B, C, H, W]`` to x_0 in ``steps`` model calls.
 
     ``alphas_cumprod``: ``[T]`` training schedule (float64 fine); ``generator`` drives the noise of the
-    stochastic samplers and must be on ``x_T``'s device.
+    stochastic samplers: one for the batch or one per row, on ``x_T``'s device.
     """
     if name not in SAMPLERS:
         raise HumanLiffError(f"unknown sampler '{name}' (valid: {', '.join(SAMPLERS)})")

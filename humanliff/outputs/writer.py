@@ -67,7 +67,7 @@ def _occupancy(field: Field, render_cfg: RenderConfig, device: torch.device) -> 
     if render_cfg.occupancy_resolution <= 0:
         return None
     return build_occupancy(field, render_cfg.occupancy_resolution, render_cfg.occupancy_threshold,
-                           device=device)
+                           largest=render_cfg.occupancy_largest, device=device)
 
 
 def _write_meshes(stem: Path, field: Field, bounds: torch.Tensor, resolution: int) -> list[Path]:
