@@ -57,6 +57,18 @@ def _step_generators(generators: Sequence[torch.Generator], device: torch.device
             for g in generators]
 
 
+def top_rows_mask(shape: Sequence[int], keep_top: float) -> torch.Tensor:
+    """Which texels of a tri-plane ``[B, 27, R, R]`` only ever shape the top ``keep_top`` of the box: ``[1, 27,
+    R, R]`` bool, true on the XY and ZY planes' rows (their row axis is height) whose bilinear footprint,
+    the half-texel shift of group 2 included, lies at normalized y >= 1 - 2 ``keep_top``; the XZ plane
+    has no height axis and is never kept."""
+    channels, res = int(shape[1]), int(shape[-1])
+    centres = -1.0 + (2.0 * torch.arange(res) + 1.0) / res
+    rows = centres - 3.0 / res >= 1.0 - 2.0 * keep_top
+    planes = (torch.arange(channels) // (channels // 3)) != 1
+    return (planes[:, None, None] & rows[None, :, None]).expand(channels, res, res)[None]
+
+
 @torch.no_grad()
 def sample_layers(
     unet_fn: UNetFn,
@@ -70,6 +82,7 @@ def sample_layers(
     start: torch.Tensor | None = None,
     eta: float = 0.0,
     clip_denoised: bool = True,
+    keep_top: float = 0.0,
     progress: bool = False,
 ) -> torch.Tensor:
     """Generate ``layers`` (contiguous, ascending) for a batch of humans: ``[L, B, 27, R, R]`` float32.
@@ -82,7 +95,9 @@ def sample_layers(
     human does not depend on the batch it is sampled in, with every sampler. Its starting noise does not
     depend on the device either (nor, with the deterministic ``dpmpp`` and ``ddim`` eta 0, the human);
     on CUDA the step noise is drawn on the device from a generator seeded by the human's. The device is
-    ``alphas_cumprod``'s.
+    ``alphas_cumprod``'s. ``keep_top`` > 0: while layer k is sampled, the texels that shape only the top
+    ``keep_top`` of the box (``top_rows_mask``; the head, which no garment reaches) are replaced at every
+    step from layer k-1 (RePaint), so the head of layer k is layer k-1's.
     """
     layers = list(layers)
     if not layers or layers != list(range(layers[0], layers[0] + len(layers))):
@@ -103,6 +118,7 @@ def sample_layers(
     if start is not None and tuple(start.shape) != shape:
         raise HumanLiffError(f"start must be {list(shape)}, got {list(start.shape)}")
     x_cond = torch.zeros(shape, device=device) if start is None else start.to(device, torch.float32)
+    keep = top_rows_mask(shape, keep_top).to(device) if keep_top > 0 else None
     outputs = []
     for layer in tqdm(layers, desc="layers", unit="layer", disable=not progress):
         y = torch.full((batch,), layer, dtype=torch.int64, device=device)
@@ -115,6 +131,7 @@ def sample_layers(
 
         x_cond = sample(sampler, eps_fn, x_T, alphas_cumprod, steps,
                         generator=steps_noise[0] if len(steps_noise) == 1 else steps_noise, eta=eta,
-                        clip_denoised=clip_denoised, progress=progress).float()
+                        clip_denoised=clip_denoised, progress=progress,
+                        known=None if keep is None or layer == 0 else (x_cond, keep)).float()
         outputs.append(x_cond)
     return torch.stack(outputs)

@@ -4,7 +4,13 @@ import pytest
 import torch
 
 from humanliff.errors import HumanLiffError
-from humanliff.runtime.layered import LAYER_TITLES, human_generators, parse_layers, sample_layers
+from humanliff.runtime.layered import (
+    LAYER_TITLES,
+    human_generators,
+    parse_layers,
+    sample_layers,
+    top_rows_mask,
+)
 from humanliff.runtime.sampling import ddpm_step
 from humanliff.runtime.schedule import alphas_cumprod, linear_betas, space_timesteps
 
@@ -91,6 +97,31 @@ def test_step_noise_of_a_human_is_its_own():
                             generator=mine))
     torch.testing.assert_close(x1[None], expected, rtol=1e-5, atol=1e-6)
     assert out.shape == (1, 2, 27, 4, 4)
+
+
+def test_top_rows_mask_keeps_only_the_height_rows_of_the_band():
+    mask = top_rows_mask((1, 27, 64, 64), 0.125)[0]
+    assert mask.shape == (27, 64, 64)
+    rows = mask[0, :, 0].nonzero().flatten().tolist()
+    assert rows == list(range(57, 64))  # row centres - 3/64 >= 0.75
+    assert mask[:9].all(dim=-1).any() and not mask[9:18].any() and torch.equal(mask[18:], mask[:9])
+    assert not top_rows_mask((1, 27, 16, 16), 0.0).any()
+
+
+@pytest.mark.parametrize(("sampler", "eta"), [("ddpm", 0.0), ("ddim", 1.0), ("dpmpp", 0.0), ("dpmpp_sde", 0.0)])
+def test_keep_top_copies_the_band_from_the_layer_below(sampler, eta):
+    unet = RecordingUNet()
+    shape = (2, 27, 16, 16)
+    out = sample_layers(unet, shape, ABAR, [0, 1, 2], sampler, 3, generator=human_generators(0, 2), eta=eta,
+                        keep_top=0.25)
+    plain = sample_layers(RecordingUNet(), shape, ABAR, [0, 1, 2], sampler, 3, generator=human_generators(0, 2),
+                          eta=eta)
+    keep = top_rows_mask(shape, 0.25).expand(shape)
+    assert keep.any()
+    torch.testing.assert_close(out[0], plain[0])  # layer 0 has nothing below it
+    for layer in (1, 2):
+        assert torch.equal(out[layer][keep], out[0][keep])
+        assert not torch.allclose(out[layer][~keep], out[layer - 1][~keep])
 
 
 def test_start_dresses_a_given_layer():

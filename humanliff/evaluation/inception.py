@@ -1,4 +1,4 @@
-"""The Inception-v3 network that FID is defined by, and FID / KID on its 2048-d pool features.
+"""The Inception-v3 network that FID is defined by: its 2048-d pool features feed FID and KID (``metrics``).
 
 FID (Heusel et al. 2017) is defined on TensorFlow's 2015-12-05 Inception graph; pytorch-fid ported its
 weights to ``pt_inception-2015-12-05-6726825d.pth``, a state dict of torchvision's ``Inception3`` layout
@@ -18,14 +18,16 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import linalg
 from torch import nn
 
 from humanliff.errors import InputFileError
+from humanliff.io import read_torch_file
 
 WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{WEIGHTS_NAME}"
 FEATURES = 2048
+INPUT_SIZE = 299
+"""Side the images are resized to (FID's; the tests lower it to run the network quickly)."""
 
 
 class _Conv(nn.Module):
@@ -84,16 +86,16 @@ class _BlockC(nn.Module):
 
     def __init__(self, cin: int, c7: int) -> None:
         super().__init__()
-        row, col = ((1, 7), (0, 3)), ((7, 1), (3, 0))
+        row, col = {"kernel": (1, 7), "padding": (0, 3)}, {"kernel": (7, 1), "padding": (3, 0)}
         self.branch1x1 = _Conv(cin, 192, 1)
         self.branch7x7_1 = _Conv(cin, c7, 1)
-        self.branch7x7_2 = _Conv(c7, c7, *row)
-        self.branch7x7_3 = _Conv(c7, 192, *col)
+        self.branch7x7_2 = _Conv(c7, c7, **row)
+        self.branch7x7_3 = _Conv(c7, 192, **col)
         self.branch7x7dbl_1 = _Conv(cin, c7, 1)
-        self.branch7x7dbl_2 = _Conv(c7, c7, *col)
-        self.branch7x7dbl_3 = _Conv(c7, c7, *row)
-        self.branch7x7dbl_4 = _Conv(c7, c7, *col)
-        self.branch7x7dbl_5 = _Conv(c7, 192, *row)
+        self.branch7x7dbl_2 = _Conv(c7, c7, **col)
+        self.branch7x7dbl_3 = _Conv(c7, c7, **row)
+        self.branch7x7dbl_4 = _Conv(c7, c7, **col)
+        self.branch7x7dbl_5 = _Conv(c7, 192, **row)
         self.branch_pool = _Conv(cin, 192, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -165,7 +167,8 @@ class FIDInception(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Pool-3 features ``[N, 2048]`` of images ``[N, 3, H, W]`` in [0, 1]."""
-        x = F.interpolate(images.float(), size=(299, 299), mode="bilinear", align_corners=False) * 2.0 - 1.0
+        size = (INPUT_SIZE, INPUT_SIZE)
+        x = F.interpolate(images.float(), size=size, mode="bilinear", align_corners=False) * 2.0 - 1.0
         x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
         x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(F.max_pool2d(x, 3, stride=2)))
         x = F.max_pool2d(x, 3, stride=2)
@@ -191,10 +194,7 @@ def load_inception(path: str | Path, device: torch.device | str = "cpu") -> FIDI
     Raises ``InputFileError`` naming the file when it is unreadable or not this network.
     """
     path = Path(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any unreadable file is the user's input problem
-        raise InputFileError(path, f"not a torch state dict ({type(exc).__name__})") from None
+    state = read_torch_file(path)
     if not isinstance(state, dict):
         raise InputFileError(path, "not a torch state dict")
     net = FIDInception()
@@ -221,40 +221,3 @@ def inception_features(net: FIDInception, images: np.ndarray, batch: int = 32) -
         chunk = torch.from_numpy(np.asarray(images[start:start + batch], np.float32) / scale)
         out.append(net(chunk.permute(0, 3, 1, 2).to(device)).double().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, FEATURES))
-
-
-def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Fréchet distance between Gaussians fitted to feature sets ``a [N, D]`` and ``b [M, D]``.
-
-    ``|mu_a - mu_b|^2 + Tr(S_a + S_b - 2 sqrtm(S_a S_b))``, with the covariances' product offset by
-    1e-6 I when its square root is singular (as pytorch-fid); at least two rows each.
-    """
-    if len(a) < 2 or len(b) < 2:
-        raise ValueError(f"the Fréchet distance needs two samples a set at least, got {len(a)} and {len(b)}")
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
-    root, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
-    if not np.isfinite(root).all():
-        offset = np.eye(len(cov_a)) * 1e-6
-        root = linalg.sqrtm((cov_a + offset) @ (cov_b + offset))
-    root = np.real(root)
-    return float(max(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2.0 * np.trace(root), 0.0))
-
-
-def kernel_distance(a: np.ndarray, b: np.ndarray, subsets: int = 100, subset_size: int = 1000,
-                    seed: int = 0) -> float:
-    """KID (Bińkowski et al. 2018): unbiased MMD^2 with the kernel ``(x.y / D + 1)^3``, averaged over
-    ``subsets`` random subsets of ``min(subset_size, N, M)`` rows of ``a [N, D]`` and ``b [M, D]``."""
-    n = min(subset_size, len(a), len(b))
-    if n < 2:
-        raise ValueError(f"KID needs two samples a set at least, got {len(a)} and {len(b)}")
-    rng = np.random.default_rng(seed)
-    dim = a.shape[1]
-    values = []
-    for _ in range(subsets):
-        x, y = a[rng.choice(len(a), n, replace=False)], b[rng.choice(len(b), n, replace=False)]
-        kxx, kyy, kxy = ((p @ q.T / dim + 1.0) ** 3 for p, q in ((x, x), (y, y), (x, y)))
-        off = n * (n - 1)
-        values.append((kxx.sum() - np.trace(kxx)) / off + (kyy.sum() - np.trace(kyy)) / off
-                      - 2.0 * kxy.mean())
-    return float(np.mean(values))
