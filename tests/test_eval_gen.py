@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from scipy import linalg
 from tiny_models import make_tiny_models
 
 from humanliff.cli import app
@@ -42,6 +43,12 @@ def test_frechet_distance():
     b = RNG.normal(size=(150, 5)) @ np.diag([1, 2, 0.5, 1, 3]) + 0.7
     assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-8)
     assert frechet_distance(a, b) == pytest.approx(_direct_frechet(a, b), rel=1e-8)
+    sa, sb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    scipy_value = (((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(sa + sb)
+                   - 2 * np.trace(linalg.sqrtm(sa @ sb).real))
+    assert frechet_distance(a, b) == pytest.approx(scipy_value, rel=1e-8)
+    few = RNG.normal(size=(4, 300)), RNG.normal(size=(3, 300)) + 0.1  # fewer samples than dimensions
+    assert frechet_distance(*few) == pytest.approx(_direct_frechet(*few), rel=1e-6)
     # one dimension: (mu_a - mu_b)^2 + (s_a - s_b)^2
     x, y = np.array([[0.0], [2.0]]), np.array([[1.0], [5.0]])
     assert frechet_distance(x, y) == pytest.approx((1.0 - 3.0) ** 2 + (np.sqrt(2) - np.sqrt(8)) ** 2)
@@ -179,20 +186,21 @@ def test_eval_gen_scores_a_generation_beside_the_ceiling(store, tmp_path, monkey
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
     reference = np.asarray(open_store(store).planes, np.float32).transpose(1, 0, 2, 3, 4)  # [4, 2, C, R, R]
     noisy = np.clip(reference + 0.3 * RNG.normal(size=reference.shape), -1, 1)
-    gen = _generation(tmp_path / "gen", np.concatenate([noisy, reference[:, :1]], axis=1))
+    gen = _generation(tmp_path / "gen", np.concatenate([noisy, reference[:, :1]], axis=1)[:2], layers=(0, 1))
     out = tmp_path / "eval"
     result = CliRunner().invoke(app, ["eval", "gen", str(gen), "--store", str(store), "--out", str(out), *EVAL])
     assert result.exit_code == 0, result.output
     assert "FID/KID skipped: no Inception weights at" in result.output and "pytorch-fid" in result.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["humans"] == 3 and metrics["subjects"] == 2 and metrics["head_band"] == 0.75
-    layer0, layer2 = metrics["layers"]["0"], metrics["layers"]["2"]
+    assert set(metrics["layers"]) == {"0", "1"}
+    layer0, layer1 = metrics["layers"]["0"], metrics["layers"]["1"]
     assert set(layer0["generated"]) == {"fd_pca", "precision", "recall", "haze"}
-    assert set(layer2["generated"]) == {"fd_pca", "precision", "recall", "containment", "drift_psnr", "haze"}
-    ceiling = layer2["ceiling"]
+    assert set(layer1["generated"]) == {"fd_pca", "precision", "recall", "containment", "drift_psnr", "haze"}
+    ceiling = layer1["ceiling"]
     assert ceiling["fd_pca"] == pytest.approx(0.0, abs=1e-6) and ceiling["precision"] == ceiling["recall"] == 1.0
-    assert layer2["generated"]["fd_pca"] > 0.0
-    assert all(0.0 <= layer2[s]["containment"] <= 1.0 and 0.0 <= layer2[s]["haze"] <= 1.0
+    assert layer1["generated"]["fd_pca"] > 0.0
+    assert all(0.0 <= layer1[s]["containment"] <= 1.0 and 0.0 <= layer1[s]["haze"] <= 1.0
                for s in ("generated", "ceiling"))
     assert (out / "renders.png").is_file()
 

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import linalg
 from scipy.spatial.distance import cdist
 from skimage.metrics import structural_similarity
 
@@ -122,18 +121,18 @@ class LayerSet:
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """Fréchet distance between Gaussians fitted to feature sets ``a [N, D]`` and ``b [M, D]`` (N, M >= 2).
 
-    ``|mu_a - mu_b|^2 + Tr(S_a + S_b - 2 sqrtm(S_a S_b))``; when the product's square root is not finite
-    the covariances are offset by 1e-6 I (as pytorch-fid).
+    ``|mu_a - mu_b|^2 + Tr S_a + Tr S_b - 2 Tr sqrt(S_a S_b)`` with the sample covariances
+    ``S = X^T X / (n - 1)`` of the centred sets: the eigenvalues of ``S_a S_b`` are the squared singular
+    values of ``A B^T / sqrt((N - 1)(M - 1))``, so the trace of the root is that matrix's nuclear norm,
+    exact and cheap when N, M << D (no D x D matrix square root).
     """
     if len(a) < 2 or len(b) < 2:
         raise ValueError(f"the Fréchet distance needs two samples a set at least, got {len(a)} and {len(b)}")
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
-    root = linalg.sqrtm(cov_a @ cov_b)
-    if not np.isfinite(root).all():
-        offset = np.eye(len(cov_a)) * 1e-6
-        root = linalg.sqrtm((cov_a + offset) @ (cov_b + offset))
-    value = ((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2.0 * np.trace(np.real(root))
+    ca, cb = a - a.mean(0), b - b.mean(0)
+    scale_a, scale_b = 1.0 / (len(a) - 1), 1.0 / (len(b) - 1)
+    root_trace = np.linalg.svd(ca @ cb.T, compute_uv=False).sum() * np.sqrt(scale_a * scale_b)
+    value = (((a.mean(0) - b.mean(0)) ** 2).sum() + scale_a * (ca**2).sum() + scale_b * (cb**2).sum()
+             - 2.0 * root_trace)
     return float(max(value, 0.0))
 
 
