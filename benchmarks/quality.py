@@ -8,7 +8,8 @@ Each row generates ``--humans`` humans (seeds 0..N-1, layers 0-3) with the defau
 ``humanliff generate`` (cheap output settings: the evaluation renders on its own), then scores them with
 ``evaluate_generation`` against the default store; the improvement rows re-score a row's planes with
 floater removal (``render.occupancy_largest``) or sample with the head band kept (``sample.keep_top``).
-A generation folder already under ``--out`` is reused, so a run cut short resumes. Results go to
+A generation folder or a row's score already under ``--out`` is reused, so a run cut short resumes
+(run the same command again). Results go to
 ``<out>/quality.json`` and ``<out>/quality.md`` (and ``$OUT`` when set), rewritten after every row.
 """
 
@@ -35,8 +36,9 @@ from humanliff.pretrained import default_model
 log = logging.getLogger("benchmark.quality")
 
 CHEAP_OUTPUTS = ["sample.image_size=16", "sample.views=1", "sample.turntable_frames=1", "sample.mesh_resolution=8",
-                 "render.n_samples=8", "render.n_importance=8"]
-"""Outputs of ``generate`` that nobody looks at here: the evaluation renders the planes itself."""
+                 "render.n_samples=8", "render.n_importance=8", "sample.compile=false"]
+"""Outputs of ``generate`` that nobody looks at here (the evaluation renders the planes itself); no
+torch.compile (it changes the speed, not the samples)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,8 +73,11 @@ ROWS = (
 
 
 def run_row(row: Row, precision: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    """Generate (or reuse) the row's planes and score them; the evaluation's result plus timings."""
+    """Generate (or reuse) the row's planes and score them (or reuse the score); the result plus timings."""
     folder = out / precision
+    saved = folder / row.name / "result.json"
+    if saved.is_file():
+        return json.loads(saved.read_text())
     gen = folder / (row.planes_of or row.name) / "gen"
     sample_s = None
     if not (gen / "planes.npz").is_file():
@@ -91,6 +96,7 @@ def run_row(row: Row, precision: str, args: argparse.Namespace, out: Path) -> di
                                  inception=args.inception, views=args.views, size=args.size, device=args.device,
                                  progress=False)
     result["timings"] = {"generate_s": sample_s, "eval_s": time.perf_counter() - start}
+    saved.write_text(json.dumps(result, indent=1))
     return result
 
 

@@ -232,3 +232,18 @@ def test_eval_gen_bad_input(store, tmp_path, inception_file):
         result = runner.invoke(app, [*args, "--store", str(store), "--out", str(tmp_path / "o"), *EVAL])
         assert result.exit_code == 1, result.output
         assert result.output.strip().splitlines()[-1].startswith(message), result.output
+
+
+def test_quality_benchmark_table():
+    from benchmarks.quality import ROWS, markdown
+
+    layer = {"generated": {"haze": 0.2, "containment": 0.9}, "ceiling": {"haze": 0.1, "containment": 1.0}}
+    first = {"generated": {"haze": 0.4}, "ceiling": {"haze": 0.3}}
+    table = markdown({"dpmpp_sde_20 fp32": {"layers": {"0": first, "1": layer}, "timings": {"generate_s": 12.3}}}, 8)
+    lines = table.splitlines()
+    assert lines[0].startswith("| row | fd_pca | precision | recall | fid | kid | containment | drift_psnr | haze |")
+    assert lines[2] == "| dpmpp_sde_20 fp32 | - | - | - | - | - | 0.9 | - | 0.3 | 12 |"
+    assert lines[3] == "| ceiling (reference store) | - | - | - | - | - | 1 | - | 0.2 | - |"
+    names = [r.name for r in ROWS]
+    assert {"ddpm_250", "ddim_50_eta1", "dpmpp_20", "dpmpp_sde_20", "dpmpp_sde_10"} <= set(names)
+    assert all(r.planes_of in names for r in ROWS if r.planes_of)
