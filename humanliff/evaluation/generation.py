@@ -29,11 +29,12 @@ from humanliff.evaluation.metrics import GENERATION_METRICS, HumanLayer, LayerSe
 from humanliff.evaluation.recon import box_region
 from humanliff.io import atomic_path
 from humanliff.outputs.images import contact_sheet, save_png
+from humanliff.outputs.writer import render_occupancy
 from humanliff.runtime.cameras import orbit_cameras
 from humanliff.runtime.field import make_field
 from humanliff.runtime.layered import LAYER_TITLES
 from humanliff.runtime.mesh import DEFAULT_LEVEL, density_grid
-from humanliff.runtime.occupancy import build_occupancy, lookup
+from humanliff.runtime.occupancy import lookup
 from humanliff.runtime.render import render_image
 from humanliff.training.store import TriplaneStore, open_store
 
@@ -110,10 +111,7 @@ class _Renderer:
         p = torch.from_numpy(planes)[None].to(self.device)
         field = make_field(p, self.decoder, precision="fp32", fused=self.cfg.fused_choice())
         cfg = self.cfg
-        occupancy = None
-        if cfg.occupancy_resolution > 0:
-            occupancy = build_occupancy(field, cfg.occupancy_resolution, cfg.occupancy_threshold,
-                                        largest=cfg.occupancy_largest, device=self.device)
+        occupancy = render_occupancy(field, cfg, self.device)
 
         def rendered_density(points: torch.Tensor) -> torch.Tensor:
             sigma = torch.nn.functional.softplus(field(points[None], None)[1][0, :, 0])
