@@ -361,6 +361,30 @@ def eval_recon_command(cfg: Config, store: str, out_dir: str, subjects: str | No
     click.echo(f"wrote {out_dir}/metrics.json, {out_dir}/side_by_side.png")
 
 
+@command(eval_group, "gen")
+@config_options
+@click.argument("gen_dir", metavar="GEN_DIR")
+@click.option("--store", required=True, metavar="STORE", help="Reference tri-plane store (the training data).")
+@click.option("--inception", default=None, metavar="PATH",
+              help="pt_inception-2015-12-05 weights for FID / KID (default: torch hub's checkpoints folder).")
+@click.option("--out", "out_dir", required=True, metavar="DIR", help="Folder for metrics.json and renders.png.")
+@click.option("--views", type=int, default=4, show_default=True, help="Orbit views per human and layer.")
+@click.option("--size", type=int, default=64, show_default=True, help="Render side in pixels.")
+@click.option("--device", default=None, help="cpu or cuda (default: cuda if available, else cpu).")
+def eval_gen_command(cfg: Config, gen_dir: str, store: str, inception: str | None, out_dir: str, views: int,
+                     size: int, device: str | None) -> None:
+    """Generation quality per layer (FID/KID, tri-plane FD, precision/recall, containment, drift, haze)."""
+    from humanliff.evaluation.generation import evaluate_generation, format_table
+
+    result = evaluate_generation(gen_dir, store, out_dir, render_cfg=cfg.render, inception=inception, views=views,
+                                 size=size, device=device)
+    if result["fid"] != "computed":
+        click.echo(result["fid"])
+    for line in format_table(result):
+        click.echo(line)
+    click.echo(f"wrote {out_dir}/metrics.json, {out_dir}/renders.png")
+
+
 @app.group("store")
 def store_group() -> None:
     """Tri-plane stores: import the original code's checkpoints."""

@@ -104,6 +104,8 @@ class RenderConfig:
     """Cells per side of the occupancy grid used to skip empty space (0: off)."""
     occupancy_threshold: float = 1.0
     """Density (after softplus) below which a cell counts as empty."""
+    occupancy_largest: bool = False
+    """Keep only the largest connected group of occupied cells: floaters (haze) are not rendered."""
     fused_kernel: bool = True
     """Evaluate a FusedDecoder with the fused Triton kernel under bf16 on CUDA: frozen (rendering, occupancy
     grids, evaluation, generation, stage B) or trainable (stage A: the kernel's backward also gives the
@@ -215,6 +217,9 @@ class SampleConfig:
     steps: int = 20
     eta: float = 0.0
     """DDIM eta (0: deterministic)."""
+    keep_top: float = 0.0
+    """Share of the box's height, from the top, that layer k keeps from layer k-1 (RePaint on the planes'
+    height rows at every step; 0.125 is the head band, above every garment); 0: off."""
     batch: int = 4
     seed: int = 0
     image_size: int = 512

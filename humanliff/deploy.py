@@ -109,7 +109,8 @@ def engine_field(decoder: Engine, planes: torch.Tensor) -> Field:
 
 
 def sample_planes(arts: LoadedArtifacts, humans: int, sampler: str, steps: int, seed: int,
-                  layers: Sequence[int], eta: float = 0.0, progress: bool = False) -> torch.Tensor:
+                  layers: Sequence[int], eta: float = 0.0, keep_top: float = 0.0, progress: bool = False
+                  ) -> torch.Tensor:
     """Sample ``layers`` (from 0) for ``humans`` humans: float32 ``[L, humans, 27, R, R]`` on the device.
 
     Humans go through the UNet in groups of the manifest's ``batch``; human i uses seed + i whatever the
@@ -136,7 +137,7 @@ def sample_planes(arts: LoadedArtifacts, humans: int, sampler: str, steps: int, 
             graphs[n] = graphed(arts.unet, example, arts.device, arts.unet.graphable)
         generators = human_generators(seed + start, n)
         out.append(sample_layers(engine_unet_fn(graphs[n]), shape, arts.alphas_cumprod, layers, sampler,
-                                 steps, generator=generators, eta=eta, progress=progress))
+                                 steps, generator=generators, eta=eta, keep_top=keep_top, progress=progress))
     return torch.cat(out, dim=1)
 
 
@@ -162,7 +163,8 @@ def run_artifacts(artifacts_dir: str | Path, out_dir: str | Path, humans: int = 
     t1 = time.perf_counter()
     log.info("sampling %d humans, layers %s, %s with %d steps (unet: %s, decoder: %s)", humans, layers,
              sampler, steps, arts.unet.format, arts.decoder.format)
-    planes = sample_planes(arts, humans, sampler, steps, seed, layers, sample_cfg.eta, progress)
+    planes = sample_planes(arts, humans, sampler, steps, seed, layers, sample_cfg.eta, sample_cfg.keep_top,
+                           progress)
     t2 = time.perf_counter()
     bounds = torch.tensor(manifest["bounds"], dtype=torch.float32)
     result = write_generation(out_dir, planes, layers, lambda p: engine_field(arts.decoder, p), bounds,

@@ -116,7 +116,7 @@ def generate(cfg: Config, unet_ckpt: str | Path | None, store: str | Path | None
              cfg.sample.steps)
     planes = sample_layers(unet_fn, shape, abar, layers, cfg.sample.sampler, cfg.sample.steps,
                            generator=human_generators(cfg.sample.seed, batch), start=start_planes,
-                           eta=cfg.sample.eta, progress=progress)
+                           eta=cfg.sample.eta, keep_top=cfg.sample.keep_top, progress=progress)
     if start_planes is not None:
         planes = torch.cat([start_planes[None], planes])
         layers = [start.layer, *layers]

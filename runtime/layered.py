@@ -46,12 +46,27 @@ def _starting_noise(shape: tuple[int, ...], generators: Sequence[torch.Generator
     return torch.stack([torch.randn(shape[1:], generator=g) for g in generators]).to(device)
 
 
-def _step_generator(generators: Sequence[torch.Generator], device: torch.device) -> torch.Generator:
-    """The generator for the stochastic samplers' step noise, on ``device``: derived from the first one."""
-    if len(generators) == 1 and generators[0].device == device:
-        return generators[0]
-    seed = int(torch.randint(0, 2**62, (1,), generator=generators[0], device=generators[0].device))
-    return torch.Generator(device).manual_seed(seed)
+def _step_generators(generators: Sequence[torch.Generator], device: torch.device) -> list[torch.Generator]:
+    """The generators of the stochastic samplers' step noise on ``device``, one per given generator.
+
+    A generator already on ``device`` is used as is (its stream continues after the starting noise);
+    otherwise a ``device`` generator is seeded from it, so human i's step noise comes from its own seed.
+    """
+    return [g if g.device == device else
+            torch.Generator(device).manual_seed(int(torch.randint(0, 2**62, (1,), generator=g, device=g.device)))
+            for g in generators]
+
+
+def top_rows_mask(shape: Sequence[int], keep_top: float) -> torch.Tensor:
+    """Which texels of a tri-plane ``[B, 27, R, R]`` only ever shape the top ``keep_top`` of the box: ``[1, 27,
+    R, R]`` bool, true on the XY and ZY planes' rows (their row axis is height) whose bilinear footprint,
+    the half-texel shift of group 2 included, lies at normalized y >= 1 - 2 ``keep_top``; the XZ plane
+    has no height axis and is never kept."""
+    channels, res = int(shape[1]), int(shape[-1])
+    centres = -1.0 + (2.0 * torch.arange(res) + 1.0) / res
+    rows = centres - 3.0 / res >= 1.0 - 2.0 * keep_top
+    planes = (torch.arange(channels) // (channels // 3)) != 1
+    return (planes[:, None, None] & rows[None, :, None]).expand(channels, res, res)[None]
 
 
 @torch.no_grad()
@@ -67,6 +82,7 @@ def sample_layers(
     start: torch.Tensor | None = None,
     eta: float = 0.0,
     clip_denoised: bool = True,
+    keep_top: float = 0.0,
     progress: bool = False,
 ) -> torch.Tensor:
     """Generate ``layers`` (contiguous, ascending) for a batch of humans: ``[L, B, 27, R, R]`` float32.
@@ -75,9 +91,13 @@ def sample_layers(
     ``y = k`` and ``x_cond`` = the generated layer k-1, from fresh noise, x0 clipped to [-1, 1]. To start
     above layer 0, pass ``start`` ``[B, 27, R, R]``: the planes of layer ``layers[0] - 1``, taken as fixed.
     ``generator``: one generator for the batch (on the device), or one CPU generator per human
-    (``human_generators``): then each human's noise does not depend on the batch size or the device, and
-    with the deterministic samplers (``dpmpp``, ``ddim`` with eta 0) neither does the human. The device
-    is ``alphas_cumprod``'s.
+    (``human_generators``): then human i's starting and step noise come from generator i alone, so a
+    human does not depend on the batch it is sampled in, with every sampler. Its starting noise does not
+    depend on the device either (nor, with the deterministic ``dpmpp`` and ``ddim`` eta 0, the human);
+    on CUDA the step noise is drawn on the device from a generator seeded by the human's. The device is
+    ``alphas_cumprod``'s. ``keep_top`` > 0: while layer k is sampled, the texels that shape only the top
+    ``keep_top`` of the box (``top_rows_mask``; the head, which no garment reaches) are replaced at every
+    step from layer k-1 (RePaint), so the head of layer k is layer k-1's.
     """
     layers = list(layers)
     if not layers or layers != list(range(layers[0], layers[0] + len(layers))):
@@ -98,17 +118,20 @@ def sample_layers(
     if start is not None and tuple(start.shape) != shape:
         raise HumanLiffError(f"start must be {list(shape)}, got {list(start.shape)}")
     x_cond = torch.zeros(shape, device=device) if start is None else start.to(device, torch.float32)
+    keep = top_rows_mask(shape, keep_top).to(device) if keep_top > 0 else None
     outputs = []
     for layer in tqdm(layers, desc="layers", unit="layer", disable=not progress):
         y = torch.full((batch,), layer, dtype=torch.int64, device=device)
         x_T = _starting_noise(shape, generators, device)
-        step_generator = _step_generator(generators, device)
+        steps_noise = _step_generators(generators, device)
 
         def eps_fn(x: torch.Tensor, t: torch.Tensor, x_cond: torch.Tensor = x_cond, y: torch.Tensor = y
                    ) -> torch.Tensor:
             return unet_fn(x, t, x_cond, y)
 
-        x_cond = sample(sampler, eps_fn, x_T, alphas_cumprod, steps, generator=step_generator, eta=eta,
-                        clip_denoised=clip_denoised, progress=progress).float()
+        x_cond = sample(sampler, eps_fn, x_T, alphas_cumprod, steps,
+                        generator=steps_noise[0] if len(steps_noise) == 1 else steps_noise, eta=eta,
+                        clip_denoised=clip_denoised, progress=progress,
+                        known=None if keep is None or layer == 0 else (x_cond, keep)).float()
         outputs.append(x_cond)
     return torch.stack(outputs)

@@ -6,8 +6,10 @@ A grid is a bool tensor ``[B, G, G, G]`` indexed ``[b, x, y, z]``; cell (i, j, k
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 from humanliff.runtime.field import Field
 
@@ -24,13 +26,14 @@ def cell_points(resolution: int, subsamples: int, device: torch.device | str = "
 
 @torch.no_grad()
 def build_occupancy(field: Field, resolution: int, threshold: float, *, batch: int = 1,
-                    subsamples: int = 2, dilation: int = 1, chunk: int = 1 << 18,
+                    subsamples: int = 2, dilation: int = 1, chunk: int = 1 << 18, largest: bool = False,
                     device: torch.device | str = "cpu") -> torch.Tensor:
     """Occupancy of a field's density ``softplus(sigma_raw)``: ``[B, G, G, G]`` bool.
 
     A cell is occupied when any of its ``subsamples^3`` regular sample points has density above
-    ``threshold``; the result is then dilated by ``dilation`` cells so that thin surfaces are kept.
-    ``batch`` is the field's B (one grid per tri-plane).
+    ``threshold``; with ``largest`` only the largest connected group of such cells is kept (floaters
+    dropped, see ``largest_component``); the result is then dilated by ``dilation`` cells so that thin
+    surfaces are kept. ``batch`` is the field's B (one grid per tri-plane).
     """
     pts = cell_points(resolution, subsamples, device).reshape(-1, 3)
     density = torch.empty(batch, pts.shape[0], device=device)
@@ -39,8 +42,19 @@ def build_occupancy(field: Field, resolution: int, threshold: float, *, batch: i
         _, sigma_raw = field(part, None)
         density[:, start:start + chunk] = F.softplus(sigma_raw[..., 0])
     g = resolution
-    occ = (density.reshape(batch, g**3, subsamples**3).amax(dim=-1) > threshold).reshape(batch, 1, g, g, g)
-    return dilate(occ.reshape(batch, g, g, g), dilation)
+    occ = (density.reshape(batch, g**3, subsamples**3).amax(dim=-1) > threshold).reshape(batch, g, g, g)
+    if largest:
+        occ = torch.from_numpy(np.stack([largest_component(o) for o in occ.cpu().numpy()])).to(occ.device)
+    return dilate(occ, dilation)
+
+
+def largest_component(occupied: np.ndarray) -> np.ndarray:
+    """The largest 26-connected component of a bool grid ``[G, G, G]`` (all False when none is occupied)."""
+    labels, count = ndimage.label(occupied, structure=np.ones((3, 3, 3), bool))
+    if count == 0:
+        return np.zeros_like(occupied, bool)
+    sizes = np.bincount(labels.ravel())[1:]
+    return labels == 1 + int(np.argmax(sizes))
 
 
 def dilate(grid: torch.Tensor, cells: int) -> torch.Tensor:

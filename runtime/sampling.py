@@ -1,5 +1,9 @@
 """Samplers: pure functions over an epsilon-predicting denoiser ``eps_fn(x [B,C,H,W], t [B] int64) -> eps``.
 
+``generator`` is one ``torch.Generator`` on ``x_T``'s device for the whole batch, or a sequence of them,
+one per row: then row i's step noise is drawn from generator i alone (a per-row noise sampler, as
+k-diffusion's ``BatchedBrownianTree``), so a row's sample does not depend on the other rows.
+
 ``t`` is always the original timestep (0..T-1), whatever the number of sampling steps, so an exported
 engine trained on the original schedule can be driven by any sampler. Every sampler makes exactly
 ``steps`` model calls from t = T-1 down to t = 0: DDPM and DDIM over the original's respacing
@@ -12,7 +16,7 @@ and the result is returned in that dtype.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -21,6 +25,8 @@ from humanliff.runtime.errors import HumanLiffError
 from humanliff.runtime.schedule import logsnr_timesteps, space_timesteps
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Generators = torch.Generator | Sequence[torch.Generator] | None
+"""One generator for the batch, one per row (on ``x``'s device), or None (torch's default)."""
 
 
 def predict_x0(x: torch.Tensor, eps: torch.Tensor, abar: float, clip: bool) -> torch.Tensor:
@@ -80,14 +86,35 @@ def _eps(eps_fn: EpsFn, x: torch.Tensor, t: int, dtype: torch.dtype) -> torch.Te
     return eps_fn(x.to(dtype), timesteps).float()
 
 
-def _noise(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    return torch.randn(x.shape, generator=generator, device=x.device, dtype=torch.float32)
+def _noise(x: torch.Tensor, generator: Generators) -> torch.Tensor:
+    """Standard normal noise shaped ``x`` ``[B, ...]`` float32: row i from generator i when given a sequence."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.randn(x.shape, generator=generator, device=x.device, dtype=torch.float32)
+    if len(generator) != x.shape[0]:
+        raise HumanLiffError(f"{len(generator)} noise generators for a batch of {x.shape[0]}")
+    return torch.stack([torch.randn(x.shape[1:], generator=g, device=x.device, dtype=torch.float32)
+                        for g in generator])
+
+
+Known = tuple[torch.Tensor, torch.Tensor] | None
+"""``(x0 [B, C, H, W], mask [B or 1, C, H, W] bool)``: where ``mask`` holds, x_t is replaced by a fresh
+draw of q(x_t | x0) after every step (RePaint, Lugmayr et al. 2022, without resampling), and by x0 at
+the end; None: nothing is known."""
+
+
+def _paste(x: torch.Tensor, known: Known, abar: float, generator: Generators) -> torch.Tensor:
+    """``x`` with the known region set to ``sqrt(abar) x0 + sqrt(1 - abar) z`` (``x0`` itself at abar 1)."""
+    if known is None:
+        return x
+    x0, mask = known
+    noisy = x0 if abar >= 1.0 else math.sqrt(abar) * x0 + math.sqrt(1.0 - abar) * _noise(x, generator)
+    return torch.where(mask, noisy, x)
 
 
 @torch.no_grad()
 def sample_ddpm(eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int, *,
-                generator: torch.Generator | None = None, eta: float = 0.0, clip_denoised: bool = True,
-                progress: bool = False) -> torch.Tensor:
+                generator: Generators = None, eta: float = 0.0, clip_denoised: bool = True,
+                progress: bool = False, known: Known = None) -> torch.Tensor:
     """Ancestral DDPM over the respaced process (the original samples with 250 steps); ``eta`` must be 0."""
     if eta != 0.0:
         raise HumanLiffError(f"eta={eta} applies to the ddim sampler only")
@@ -95,23 +122,25 @@ def sample_ddpm(eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, 
     for t, abar, abar_next in _steps(alphas_cumprod, steps, progress):
         noise = _noise(x, generator) if t > 0 else None
         x, _ = ddpm_step(x, _eps(eps_fn, x, t, x_T.dtype), abar, abar_next, noise, clip_denoised)
+        x = _paste(x, known, abar_next, generator)
     return x.to(x_T.dtype)
 
 
 @torch.no_grad()
 def sample_ddim(eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int, *,
-                generator: torch.Generator | None = None, eta: float = 0.0, clip_denoised: bool = True,
-                progress: bool = False) -> torch.Tensor:
+                generator: Generators = None, eta: float = 0.0, clip_denoised: bool = True,
+                progress: bool = False, known: Known = None) -> torch.Tensor:
     """DDIM (Song et al. 2021); deterministic for ``eta = 0``, ancestral-like for ``eta = 1``."""
     x = x_T.float()
     for t, abar, abar_next in _steps(alphas_cumprod, steps, progress):
         noise = _noise(x, generator) if eta > 0.0 and t > 0 else None
         x, _ = ddim_step(x, _eps(eps_fn, x, t, x_T.dtype), abar, abar_next, eta, noise, clip_denoised)
+        x = _paste(x, known, abar_next, generator)
     return x.to(x_T.dtype)
 
 
 def _dpmpp(eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int, sde: bool,
-           generator: torch.Generator | None, eta: float, clip_denoised: bool, progress: bool) -> torch.Tensor:
+           generator: Generators, eta: float, clip_denoised: bool, progress: bool, known: Known) -> torch.Tensor:
     """The DPM-Solver++(2M) loop of ``sample_dpmpp`` (``sde=False``) and ``sample_dpmpp_sde``."""
     if eta != 0.0:
         raise HumanLiffError(f"eta={eta} applies to the ddim sampler only")
@@ -120,7 +149,7 @@ def _dpmpp(eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, steps
     for t, abar, abar_next in _steps(alphas_cumprod, steps, progress, logsnr=True):
         x0 = predict_x0(x, _eps(eps_fn, x, t, x_T.dtype), abar, clip_denoised)
         if t == 0:
-            x = x0
+            x = _paste(x0, known, 1.0, generator)
             break
         sigma, sigma_next = math.sqrt(1.0 - abar), math.sqrt(1.0 - abar_next)
         alpha_next = math.sqrt(abar_next)
@@ -133,31 +162,32 @@ def _dpmpp(eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, steps
                 + (sigma_next * math.sqrt(decay)) * _noise(x, generator)
         else:
             x = (sigma_next / sigma) * x - (alpha_next * math.expm1(-h)) * denoised
+        x = _paste(x, known, abar_next, generator)
         x0_old, h_old = x0, h
     return x.to(x_T.dtype)
 
 
 @torch.no_grad()
 def sample_dpmpp(eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int, *,
-                 generator: torch.Generator | None = None, eta: float = 0.0, clip_denoised: bool = True,
-                 progress: bool = False) -> torch.Tensor:
+                 generator: Generators = None, eta: float = 0.0, clip_denoised: bool = True,
+                 progress: bool = False, known: Known = None) -> torch.Tensor:
     """DPM-Solver++(2M), multistep second order in data prediction (Lu et al. 2022, Algorithm 2), over
     timesteps evenly spaced in log-SNR. Deterministic: ``generator`` is unused and ``eta`` must be 0.
     The result is the x0-prediction of the last call (at t = 0).
     """
-    return _dpmpp(eps_fn, x_T, alphas_cumprod, steps, False, generator, eta, clip_denoised, progress)
+    return _dpmpp(eps_fn, x_T, alphas_cumprod, steps, False, generator, eta, clip_denoised, progress, known)
 
 
 @torch.no_grad()
 def sample_dpmpp_sde(eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int, *,
-                     generator: torch.Generator | None = None, eta: float = 0.0, clip_denoised: bool = True,
-                     progress: bool = False) -> torch.Tensor:
+                     generator: Generators = None, eta: float = 0.0, clip_denoised: bool = True,
+                     progress: bool = False, known: Known = None) -> torch.Tensor:
     """SDE-DPM-Solver++(2M) (Lu et al. 2022): the stochastic counterpart of ``sample_dpmpp``, same log-SNR
     timesteps. With ``h`` the step in half log-SNR and ``D`` the (second-order corrected) data prediction,
     ``x' = (sigma'/sigma) e^-h x + alpha' (1 - e^-2h) D + sigma' sqrt(1 - e^-2h) z``. Fresh noise every step
     keeps small models on track where the deterministic solvers drift (speckled planes); ``eta`` must be 0.
     """
-    return _dpmpp(eps_fn, x_T, alphas_cumprod, steps, True, generator, eta, clip_denoised, progress)
+    return _dpmpp(eps_fn, x_T, alphas_cumprod, steps, True, generator, eta, clip_denoised, progress, known)
 
 
 SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
@@ -170,14 +200,15 @@ SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
 
 
 def sample(name: str, eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int, *,
-           generator: torch.Generator | None = None, eta: float = 0.0, clip_denoised: bool = True,
-           progress: bool = False) -> torch.Tensor:
+           generator: Generators = None, eta: float = 0.0, clip_denoised: bool = True,
+           progress: bool = False, known: Known = None) -> torch.Tensor:
     """Run sampler ``name`` from noise ``x_T [B, C, H, W]`` to x_0 in ``steps`` model calls.
 
     ``alphas_cumprod``: ``[T]`` training schedule (float64 fine); ``generator`` drives the noise of the
-    stochastic samplers and must be on ``x_T``'s device.
+    stochastic samplers: one for the batch or one per row, on ``x_T``'s device. ``known`` fixes a region
+    of x_0 (see ``Known``).
     """
     if name not in SAMPLERS:
         raise HumanLiffError(f"unknown sampler '{name}' (valid: {', '.join(SAMPLERS)})")
     return SAMPLERS[name](eps_fn, x_T, alphas_cumprod, steps, generator=generator, eta=eta,
-                          clip_denoised=clip_denoised, progress=progress)
+                          clip_denoised=clip_denoised, progress=progress, known=known)

@@ -52,16 +52,19 @@ def test_generate_writes_all_outputs(models, tmp_path):
     assert all(p.is_file() and p.suffix in (".ply", ".glb") for p in result["meshes"])
 
 
-def _planes(models, out, seed, batch, layers=None):
+def _planes(models, out, seed, batch, layers=None, sampler=()):
     ema, store = models
-    cfg = load_config("tiny", [*FAST, f"sample.seed={seed}", f"sample.batch={batch}"])
+    cfg = load_config("tiny", [*FAST, f"sample.seed={seed}", f"sample.batch={batch}", *sampler])
     return np.load(generate(cfg, ema, store, out, layers, device="cpu", progress=False)["planes"])["planes"]
 
 
-def test_seed_determinism_and_per_human_seeds(models, tmp_path):
-    a = _planes(models, tmp_path / "a", seed=5, batch=2, layers=[0, 1])
-    b = _planes(models, tmp_path / "b", seed=5, batch=2, layers=[0, 1])
-    c = _planes(models, tmp_path / "c", seed=6, batch=1, layers=[0, 1])
+@pytest.mark.parametrize(("sampler", "layers"), [(("sample.sampler=dpmpp",), [0, 1]), (("sample.sampler=ddpm",), [0]),
+                                               (("sample.sampler=ddim", "sample.eta=1"), [0]),
+                                               (("sample.sampler=dpmpp_sde",), [0])])
+def test_seed_determinism_and_per_human_seeds(models, tmp_path, sampler, layers):
+    a = _planes(models, tmp_path / "a", seed=5, batch=2, layers=layers, sampler=sampler)
+    b = _planes(models, tmp_path / "b", seed=5, batch=2, layers=layers, sampler=sampler)
+    c = _planes(models, tmp_path / "c", seed=6, batch=1, layers=layers, sampler=sampler)
     assert np.array_equal(a, b)
     np.testing.assert_allclose(a[:, 1:2].astype(np.float32), c.astype(np.float32), atol=2e-3)
     assert not np.allclose(a[:, 0], a[:, 1])

@@ -4,8 +4,15 @@ import pytest
 import torch
 
 from humanliff.errors import HumanLiffError
-from humanliff.runtime.layered import LAYER_TITLES, human_generators, parse_layers, sample_layers
-from humanliff.runtime.schedule import alphas_cumprod, linear_betas
+from humanliff.runtime.layered import (
+    LAYER_TITLES,
+    human_generators,
+    parse_layers,
+    sample_layers,
+    top_rows_mask,
+)
+from humanliff.runtime.sampling import ddpm_step
+from humanliff.runtime.schedule import alphas_cumprod, linear_betas, space_timesteps
 
 ABAR = alphas_cumprod(linear_betas())
 SHAPE = (2, 27, 4, 4)
@@ -59,12 +66,62 @@ def test_fresh_noise_per_layer_and_seed_determinism():
         assert not torch.allclose(noise_a[layer], noise_a[layer - 1])
 
 
-def test_per_human_seeds_do_not_depend_on_batch_size():
+@pytest.mark.parametrize(("sampler", "eta"), [("ddpm", 0.0), ("ddim", 0.0), ("ddim", 1.0), ("dpmpp", 0.0),
+                                         ("dpmpp_sde", 0.0)])
+def test_per_human_seeds_do_not_depend_on_batch_size(sampler, eta):
     unet = RecordingUNet()
-    big = sample_layers(unet, (3, 27, 4, 4), ABAR, [0, 1], "dpmpp", 3, generator=human_generators(10, 3))
-    one = sample_layers(unet, (1, 27, 4, 4), ABAR, [0, 1], "dpmpp", 3, generator=human_generators(12, 1))
+    big = sample_layers(unet, (3, 27, 4, 4), ABAR, [0, 1], sampler, 3, generator=human_generators(10, 3),
+                        eta=eta)
+    one = sample_layers(unet, (1, 27, 4, 4), ABAR, [0, 1], sampler, 3, generator=human_generators(12, 1),
+                        eta=eta)
+    pair = sample_layers(unet, (2, 27, 4, 4), ABAR, [0, 1], sampler, 3, generator=human_generators(11, 2),
+                         eta=eta)
     torch.testing.assert_close(big[:, 2:3], one, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(big[:, 1:], pair, rtol=1e-5, atol=1e-6)
     assert not torch.allclose(big[:, 0], big[:, 1])
+
+
+def test_step_noise_of_a_human_is_its_own():
+    """On the CPU human i's step noise continues human i's generator (it was drawn from human 0's)."""
+    unet = RecordingUNet()
+    gens = human_generators(4, 2)
+    out = sample_layers(unet, (2, 27, 4, 4), ABAR, [0], "ddpm", 2, generator=gens)
+    mine = human_generators(4, 2)[1]
+    x_T = torch.randn(27, 4, 4, generator=mine)
+    assert torch.equal(unet.calls[0][3][1], x_T)
+    x1 = unet.calls[1][3][1]
+    # recompute human 1's first DDPM step with its own generator's next draw and compare the next input
+    t0, t1 = sorted(space_timesteps(1000, [2]), reverse=True)
+    eps = unet.calls[0][3][1:2] * 0.1 + 1e-4 * t0
+    expected, _ = ddpm_step(x_T[None], eps, float(ABAR[t0]), float(ABAR[t1]), torch.randn(1, 27, 4, 4,
+                            generator=mine))
+    torch.testing.assert_close(x1[None], expected, rtol=1e-5, atol=1e-6)
+    assert out.shape == (1, 2, 27, 4, 4)
+
+
+def test_top_rows_mask_keeps_only_the_height_rows_of_the_band():
+    mask = top_rows_mask((1, 27, 64, 64), 0.125)[0]
+    assert mask.shape == (27, 64, 64)
+    rows = mask[0, :, 0].nonzero().flatten().tolist()
+    assert rows == list(range(57, 64))  # row centres - 3/64 >= 0.75
+    assert mask[:9].all(dim=-1).any() and not mask[9:18].any() and torch.equal(mask[18:], mask[:9])
+    assert not top_rows_mask((1, 27, 16, 16), 0.0).any()
+
+
+@pytest.mark.parametrize(("sampler", "eta"), [("ddpm", 0.0), ("ddim", 1.0), ("dpmpp", 0.0), ("dpmpp_sde", 0.0)])
+def test_keep_top_copies_the_band_from_the_layer_below(sampler, eta):
+    unet = RecordingUNet()
+    shape = (2, 27, 16, 16)
+    out = sample_layers(unet, shape, ABAR, [0, 1, 2], sampler, 3, generator=human_generators(0, 2), eta=eta,
+                        keep_top=0.25)
+    plain = sample_layers(RecordingUNet(), shape, ABAR, [0, 1, 2], sampler, 3, generator=human_generators(0, 2),
+                          eta=eta)
+    keep = top_rows_mask(shape, 0.25).expand(shape)
+    assert keep.any()
+    torch.testing.assert_close(out[0], plain[0])  # layer 0 has nothing below it
+    for layer in (1, 2):
+        assert torch.equal(out[layer][keep], out[0][keep])
+        assert not torch.allclose(out[layer][~keep], out[layer - 1][~keep])
 
 
 def test_start_dresses_a_given_layer():

@@ -168,18 +168,24 @@ def test_engine_field_pads_calls_below_the_exported_minimum(artifacts):
         torch.testing.assert_close(sigma_one, sigma_all[:, 2:3])
 
 
-def test_run_reproduces_generate(artifacts, tmp_path):
+@pytest.mark.parametrize(("sampler", "eta", "layers"), [("dpmpp", 0.0, None), ("ddpm", 0.0, [0, 1]),
+                                                   ("ddim", 1.0, [0, 1]), ("dpmpp_sde", 0.0, [0, 1])])
+def test_run_reproduces_generate(artifacts, tmp_path, sampler, eta, layers):
+    """Every sampler: ``run`` (humans in groups of the manifest's batch 2) = ``generate`` (one batch of 3)."""
     ema, store, folder = artifacts
-    cfg = load_config("tiny", [*FAST, "sample.seed=7", "sample.batch=3"])
-    expected = generate(cfg, ema, store, tmp_path / "gen", device="cpu", progress=False)
-    result = run_artifacts(folder, tmp_path / "run", humans=3, sampler=cfg.sample.sampler,
-                           steps=cfg.sample.steps, seed=7, device="cpu", prefer=("onnx",), progress=False)
+    cfg = load_config("tiny", [*FAST, f"sample.sampler={sampler}", f"sample.eta={eta}", "sample.seed=7",
+                               "sample.batch=3"])
+    expected = generate(cfg, ema, store, tmp_path / "gen", layers, device="cpu", progress=False)
+    result = run_artifacts(folder, tmp_path / "run", humans=3, sampler=sampler, steps=cfg.sample.steps, seed=7,
+                           layers=layers, device="cpu", prefer=("onnx",), overrides=[f"sample.eta={eta}"],
+                           progress=False)
     assert result["engines"] == {"unet": "onnx", "decoder": "onnx"}
     a = np.load(expected["planes"])["planes"].astype(np.float32)
     b = np.load(result["planes"])["planes"].astype(np.float32)
-    assert a.shape == b.shape == (4, 3, 27, 16, 16)
+    n_layers = 4 if layers is None else len(layers)
+    assert a.shape == b.shape == (n_layers, 3, 27, 16, 16)
     np.testing.assert_allclose(b, a, atol=2e-3)  # fp16 storage: one step at 1.0 is 1e-3
-    assert len(result["views"]) == len(expected["views"]) == 4 * 3
+    assert len(result["views"]) == len(expected["views"]) == n_layers * 3
     for x, y in zip(expected["views"], result["views"], strict=True):
         assert x.relative_to(tmp_path / "gen") == y.relative_to(tmp_path / "run")
         assert np.abs(iio.imread(x).astype(int) - iio.imread(y).astype(int)).max() <= 2

@@ -102,6 +102,21 @@ def test_pinned_dummy_runs(name, eta, pinned):
     assert torch.equal(out, again)
 
 
+@pytest.mark.parametrize(("name", "eta"), [("ddpm", 0.0), ("ddim", 1.0), ("dpmpp_sde", 0.0)])
+def test_per_row_generators_make_each_row_its_own(name, eta):
+    """Row i of a batch run with one generator per row equals a batch-1 run with generator i alone."""
+    x_T = torch.randn(3, 27, 8, 8, generator=torch.Generator().manual_seed(0))
+    rows = sample(name, _dummy, x_T, ABAR, 6, eta=eta,
+                  generator=[torch.Generator().manual_seed(10 + i) for i in range(3)])
+    for i in range(3):
+        alone = sample(name, _dummy, x_T[i:i + 1], ABAR, 6, eta=eta, generator=torch.Generator().manual_seed(10 + i))
+        torch.testing.assert_close(rows[i:i + 1], alone, rtol=1e-6, atol=1e-6)
+    shared = sample(name, _dummy, x_T, ABAR, 6, eta=eta, generator=torch.Generator().manual_seed(10))
+    assert not torch.allclose(shared, rows)
+    with pytest.raises(HumanLiffError, match="2 noise generators for a batch of 3"):
+        sample(name, _dummy, x_T, ABAR, 6, eta=eta, generator=[torch.Generator(), torch.Generator()])
+
+
 def test_network_dtype_is_kept_and_solver_runs_in_fp32():
     eps_fn = PointData(torch.zeros(1, 3, 4, 4))
     x_T = torch.randn(1, 3, 4, 4).to(torch.bfloat16)

@@ -58,7 +58,7 @@ def triplane_field(store: TriplaneStore, decoder: torch.nn.Module, subject: str 
     occupancy = None
     if cfg.render.occupancy_resolution > 0:
         occupancy = build_occupancy(field, cfg.render.occupancy_resolution, cfg.render.occupancy_threshold,
-                                    device=device)
+                                    largest=cfg.render.occupancy_largest, device=device)
     return field, store.subject_bounds(subject).to(device), occupancy
 
 

@@ -62,12 +62,12 @@ def render_views(field: Field, cameras: Cameras, image_size: int, bounds: torch.
     return to_uint8(torch.stack(images).cpu().numpy())
 
 
-def _occupancy(field: Field, render_cfg: RenderConfig, device: torch.device) -> torch.Tensor | None:
+def render_occupancy(field: Field, render_cfg: RenderConfig, device: torch.device) -> torch.Tensor | None:
     """The field's occupancy grid ``[1, G, G, G]``, or None when ``render.occupancy_resolution`` is 0."""
     if render_cfg.occupancy_resolution <= 0:
         return None
     return build_occupancy(field, render_cfg.occupancy_resolution, render_cfg.occupancy_threshold,
-                           device=device)
+                           largest=render_cfg.occupancy_largest, device=device)
 
 
 def _write_meshes(stem: Path, field: Field, bounds: torch.Tensor, resolution: int) -> list[Path]:
@@ -96,7 +96,7 @@ def _write_layer(job: _Job, field: Field, layer: int, human: int, written: dict[
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Write one human's layer (views, grid, meshes); returns ``(views [V,S,S,3], turntable [F,S,S,3])``."""
     size = job.sample_cfg.image_size
-    occupancy = _occupancy(field, job.render_cfg, job.device)
+    occupancy = render_occupancy(field, job.render_cfg, job.device)
     turntable = render_views(field, job.turntable, size, job.bounds, job.render_cfg, occupancy)
     frames, views = len(job.turntable[0]), job.sample_cfg.views
     if frames % views == 0:  # the views are turntable frames: reuse them

@@ -1,0 +1,162 @@
+"""Generation quality of the default model: ``eval gen`` for each sampler row, the same seeds every row.
+
+Usage (GPU, the issue's table)::
+
+    python -m benchmarks.quality --humans 64 --precisions fp32,bf16 --out /tmp/quality
+
+Each row generates ``--humans`` humans (seeds 0..N-1, layers 0-3) with the default model through
+``humanliff generate`` (cheap output settings: the evaluation renders on its own), then scores them with
+``evaluate_generation`` against the default store; the improvement rows re-score a row's planes with
+floater removal (``render.occupancy_largest``) or sample with the head band kept (``sample.keep_top``).
+A generation folder or a row's score already under ``--out`` is reused, so a run cut short resumes
+(run the same command again). Results go to
+``<out>/quality.json`` and ``<out>/quality.md`` (and ``$OUT`` when set), rewritten after every row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from humanliff.config import load_config
+from humanliff.evaluation.generation import evaluate_generation
+from humanliff.evaluation.metrics import GENERATION_METRICS
+from humanliff.generate import generate
+from humanliff.pretrained import default_model
+
+log = logging.getLogger("benchmark.quality")
+
+CHEAP_OUTPUTS = ["sample.image_size=16", "sample.views=1", "sample.turntable_frames=1", "sample.mesh_resolution=8",
+                 "render.n_samples=8", "render.n_importance=8", "sample.compile=false"]
+"""Outputs of ``generate`` that nobody looks at here (the evaluation renders the planes itself); no
+torch.compile (it changes the speed, not the samples)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One table row: a sampler setting, and what the improvement rows change."""
+
+    name: str
+    sampler: str
+    steps: int
+    eta: float = 0.0
+    keep_top: float = 0.0
+    floaters_removed: bool = False
+    planes_of: str | None = None
+    """Re-score this row's planes instead of sampling (render-time changes only)."""
+
+
+ROWS = (
+    Row("ddpm_250", "ddpm", 250),
+    Row("ddim_50_eta1", "ddim", 50, eta=1.0),
+    Row("dpmpp_20", "dpmpp", 20),
+    Row("dpmpp_sde_20", "dpmpp_sde", 20),
+    Row("dpmpp_sde_10", "dpmpp_sde", 10),
+    Row("dpmpp_sde_20+floaters", "dpmpp_sde", 20, floaters_removed=True, planes_of="dpmpp_sde_20"),
+    Row("dpmpp_sde_20+head", "dpmpp_sde", 20, keep_top=0.125),
+    Row("dpmpp_sde_20+head+floaters", "dpmpp_sde", 20, keep_top=0.125, floaters_removed=True,
+        planes_of="dpmpp_sde_20+head"),
+    Row("dpmpp_sde_10+floaters", "dpmpp_sde", 10, floaters_removed=True, planes_of="dpmpp_sde_10"),
+    Row("dpmpp_sde_10+head", "dpmpp_sde", 10, keep_top=0.125),
+    Row("dpmpp_sde_10+head+floaters", "dpmpp_sde", 10, keep_top=0.125, floaters_removed=True,
+        planes_of="dpmpp_sde_10+head"),
+)
+
+
+def run_row(row: Row, precision: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """Generate (or reuse) the row's planes and score them (or reuse the score); the result plus timings."""
+    folder = out / precision
+    saved = folder / row.name / "result.json"
+    if saved.is_file():
+        return json.loads(saved.read_text())
+    gen = folder / (row.planes_of or row.name) / "gen"
+    sample_s = None
+    if not (gen / "planes.npz").is_file():
+        if gen.parent.exists():
+            shutil.rmtree(gen.parent)
+        gen.parent.mkdir(parents=True)
+        cfg = load_config(None, [*CHEAP_OUTPUTS, f"sample.sampler={row.sampler}", f"sample.steps={row.steps}",
+                                 f"sample.eta={row.eta}", f"sample.keep_top={row.keep_top}", "sample.seed=0",
+                                 f"sample.batch={args.humans}", f"sample.precision={precision}"])
+        start = time.perf_counter()
+        generate(cfg, None, None, gen, device=args.device, progress=False)
+        sample_s = time.perf_counter() - start
+    eval_cfg = load_config(None, [*args.set, f"render.occupancy_largest={row.floaters_removed}"])
+    start = time.perf_counter()
+    result = evaluate_generation(gen, default_model()[1], folder / row.name / "eval", render_cfg=eval_cfg.render,
+                                 inception=args.inception, views=args.views, size=args.size, device=args.device,
+                                 progress=False)
+    result["timings"] = {"generate_s": sample_s, "eval_s": time.perf_counter() - start}
+    saved.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def markdown(results: dict[str, dict[str, Any]], humans: int) -> str:
+    """The table: a row per setting and precision, plus the ceiling; metrics averaged over the layers."""
+    names = list(GENERATION_METRICS)
+    lines = [f"| row | {' | '.join(names)} | generate s |", "|---" * (len(names) + 2) + "|"]
+
+    def cells(per_layer: dict[str, dict[str, float]], which: str) -> str:
+        values = []
+        for name in names:
+            found = [entry[which][name] for entry in per_layer.values() if name in entry[which]]
+            values.append(f"{sum(found) / len(found):.4g}" if found else "-")
+        return " | ".join(values)
+
+    ceiling = None
+    for key, result in results.items():
+        seconds = result["timings"]["generate_s"]
+        lines.append(f"| {key} | {cells(result['layers'], 'generated')} | "
+                     f"{'-' if seconds is None else f'{seconds:.0f}'} |")
+        ceiling = ceiling or result["layers"]
+    if ceiling:
+        lines.append(f"| ceiling (reference store) | {cells(ceiling, 'ceiling')} | - |")
+    return "\n".join(lines) + (f"\n\n{humans} humans (seeds 0..{humans - 1}), layers 0-3; every metric is the mean "
+                               "over the layers where it applies (containment and drift: layers 1-3).\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--humans", type=int, default=64)
+    parser.add_argument("--rows", default="all", help="comma-separated row names (default: all)")
+    parser.add_argument("--precisions", default="fp32", help="UNet precisions on CUDA, e.g. fp32,bf16")
+    parser.add_argument("--views", type=int, default=4)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--inception", default=None, help="pt_inception-2015-12-05 weights (default: torch hub's)")
+    parser.add_argument("--set", action="append", default=[], help="render overrides of the evaluation")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--out", default="quality_out")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    by_name = {r.name: r for r in ROWS}
+    unknown = [n for n in args.rows.split(",") if n not in by_name and args.rows != "all"]
+    if unknown:
+        parser.error(f"unknown rows {unknown} (valid: {', '.join(by_name)})")
+    rows = ROWS if args.rows == "all" else [by_name[n] for n in args.rows.split(",")]
+    out = Path(args.out)
+    results: dict[str, dict[str, Any]] = {}
+    targets = [out] + ([Path(os.environ["OUT"])] if os.environ.get("OUT") else [])
+    for precision in args.precisions.split(","):
+        for row in rows:
+            key = f"{row.name} {precision}"
+            log.info("row %s", key)
+            results[key] = run_row(row, precision, args, out)
+            for target in targets:
+                target.mkdir(parents=True, exist_ok=True)
+                (target / "quality.json").write_text(json.dumps(results, indent=1))
+                (target / "quality.md").write_text(markdown(results, args.humans))
+            log.info("%s", markdown({key: results[key]}, args.humans).splitlines()[2])
+
+
+if __name__ == "__main__":
+    main()
