@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import viser
-from PIL import Image
 
 from humanliff.errors import HumanLiffError
+from humanliff.outputs.images import save_png
 from humanliff.viewer.live import Placed, browser_camera, render_placed
 from humanliff.viewer.scene import ViewTarget
 
@@ -69,6 +69,7 @@ class Viewer:
         self._lock = threading.RLock()
         self._saved = 0
         server.scene.set_up_direction("+y")
+        server.gui.configure_theme(dark_mode=True, show_share_button=False)
         self._build_gui()
         self.refresh()
         self._place_camera()
@@ -125,7 +126,7 @@ class Viewer:
         boxes = [self.view.humans[h].bounds.numpy() for h in shown]
         height = max(b[1, 1] - b[0, 1] for b in boxes)
         width = SPACING * max(b[1, 0] - b[0, 0] for b in boxes) * len(shown)
-        distance = 0.6 * max(width / 1.4, height) / math.tan(math.radians(FOV_DEG) / 2)
+        distance = 0.75 * max(width / 1.4, height) / math.tan(math.radians(FOV_DEG) / 2)
         camera = self.server.initial_camera
         camera.fov = math.radians(FOV_DEG)
         camera.look_at = (0.0, 0.0, 0.0)
@@ -196,7 +197,7 @@ class Viewer:
         self.save_dir.mkdir(parents=True, exist_ok=True)
         while (path := self.save_dir / f"humanliff_view_{self._saved:03d}.png").exists():
             self._saved += 1
-        Image.fromarray(image).save(path)
+        save_png(path, image)
         client.send_file_download(path.name, path.read_bytes())
         client.add_notification("saved", str(path), auto_close_seconds=5.0)
         log.info("saved %s", path)
@@ -267,6 +268,7 @@ def start_viewer(view: ViewTarget, host: str = "127.0.0.1", port: int = 8080, sa
     """
     if port:
         check_port(host, port)
+    logging.getLogger("websockets").setLevel(logging.WARNING)  # not a line per connection
     server = viser.ViserServer(host=host, port=port, label="HumanLiff", verbose=False)
     if port and server.get_port() != port:  # taken between the check and viser's bind
         server.stop()
