@@ -138,6 +138,27 @@ def test_view_in_chromium(browser, generation, tmp_path):
         viewer.close()
 
 
+def test_live_rendering_follows_the_browser_camera(browser, tmp_path):
+    """The CUDA-only live path, forced on the CPU: the GUI offers it and frames come from the browser camera."""
+    _, store, _ = make_tiny_models(tmp_path)
+    viewer = start_viewer(open_target(str(store), device="cpu", mesh_resolution=16), "127.0.0.1", 0, tmp_path,
+                          live=True)
+    try:
+        assert viewer.mode.value == "volume rendering" and not any(m.visible for m in viewer.meshes.values())
+        viewer.resolution.value = 128
+        page = browser.new_page(viewport={"width": 1100, "height": 640})
+        page.goto(viewer.url)
+        _until(lambda: viewer.stats.content.startswith("live: "), seconds=60)
+        assert " x 128 in " in viewer.stats.content
+        for label in ("show", "resolution"):
+            assert page.get_by_text(label, exact=True).count() >= 1, label
+        viewer.mode.value = "meshes"
+        _until(lambda: all(m.visible for (_, k), m in viewer.meshes.items() if k == 3))
+        page.close()
+    finally:
+        viewer.close()
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

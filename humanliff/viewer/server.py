@@ -56,9 +56,10 @@ def check_port(host: str, port: int) -> None:
 class Viewer:
     """The GUI and scene of one server (shared by its clients); live rendering runs in its own thread."""
 
-    def __init__(self, view: ViewTarget, server: viser.ViserServer, save_dir: Path) -> None:
+    def __init__(self, view: ViewTarget, server: viser.ViserServer, save_dir: Path, live: bool | None = None
+                 ) -> None:
         self.view, self.server, self.save_dir = view, server, save_dir
-        self.live = view.device.type == "cuda" and view.decoder is not None
+        self.live = (view.device.type == "cuda" if live is None else live) and view.decoder is not None
         self.meshes: dict[tuple[int, int], viser.GlbHandle] = {}
         self.ghosts: dict[tuple[int, int], viser.MeshHandle] = {}
         self.frames: dict[int, viser.FrameHandle] = {}
@@ -84,10 +85,11 @@ class Viewer:
         n, titles = len(view.humans), view.titles
         gui.add_markdown(f"**{view.title}**: {n} human{'s' * (n != 1)}, layers {', '.join(titles)}")
         if not self.live:
-            gui.add_markdown(CPU_NOTE if view.device.type != "cuda" else NO_DECODER_NOTE)
+            gui.add_markdown(NO_DECODER_NOTE if view.decoder is None and view.device.type == "cuda" else CPU_NOTE)
         names = [h.name for h in view.humans]
         options = [ALL_HUMANS, *names] if 1 < n <= MAX_SIDE_BY_SIDE else names
-        self.picker = gui.add_dropdown("humans", options, initial_value=options[0])
+        extracted = any(h.mesh_files is None for h in view.humans)  # a store: start with one, meshes take time
+        self.picker = gui.add_dropdown("humans", options, initial_value=options[int(extracted and len(options) > n)])
         last = len(titles) - 1
         self.layer = gui.add_slider("layer", 0, max(last, 1), 1, last, disabled=last == 0,
                                     marks=tuple((k, t) for k, t in enumerate(titles)), hint="body .. shoes")
@@ -97,7 +99,7 @@ class Viewer:
         if self.live:
             self.mode = gui.add_dropdown("show", MODES, initial_value=MODES[0])
             self.resolution = gui.add_slider("resolution", 128, 1024, 64, 512, hint="live image height, pixels")
-            self.stats = gui.add_markdown("live: waiting for a camera")
+            self.stats = gui.add_markdown("waiting for the browser camera")
             for control in (self.mode, self.resolution):
                 control.on_update(lambda _: self.refresh())
         self.save = gui.add_button("save PNG", hint=f"save the view (also into {self.save_dir})")
@@ -260,9 +262,12 @@ class Viewer:
         self.server.stop()
 
 
-def start_viewer(view: ViewTarget, host: str = "127.0.0.1", port: int = 8080, save_dir: str | Path = "."
-                 ) -> Viewer:
+def start_viewer(view: ViewTarget, host: str = "127.0.0.1", port: int = 8080, save_dir: str | Path = ".",
+                 live: bool | None = None) -> Viewer:
     """Listen on ``host:port`` (0: a free port) and show ``view``; ``viewer.close()`` stops the server.
+
+    ``live``: offer the live volume rendering; None (default) on CUDA only (too slow on the CPU to follow a
+    camera; the tests force it there). It needs the view's decoder.
 
     Raises a one-line ``--port`` error when the port is taken (viser alone would move to the next one).
     """
@@ -275,7 +280,7 @@ def start_viewer(view: ViewTarget, host: str = "127.0.0.1", port: int = 8080, sa
         raise HumanLiffError(f"--port {port}: cannot listen on {host}:{port} (address already in use); "
                              f"pick another port")
     try:
-        return Viewer(view, server, Path(save_dir))
+        return Viewer(view, server, Path(save_dir), live)
     except BaseException:
         server.stop()
         raise
