@@ -22,6 +22,7 @@ import viser
 
 from humanliff.errors import HumanLiffError
 from humanliff.outputs.images import save_png
+from humanliff.runtime.field import Field
 from humanliff.viewer.live import Placed, browser_camera, render_placed
 from humanliff.viewer.scene import ViewTarget
 
@@ -64,7 +65,7 @@ class Viewer:
         self.ghosts: dict[tuple[int, int], viser.MeshHandle] = {}
         self.frames: dict[int, viser.FrameHandle] = {}
         self.offsets: dict[int, np.ndarray] = {}
-        self._fields: dict[tuple[int, int], tuple] = {}
+        self._fields: dict[tuple[int, int], tuple[Field, torch.Tensor | None]] = {}
         self._dirty: set[int] = set()
         self._wake, self._stop = threading.Event(), threading.Event()
         self._lock = threading.RLock()
