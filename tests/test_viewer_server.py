@@ -127,6 +127,10 @@ def test_view_in_chromium(browser, generation, tmp_path):
         page.wait_for_timeout(500)
         assert np.abs(_shot(page) - body).mean() > 0.5, "an overlay changes the picture"
 
+        viewer.picker.value = "human 1"
+        _until(lambda: viewer.frames[1].visible and not viewer.frames[0].visible)
+        assert np.allclose(viewer.frames[1].position, -viewer.view.humans[1].bounds.mean(0).numpy()), "alone, centred"
+
         page.get_by_role("button", name="save PNG").click()
         _until(lambda: list((tmp_path / "saved").glob("*.png")))
         saved = np.asarray(Image.open(next((tmp_path / "saved").glob("*.png"))))

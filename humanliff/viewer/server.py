@@ -73,8 +73,8 @@ class Viewer:
         server.scene.set_up_direction("+y")
         server.gui.configure_theme(dark_mode=True, show_share_button=False)
         self._build_gui()
+        self._framed: list[int] = []
         self.refresh()
-        self._place_camera()
         server.on_client_connect(self._on_connect)
         self._thread = threading.Thread(target=self._render_loop, name="live-render", daemon=True)
         if self.live:
@@ -124,16 +124,20 @@ class Viewer:
         return {h: np.array([(j - (len(shown) - 1) / 2) * spacing, 0.0, 0.0]) - boxes[h].mean(axis=0)
                 for j, h in enumerate(shown)}
 
-    def _place_camera(self) -> None:
-        shown = self.shown()
+    def _place_camera(self, shown: list[int]) -> None:
+        """Frame the shown humans: the initial camera ("Reset View") and every connected client's."""
         boxes = [self.view.humans[h].bounds.numpy() for h in shown]
         height = max(b[1, 1] - b[0, 1] for b in boxes)
         width = SPACING * max(b[1, 0] - b[0, 0] for b in boxes) * len(shown)
         distance = 0.75 * max(width / 1.4, height) / math.tan(math.radians(FOV_DEG) / 2)
+        position = (0.0, 0.15 * height, distance)
         camera = self.server.initial_camera
         camera.fov = math.radians(FOV_DEG)
         camera.look_at = (0.0, 0.0, 0.0)
-        camera.position = (0.0, 0.15 * height, distance)
+        camera.position = position
+        for client in self.server.get_clients().values():
+            client.camera.look_at = (0.0, 0.0, 0.0)
+            client.camera.position = position
 
     # -- scene -----------------------------------------------------------------------------------------
     def _add_human(self, h: int) -> None:
@@ -159,6 +163,9 @@ class Viewer:
         with self._lock:
             shown, li = self.shown(), self.layer_index()
             self.offsets = self._layout(shown)
+            if shown != self._framed:
+                self._place_camera(shown)
+                self._framed = shown
             meshes_on = self.mode is None or self.mode.value == "meshes"
             overlaid = {k for k, box in enumerate(self.overlays) if box.value and k != li}
             for h in shown:
