@@ -18,7 +18,7 @@ $(PY):
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_CPU)"
 	$(PY) -c "import triton" 2>/dev/null || $(PIP) install -q "$(TRITON_CPU)"
-	$(PIP) install -q -e ".[dev,onnx,smpl]"
+	$(PIP) install -q -e ".[dev,onnx,smpl,viewer]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -291,6 +291,38 @@ def run_command(artifacts: str, out_dir: str, humans: int, sampler: str | None, 
     click.echo(f"wrote {result['folder']} ({used}; {result['timings']['total_s']:.2f} s)")
 
 
+@command(app, "view")
+@click.argument("target", metavar="TARGET")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
+              help="Port to listen on (0: a free one).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0: every interface; or forward the port over ssh).")
+@click.option("--store", default=None, metavar="STORE",
+              help="For a generation folder: the store whose decoder renders it live (default: the default "
+                   "model's, when the tri-plane shape fits).")
+@click.option("--mesh-resolution", type=click.IntRange(16, 512), default=128, show_default=True,
+              help="For a store: marching-cubes grid per side of the meshes extracted.")
+@click.option("--save-dir", default=".", show_default=True, metavar="DIR", help="Where 'save PNG' writes.")
+@click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")
+def view_command(target: str, port: int, host: str, store: str | None, mesh_resolution: int, save_dir: str,
+                 device: str | None) -> None:
+    """Show humans in the browser: a generation folder, a tri-plane store or STORE:SUBJECT.
+
+    Per-layer meshes with a layer slider and overlays; on CUDA, the live volume rendering of the tri-planes.
+    """
+    from humanliff.viewer.scene import open_target
+    from humanliff.viewer.server import start_viewer
+
+    viewer = start_viewer(open_target(target, store, device, mesh_resolution), host, port, save_dir)
+    click.echo(f"humanliff view: {viewer.url} (Ctrl-C to stop)")
+    try:
+        viewer.wait()
+    except KeyboardInterrupt:
+        click.echo("humanliff view: stopped", err=True)
+    finally:
+        viewer.close()
+
+
 @command(app, "fit")
 @config_options
 @click.option("--stage", type=click.Choice(["a", "b"]), required=True,

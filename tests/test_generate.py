@@ -50,6 +50,8 @@ def test_generate_writes_all_outputs(models, tmp_path):
     assert gif.shape == (cfg.sample.turntable_frames, size, 4 * size, 3)
     assert len(result["meshes"]) == 2 * 4 * batch
     assert all(p.is_file() and p.suffix in (".ply", ".glb") for p in result["meshes"])
+    page = result["viewer"].read_text()
+    assert result["viewer"].name == "viewer.html" and page.count("data:image/jpeg;base64,") == 4 * batch
 
 
 def _planes(models, out, seed, batch, layers=None, sampler=()):

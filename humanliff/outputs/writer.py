@@ -10,6 +10,7 @@ models, training or data code. Folder layout (written under a temporary name, re
     layer_<k>/human_<i>.png      grid of the human's views; each view in layer_<k>/views/
     layer_<k>/human_<i>.ply      marching-cubes mesh with vertex colours (and .glb)
     turntable/human_<i>.gif      all layers side by side, orbiting (and .mp4 with imageio-ffmpeg)
+    viewer.html                  every human's turntable per layer in one self-contained page
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from humanliff.runtime.layered import LAYER_TITLES
 from humanliff.runtime.mesh import extract_mesh
 from humanliff.runtime.occupancy import build_occupancy
 from humanliff.runtime.render import render_image
+from humanliff.viewer.html import VIEWER_NAME, write_viewer_html
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +121,7 @@ def write_generation(out_dir: str | Path, planes: torch.Tensor, layers: Sequence
 
     ``bounds`` ``[2, 3]`` is the world box the planes are decoded in (the cameras orbit it); rendering runs
     on ``planes``' device. ``sample_cfg`` sets the image size, views, turntable frames and mesh resolution.
-    Returns the final paths: ``folder``, ``planes``, ``metadata``, ``contact_sheet`` and the lists
+    Returns the final paths: ``folder``, ``planes``, ``metadata``, ``contact_sheet``, ``viewer`` and the lists
     ``views``, ``grids``, ``turntables``, ``meshes``.
     """
     out_dir = Path(out_dir)
@@ -135,6 +137,7 @@ def write_generation(out_dir: str | Path, planes: torch.Tensor, layers: Sequence
     titles = [LAYER_TITLES[k] for k in layers]
     written: dict[str, list[Path]] = {"views": [], "grids": [], "turntables": [], "meshes": []}
     fronts = np.zeros((batch, n_layers, size, size, 3), np.uint8)
+    turntables = []
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         np.savez(tmp / "planes.npz", planes=planes.detach().cpu().to(torch.float16).numpy(),
@@ -151,13 +154,15 @@ def write_generation(out_dir: str | Path, planes: torch.Tensor, layers: Sequence
                     fronts[i, li] = images[0]
                     frames.append(turntable)
                     bar.update()
+                turntables.append(np.stack(frames))
                 movie = np.concatenate(frames, axis=2)
                 written["turntables"] += [write_video(tmp / "turntable" / f"human_{i:03d}{suffix}", movie,
                                                       fps=TURNTABLE_FPS)
                                           for suffix in ((".gif", ".mp4") if mp4_available() else (".gif",))]
         save_png(tmp / "contact_sheet.png", contact_sheet(fronts, titles))
+        write_viewer_html(tmp / VIEWER_NAME, turntables, titles, fps=TURNTABLE_FPS)
     result: dict[str, Any] = {key: [out_dir / p.relative_to(tmp) for p in paths]
                               for key, paths in written.items()}
     result.update(folder=out_dir, planes=out_dir / "planes.npz", metadata=out_dir / "generation.json",
-                  contact_sheet=out_dir / "contact_sheet.png")
+                  contact_sheet=out_dir / "contact_sheet.png", viewer=out_dir / VIEWER_NAME)
     return result
