@@ -29,13 +29,30 @@ DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
 """OSErrors reported as one line (the temporary output is already removed by ``atomic_path``)."""
 
 
+class _LineTracker:
+    """Wraps stderr and remembers whether the text written last ended a line (progress bars do not)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.fresh = True
+
+    def write(self, text: str) -> int:
+        if text:
+            self.fresh = text.endswith("\n")
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def _error(message: str) -> None:
-    """Close any progress bar (so the line starts fresh), print ``error: message``, exit with code 1."""
+    """Close any progress bar, print ``error: message`` at the start of a line, exit with code 1."""
     from tqdm import tqdm
 
     for bar in list(getattr(tqdm, "_instances", ())):
         bar.close()
-    click.echo(f"error: {message}", err=True)
+    fresh = not isinstance(sys.stderr, _LineTracker) or sys.stderr.fresh
+    click.echo(("" if fresh else "\n") + f"error: {message}", err=True)
     sys.exit(1)
 
 
@@ -95,6 +112,8 @@ def app(verbose: bool) -> None:
     Pipeline:  data synth -> fit --stage a -> fit --stage b -> train -> generate
     Deploy:    export -> run   (ONNX / AOTInductor / TensorRT engines, no training code)
     """
+    if not isinstance(sys.stderr, _LineTracker):
+        sys.stderr = _LineTracker(sys.stderr)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(message)s")
 
 
@@ -286,7 +305,7 @@ def export_command(unet_ckpt: str, store: str, out_dir: str, force: bool, format
 
 @command(app, "run")
 @click.argument("artifacts", metavar="[ARTIFACTS]", required=False)
-@click.option("--out", "out_dir", default="generated_run", show_default=True, metavar="DIR",
+@click.option("--out", "out_dir", default="generated_rt", show_default=True, metavar="DIR",
               help="Output folder (written when complete; an existing one needs --force).")
 @force_option
 @click.option("--humans", type=int, default=4, show_default=True, help="Humans to generate.")

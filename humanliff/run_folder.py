@@ -131,6 +131,8 @@ def hold_run_folder(out: str | Path) -> Iterator[Path]:
         return
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    if not (out / MARKER).is_file():  # before the lock file, so that the folder is never foreign-looking
+        write_marker(out)
     fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
@@ -141,8 +143,6 @@ def hold_run_folder(out: str | Path) -> Iterator[Path]:
                                  "to finish or choose another --out") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        if not (out / MARKER).is_file():
-            write_marker(out)
         yield out
     except BaseException:
         if created and {p.name for p in out.iterdir()} <= {MARKER, LOCK_FILE}:
