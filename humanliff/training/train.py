@@ -287,10 +287,10 @@ def _train(cfg: Config, store_path: Path, out: Path, info: DistInfo, resume_anyw
                 logger.debug("%s", record)
             loss_sum.zero_()
             since, tick = 0, time.perf_counter()
-        if main and save:
+        if main and save:  # ema.pt first: a run killed between the two redoes the step and writes both
+            save_ema(out / EMA_FILE, trainer.model, trainer.ema, cfg, store_manifest)
             save_checkpoint(out / CHECKPOINT, trainer.model, trainer.ema, trainer.optimizer, trainer.step,
                             cfg)
-            save_ema(out / EMA_FILE, trainer.model, trainer.ema, cfg, store_manifest)
             saved = trainer.step
     bar.close()
     distributed.barrier()
