@@ -7,6 +7,7 @@ printed as one line (``error: <file>: <problem>``) with exit code 1 and no trace
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import sys
@@ -15,30 +16,70 @@ from typing import Any
 
 import click
 
-from humanliff.config import SYNTH_BODIES, Config, load_config
+from humanliff.config import LIMITS, SYNTH_BODIES, Config, load_config
 from humanliff.errors import HumanLiffError
+from humanliff.run_folder import check_count, check_device, guard_output, hold_run_folder
 
-SAMPLER_NAMES = ("ddpm", "ddim", "dpmpp", "dpmpp_sde")
-"""``--sampler`` choices: the keys of ``humanliff.runtime.sampling.SAMPLERS`` (kept here so that the CLI
-imports without torch; a test checks the two agree)."""
+SAMPLER_NAMES = LIMITS["sample"]["sampler"].choices
+"""``--sampler`` choices: the keys of ``humanliff.runtime.sampling.SAMPLERS`` (kept in the config so that
+the CLI imports without torch; a test checks the two agree)."""
 FORMAT_NAMES = ("tensorrt", "aoti", "torchscript", "onnx", "ep")
 """Engine formats in preference order: ``humanliff.runtime.formats.PREFERENCE`` (a test checks them)."""
 UNET_LAYOUTS = ("parts", "whole", "both")
 """``export --unet-layout`` choices: ``humanliff.export.artifacts.UNET_LAYOUTS`` (a test checks them)."""
 
 
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
+"""OSErrors reported as one line (the temporary output is already removed by ``atomic_path``)."""
+
+
+class _LineTracker:
+    """Wraps stderr and remembers whether the text written last ended a line (progress bars do not)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.fresh = True
+
+    def write(self, text: str) -> int:
+        if text:
+            self.fresh = text.endswith("\n")
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _error(message: str) -> None:
+    """Close any progress bar, print ``error: message`` at the start of a line, exit with code 1."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+    fresh = not isinstance(sys.stderr, _LineTracker) or sys.stderr.fresh
+    click.echo(("" if fresh else "\n") + f"error: {message}", err=True)
+    sys.exit(1)
+
+
 def _fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a ``HumanLiffError`` into one ``error:`` line on stderr and exit code 1."""
+    """Check ``--device``, turn a ``HumanLiffError`` (or a full disk) into one ``error:`` line and exit 1."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            check_device(kwargs.get("device"))
             return fn(*args, **kwargs)
         except HumanLiffError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
+            _error(str(exc))
+        except OSError as exc:
+            if exc.errno not in DISK_ERRORS:
+                raise
+            _error(f"{exc.filename or 'output'}: {exc.strerror}")
 
     return wrapper
+
+
+force_option = click.option("--force", is_flag=True,
+                            help="Replace --out when it exists (only a folder written by humanliff).")
 
 
 def config_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -75,6 +116,8 @@ def app(verbose: bool) -> None:
     Pipeline:  data synth -> fit --stage a -> fit --stage b -> train -> generate
     Deploy:    export -> run   (ONNX / AOTInductor / TensorRT engines, no training code)
     """
+    if not isinstance(sys.stderr, _LineTracker):
+        sys.stderr = _LineTracker(sys.stderr)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(message)s")
 
 
@@ -95,7 +138,8 @@ def eval_group() -> None:
 @click.option("--store", default=None, metavar="STORE",
               help="Tri-plane store: its decoder renders, its first subject's box frames the humans.")
 @click.option("--out", "out_dir", default="generated", show_default=True, metavar="DIR",
-              help="Output folder (replaced when complete).")
+              help="Output folder (written when complete; an existing one needs --force).")
+@force_option
 @click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default=None,
               help="Sampler (default: sample.sampler).")
 @click.option("--steps", type=int, default=None, help="Sampling steps per layer (default: sample.steps).")
@@ -106,16 +150,18 @@ def eval_group() -> None:
 @click.option("--from", "from_spec", default=None, metavar="STORE:SUBJECT:LAYER",
               help="Keep a fitted layer fixed (e.g. a body) and generate the layers above it.")
 @click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")
-def generate_command(cfg: Config, unet_ckpt: str | None, store: str | None, out_dir: str, sampler: str | None,
-                     steps: int | None, seed: int | None, batch: int | None, layer_spec: str | None,
-                     from_spec: str | None, device: str | None) -> None:
+def generate_command(cfg: Config, unet_ckpt: str | None, store: str | None, out_dir: str, force: bool,
+                     sampler: str | None, steps: int | None, seed: int | None, batch: int | None,
+                     layer_spec: str | None, from_spec: str | None, device: str | None) -> None:
     """Generate layered humans: layer 0 from noise, each next layer conditioned on the one below.
 
     Writes the tri-planes, views, a contact sheet, turntables and meshes to --out.
     """
     import dataclasses
 
-    from humanliff.generate import generate
+    from humanliff.config import validate
+    from humanliff.generate import generate, parse_from, resolve_layers
+    from humanliff.run_folder import generation_bytes
     from humanliff.runtime.layered import parse_layers
 
     if unet_ckpt is None and store is None:
@@ -125,10 +171,16 @@ def generate_command(cfg: Config, unet_ckpt: str | None, store: str | None, out_
         params = click.get_current_context().params
         if params.get("preset") is None:  # the default model's own sizes, not the full-size defaults
             cfg = model_config(unet_ckpt).with_overrides(params.get("overrides", ()))
+    check_count("--steps", steps)
+    check_count("--engine-batch", batch)
     chosen = {"sampler": sampler, "steps": steps, "seed": seed, "batch": batch}
-    cfg = dataclasses.replace(cfg, sample=dataclasses.replace(
-        cfg.sample, **{k: v for k, v in chosen.items() if v is not None}))
+    cfg = validate(dataclasses.replace(cfg, sample=dataclasses.replace(
+        cfg.sample, **{k: v for k, v in chosen.items() if v is not None})))
     layers = parse_layers(layer_spec) if layer_spec is not None else None
+    start = parse_from(from_spec) if from_spec else None
+    resolve_layers(layers, start)
+    guard_output(out_dir, [unet_ckpt, store, start and start.store], force=force,
+                 needed_bytes=generation_bytes(cfg.sample, cfg.sample.batch, cfg.triplane.resolution))
     result = generate(cfg, unet_ckpt, store, out_dir, layers, from_spec, device=device)
     click.echo(f"wrote {result['folder']} (contact sheet: {result['contact_sheet']})")
 
@@ -139,31 +191,42 @@ def generate_command(cfg: Config, unet_ckpt: str | None, store: str | None, out_
 @click.option("--out", "run_dir", required=True, metavar="RUN_DIR",
               help="Run folder (config.yaml, checkpoint.pt, ema.pt); resumes when it holds checkpoint.pt.")
 @click.option("--device", default=None, help="cpu or cuda (default: cuda if available, else cpu).")
-def train_command(cfg: Config, store: str, run_dir: str, device: str | None) -> None:
+@click.option("--resume-anyway", is_flag=True,
+              help="Resume a checkpoint written with other training settings (seed, batch, lr, ...).")
+def train_command(cfg: Config, store: str, run_dir: str, device: str | None, resume_anyway: bool) -> None:
     """Train the layered diffusion UNet on a tri-plane store (under torchrun: one process per GPU)."""
     from humanliff.training.train import train
 
-    click.echo(f"wrote {train(cfg, store, run_dir, device)}")
+    guard_output(run_dir, [store], replaced=False)
+    with hold_run_folder(run_dir):
+        path = train(cfg, store, run_dir, device, resume_anyway=resume_anyway)
+    click.echo(f"wrote {path}")
 
 
 @command(data, "synth")
 @config_options
-@click.option("--out", "out_dir", required=True, metavar="DIR", help="Dataset folder to write (replaced).")
+@click.option("--out", "out_dir", required=True, metavar="DIR",
+              help="Dataset folder to write (an existing one needs --force).")
+@force_option
 @click.option("--subjects", type=int, default=None, help="Number of humans (default: synth.subjects).")
 @click.option("--views", type=int, default=None, help="Views per layer (default: synth.views).")
 @click.option("--resolution", type=int, default=None, help="Image side, pixels (default: synth.resolution).")
 @click.option("--seed", type=int, default=None, help="Random seed (default: synth.seed).")
 @click.option("--bodies", type=click.Choice(SYNTH_BODIES), default=None,
               help="primitives, or anny bodies with mesh garments (needs humanliff[anny]; default: synth.bodies).")
-def data_synth_command(cfg: Config, out_dir: str, subjects: int | None, views: int | None,
+def data_synth_command(cfg: Config, out_dir: str, force: bool, subjects: int | None, views: int | None,
                        resolution: int | None, seed: int | None, bodies: str | None) -> None:
     """Write synthetic layered humans in the SynBody layout (body, +pants, +shirt, +shoes)."""
     import dataclasses
 
+    from humanliff.config import validate
     from humanliff.data.synth import synthesize_from_config
+    from humanliff.run_folder import dataset_bytes
 
     chosen = {"subjects": subjects, "views": views, "resolution": resolution, "seed": seed, "bodies": bodies}
     synth = dataclasses.replace(cfg.synth, **{k: v for k, v in chosen.items() if v is not None})
+    validate(dataclasses.replace(cfg, synth=synth), "--subjects/--views/--resolution")
+    guard_output(out_dir, force=force, needed_bytes=dataset_bytes(synth))
     click.echo(f"wrote {synthesize_from_config(synth, out_dir)}")
 
 
@@ -213,7 +276,8 @@ def data_preview_command(cfg: Config, root: str, out: str, layout: str | None, v
               help="The training run's ema.pt (or its folder).")
 @click.option("--store", required=True, metavar="STORE", help="Tri-plane store: its decoder and default box.")
 @click.option("--out", "out_dir", required=True, metavar="DIR",
-              help="Artifacts folder (replaced when complete).")
+              help="Artifacts folder (written when complete; an existing one needs --force).")
+@force_option
 @click.option("--formats", default="auto", show_default=True, metavar="LIST",
               help="auto (CUDA: aoti,torchscript,ep; CPU: onnx,ep) or a comma-separated list of "
                    f"{', '.join(FORMAT_NAMES)}.")
@@ -230,11 +294,16 @@ def data_preview_command(cfg: Config, root: str, out: str, layout: str | None, v
 @click.option("--device", default=None, help="Build and check on this device (default: cuda if available).")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Change the run's sample / render settings recorded as the runtime defaults; repeatable.")
-def export_command(unet_ckpt: str, store: str, out_dir: str, formats: str, batch: int, dtype: str,
+def export_command(unet_ckpt: str, store: str, out_dir: str, force: bool, formats: str, batch: int, dtype: str,
                    unet_layout: str, cxx: str | None, opset: int, device: str | None,
                    overrides: tuple[str, ...]) -> None:
     """Export the UNet and the decoder to engines (checked against torch) plus a manifest."""
     from humanliff.export.artifacts import export_artifacts
+    from humanliff.run_folder import artifacts_bytes
+
+    check_count("--engine-batch", batch)
+    guard_output(out_dir, [unet_ckpt, store], force=force,
+                 needed_bytes=artifacts_bytes(unet_ckpt, store, 3 if formats == "auto" else formats.count(",") + 1))
 
     manifest = export_artifacts(unet_ckpt, store, out_dir, formats, batch, dtype, overrides=overrides,
                                 device=device, opset=opset, unet_layout=unet_layout, cxx=cxx)
@@ -251,8 +320,9 @@ def export_command(unet_ckpt: str, store: str, out_dir: str, formats: str, batch
 
 @command(app, "run")
 @click.argument("artifacts", metavar="[ARTIFACTS]", required=False)
-@click.option("--out", "out_dir", default="generated", show_default=True, metavar="DIR",
-              help="Output folder (replaced when complete).")
+@click.option("--out", "out_dir", default="generated_rt", show_default=True, metavar="DIR",
+              help="Output folder (written when complete; an existing one needs --force).")
+@force_option
 @click.option("--humans", type=int, default=4, show_default=True, help="Humans to generate.")
 @click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default=None,
               help="Sampler (default: the manifest's sample.sampler).")
@@ -268,21 +338,27 @@ def export_command(unet_ckpt: str, store: str, out_dir: str, formats: str, batch
                    "(minutes at the first call); the other formats are compiled at export.")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Change a sample / render setting of the manifest (e.g. sample.views=1); repeatable.")
-def run_command(artifacts: str, out_dir: str, humans: int, sampler: str | None, steps: int | None, seed: int,
-                layer_spec: str | None, engines: str, device: str | None, compile_: bool,
+def run_command(artifacts: str, out_dir: str, force: bool, humans: int, sampler: str | None, steps: int | None,
+                seed: int, layer_spec: str | None, engines: str, device: str | None, compile_: bool,
                 overrides: tuple[str, ...]) -> None:
     """Generate layered humans from an artifacts folder (from export), without the training code.
 
     Without ARTIFACTS, the default model is exported once per device type (--formats auto) into ~/.cache/humanliff.
     """
-    from humanliff.deploy import run_artifacts
+    from humanliff.deploy import run_artifacts, run_config
+    from humanliff.run_folder import generation_bytes
 
+    check_count("--humans", humans)
+    check_count("--steps", steps)
     if artifacts is None:
         from humanliff.export.default import default_artifacts
 
         artifacts = str(default_artifacts(device))
     from humanliff.runtime.layered import parse_layers
 
+    cfg = run_config(artifacts, overrides, humans, sampler, steps, seed)
+    guard_output(out_dir, [artifacts], force=force,
+                 needed_bytes=generation_bytes(cfg.sample, humans, cfg.triplane.resolution))
     layers = parse_layers(layer_spec) if layer_spec is not None else None
     prefer = [e.strip() for e in engines.split(",") if e.strip()]
     result = run_artifacts(artifacts, out_dir, humans, sampler, steps, seed, layers, device, prefer=prefer,
@@ -332,20 +408,29 @@ def view_command(target: str, port: int, host: str, store: str | None, mesh_reso
 @click.option("--store", default=None, metavar="STORE",
               help="Stage b: the stage-A store whose decoder is used (default: DIR/store_a).")
 @click.option("--device", default=None, help="cpu or cuda (default: cuda if available, else cpu).")
-def fit_command(cfg: Config, stage: str, out_dir: str, store: str | None, device: str | None) -> None:
+@click.option("--resume-anyway", is_flag=True,
+              help="Resume a checkpoint written with other fit settings (seed, batch, lr, ...).")
+def fit_command(cfg: Config, stage: str, out_dir: str, store: str | None, device: str | None,
+                resume_anyway: bool) -> None:
     """Fit tri-planes to the multi-view layered images of data.root (writes a tri-plane store)."""
     from pathlib import Path
 
+    from humanliff.run_folder import ensure_space
     from humanliff.training import distributed
-    from humanliff.training.fit import fit_stage_a, fit_stage_b
+    from humanliff.training.fit import fit_bytes, fit_stage_a, fit_stage_b
 
-    if stage == "a":
-        path = fit_stage_a(cfg, out_dir, device)
-        if distributed.is_main():
+    guard_output(out_dir, [cfg.data.root, store], replaced=False)
+    ensure_space(out_dir, fit_bytes(cfg, stage))
+    with hold_run_folder(out_dir):
+        if stage == "a":
+            path = fit_stage_a(cfg, out_dir, device, resume_anyway=resume_anyway)
+            if distributed.is_main():
+                click.echo(f"wrote {path}")
+            distributed.cleanup()
+        else:
+            path = fit_stage_b(cfg, store or Path(out_dir) / "store_a", out_dir, device,
+                               resume_anyway=resume_anyway)
             click.echo(f"wrote {path}")
-        distributed.cleanup()
-    else:
-        click.echo(f"wrote {fit_stage_b(cfg, store or Path(out_dir) / 'store_a', out_dir, device)}")
 
 
 @command(app, "render")
@@ -365,6 +450,8 @@ def render_command(cfg: Config, ref: str, out: str, cameras: str | None, camera_
 
     from humanliff.evaluation.recon import read_camera_file, render_triplane
 
+    check_count("--views", views)
+    check_count("--size", size, 8)
     chosen = read_camera_file(cameras, camera_ids) if cameras else None
 
     dev = None if device is None else torch.device(device)
@@ -386,8 +473,11 @@ def eval_recon_command(cfg: Config, store: str, out_dir: str, subjects: str | No
 
     from humanliff.evaluation.recon import evaluate_recon
 
+    check_count("--max-views", max_views, 0)
+    guard_output(out_dir, [store, cfg.data.root], replaced=False)
     names = [s.strip() for s in subjects.split(",") if s.strip()] if subjects else ()
-    result = evaluate_recon(cfg, store, out_dir, names, max_views, torch.device(device) if device else None)
+    with hold_run_folder(out_dir):
+        result = evaluate_recon(cfg, store, out_dir, names, max_views, torch.device(device) if device else None)
     for layer, values in result["layers"].items():
         click.echo(f"layer {layer}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
     click.echo(f"wrote {out_dir}/metrics.json, {out_dir}/side_by_side.png")
@@ -426,14 +516,17 @@ def store_group() -> None:
 @config_options
 @click.argument("stage_a", metavar="STAGE_A_TAR")
 @click.argument("stage_b", nargs=-1, metavar="[STAGE_B_TAR...]")
-@click.option("--out", required=True, metavar="STORE", help="Store folder to write (replaced).")
-def store_import_command(cfg: Config, stage_a: str, stage_b: tuple[str, ...], out: str) -> None:
+@click.option("--out", required=True, metavar="STORE",
+              help="Store folder to write (an existing one needs --force).")
+@force_option
+def store_import_command(cfg: Config, stage_a: str, stage_b: tuple[str, ...], out: str, force: bool) -> None:
     """Import original checkpoints: the stage-A NNNNNN.tar (decoder, planes) and stage-B <subject>_NNNNNN.tar.
 
     Subject names and boxes come from data.root (human_list.txt, each subject's bounds.json or SMPL fit).
     """
     from humanliff.training.import_original import dataset_bounds, import_original
 
+    guard_output(out, [stage_a, *stage_b, cfg.data.root], force=force)
     subjects, bounds = dataset_bounds(cfg.data)
     click.echo(f"wrote {import_original(stage_a, out, subjects, bounds, cfg, stage_b)}")
 
@@ -446,12 +539,17 @@ def model_group() -> None:
 @command(model_group, "pack")
 @click.option("--unet", "unet_ckpt", required=True, metavar="CKPT", help="A run's ema.pt (or its run folder).")
 @click.option("--store", required=True, metavar="STORE", help="The tri-plane store the UNet was trained on.")
-@click.option("--out", required=True, metavar="DIR", help="Packed model folder to write (replaced).")
+@click.option("--out", required=True, metavar="DIR",
+              help="Packed model folder to write (an existing one needs --force).")
+@force_option
 @click.option("--subjects", type=int, default=4, show_default=True,
               help="Subjects of the store kept (the first is the reference box of generated humans).")
-def model_pack_command(unet_ckpt: str, store: str, out: str, subjects: int) -> None:
+def model_pack_command(unet_ckpt: str, store: str, out: str, force: bool, subjects: int) -> None:
     """Write a compact model folder: fp16 EMA weights plus the decoder and the first subjects' planes."""
     from humanliff.pretrained import pack_model
+
+    check_count("--subjects", subjects)
+    guard_output(out, [unet_ckpt, store], force=force)
 
     click.echo(f"wrote {pack_model(unet_ckpt, store, out, subjects)}")
 

@@ -309,21 +309,96 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     raise TypeError(f"unsupported config annotation {annotation!r} at {where}")
 
 
-def _merge(obj: Any, values: Mapping[str, Any], where: str) -> Any:
-    """Return a copy of dataclass ``obj`` with ``values`` merged in, recursively."""
+@dataclass(frozen=True)
+class Limit:
+    """The allowed values of one config key: a range (``above``: strictly greater than ``low``) or choices."""
+
+    low: float | None = None
+    high: float | None = None
+    above: bool = False
+    choices: tuple[str, ...] = ()
+
+    def problem(self, value: Any) -> str | None:
+        """Why ``value`` is not allowed (None when it is)."""
+        if self.choices:
+            return None if value in self.choices else f"one of {', '.join(self.choices)}"
+        low_ok = self.low is None or (value > self.low if self.above else value >= self.low)
+        if low_ok and (self.high is None or value <= self.high) and value == value:
+            return None
+        if self.high is None:
+            return f"{'greater than' if self.above else 'at least'} {self.low:g}"
+        return f"{'(' if self.above else '['}{self.low:g}, {self.high:g}]"
+
+
+POSITIVE, NON_NEGATIVE, PROBABILITY = Limit(1), Limit(0), Limit(0.0, 1.0)
+GREATER_THAN_0 = Limit(0.0, above=True)
+PRECISION_CHOICES = Limit(choices=("bf16", "fp32"))
+LIMITS: dict[str, dict[str, Limit]] = {
+    "data": {"image_scaling": GREATER_THAN_0, "max_subjects": NON_NEGATIVE, "holdout_every": NON_NEGATIVE,
+             "layout": Limit(choices=("synbody", "tightcap"))},
+    "synth": {"subjects": POSITIVE, "views": POSITIVE, "resolution": Limit(8)},
+    "triplane": {"resolution": Limit(2), "channels": POSITIVE},
+    "decoder": {"hidden": POSITIVE, "density_layers": POSITIVE, "geo_features": POSITIVE,
+                "color_hidden": POSITIVE, "color_layers": POSITIVE, "view_freqs": NON_NEGATIVE},
+    "render": {"n_samples": POSITIVE, "n_importance": NON_NEGATIVE, "density_noise_std": NON_NEGATIVE,
+               "chunk": NON_NEGATIVE, "occupancy_resolution": NON_NEGATIVE,
+               "occupancy_threshold": NON_NEGATIVE},
+    "fit": {"iterations_a": NON_NEGATIVE, "iterations_b": NON_NEGATIVE, "batch_images": POSITIVE,
+            "rays_per_image": POSITIVE, "foreground_fraction": PROBABILITY, "lr_decoder": GREATER_THAN_0,
+            "lr_planes": GREATER_THAN_0, "lr_decay": POSITIVE, "lr_decay_b": POSITIVE,
+            "acc_weight": NON_NEGATIVE, "tv_weight": NON_NEGATIVE, "l1_weight": NON_NEGATIVE,
+            "init_std": NON_NEGATIVE, "subjects_per_batch_b": POSITIVE, "precision": PRECISION_CHOICES,
+            "checkpoint_every": NON_NEGATIVE, "log_every": POSITIVE},
+    "unet": {"model_channels": POSITIVE, "num_res_blocks": POSITIVE, "num_heads": POSITIVE,
+             "dropout": Limit(0.0, 1.0), "num_classes": POSITIVE},
+    "diffusion": {"steps": POSITIVE, "beta_start": Limit(0.0, 1.0, above=True),
+                  "beta_end": Limit(0.0, 1.0, above=True)},
+    "train": {"steps": POSITIVE, "batch_size": POSITIVE, "microbatch": NON_NEGATIVE, "lr": GREATER_THAN_0,
+              "lr_final": NON_NEGATIVE, "lr_anneal_steps": NON_NEGATIVE, "weight_decay": NON_NEGATIVE,
+              "ema_rate": PROBABILITY, "grad_clip": NON_NEGATIVE, "precision": PRECISION_CHOICES,
+              "cond_noise": NON_NEGATIVE, "checkpoint_every": POSITIVE, "log_every": POSITIVE},
+    "sample": {"sampler": Limit(choices=("ddpm", "ddim", "dpmpp", "dpmpp_sde")), "steps": POSITIVE,
+               "eta": NON_NEGATIVE, "batch": POSITIVE, "image_size": Limit(8), "views": POSITIVE,
+               "turntable_frames": POSITIVE, "mesh_resolution": Limit(2), "precision": PRECISION_CHOICES},
+}
+"""Allowed values of the config keys, checked wherever a config is read (``--set``, YAML, checkpoints)."""
+
+
+def check_value(section: str, key: str, value: Any, where: str) -> None:
+    """Raise one line naming ``section.key`` and the allowed values when ``value`` is not allowed."""
+    limit = LIMITS.get(section, {}).get(key)
+    problem = limit.problem(value) if limit is not None else None
+    if problem is not None:
+        raise HumanLiffError(f"{where}: {section}.{key}={value!r} is not allowed (allowed: {problem})")
+
+
+def validate(cfg: Config, where: str = "config") -> Config:
+    """Check every key of ``cfg`` (e.g. after ``dataclasses.replace``); returns ``cfg``."""
+    for section, values in cfg.to_dict().items():
+        for key, value in values.items():
+            check_value(section, key, value, where)
+    return cfg
+
+
+def _merge(obj: Any, values: Mapping[str, Any], where: str, section: str = "") -> Any:
+    """Return a copy of dataclass ``obj`` with ``values`` merged in, recursively (``section``: the name of
+    ``obj`` in ``Config``, whose keys are checked against ``LIMITS``)."""
+    inner = f"{where}: {section}" if section else where
     if not isinstance(values, Mapping):
-        raise HumanLiffError(f"{where}: expected a mapping, got {values!r}")
+        raise HumanLiffError(f"{inner}: expected a mapping, got {values!r}")
     hints = typing.get_type_hints(type(obj))
     names = [f.name for f in dataclasses.fields(obj)]
     changes = {}
     for key, value in values.items():
         if key not in names:
-            raise HumanLiffError(f"{where}: unknown key '{key}' (valid: {', '.join(names)})")
+            raise HumanLiffError(f"{inner}: unknown key '{key}' (valid: {', '.join(names)})")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
-            changes[key] = _merge(current, value or {}, f"{where}: {key}")
+            changes[key] = _merge(current, value or {}, where, key)
         else:
-            changes[key] = _coerce(value, hints[key], f"{where}: {key}")
+            changes[key] = _coerce(value, hints[key], f"{inner}: {key}")
+            if section:
+                check_value(section, key, changes[key], where)
     return dataclasses.replace(obj, **changes)
 
 

@@ -22,8 +22,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from humanliff.config import Config
+from humanliff.config import Config, validate
 from humanliff.errors import HumanLiffError
+from humanliff.io import require_finite
 from humanliff.outputs.writer import write_generation
 from humanliff.runtime.engines import graphed, load_engine
 from humanliff.runtime.field import Field
@@ -141,30 +142,43 @@ def sample_planes(arts: LoadedArtifacts, humans: int, sampler: str, steps: int, 
     return torch.cat(out, dim=1)
 
 
+def run_config(artifacts_dir: str | Path, overrides: Sequence[str] = (), humans: int = 4,
+               sampler: str | None = None, steps: int | None = None, seed: int = 0,
+               manifest: Mapping[str, Any] | None = None) -> Config:
+    """The run's settings: the manifest's sample / render / triplane sections, then ``overrides``
+    (``section.key=value``), then ``seed``, ``humans`` and, when given, ``sampler`` and ``steps``; checked."""
+    folder = Path(artifacts_dir)
+    manifest = read_manifest(folder) if manifest is None else manifest
+    tri = manifest["triplane"]
+    cfg = Config.from_dict({"sample": manifest["sample"], "render": manifest["render"],
+                            "triplane": {"resolution": tri["resolution"], "channels": tri["channels"]}},
+                           source=str(folder / MANIFEST_NAME)).with_overrides(overrides)
+    sample = dataclasses.replace(cfg.sample, sampler=sampler or cfg.sample.sampler, seed=seed, batch=humans,
+                                 steps=cfg.sample.steps if steps is None else steps)
+    return validate(dataclasses.replace(cfg, sample=sample), "run")
+
+
 def run_artifacts(artifacts_dir: str | Path, out_dir: str | Path, humans: int = 4, sampler: str | None = None,
                   steps: int | None = None, seed: int = 0, layers: Sequence[int] | None = None,
                   device: str | torch.device | None = None, *, prefer: Sequence[str] = PREFERENCE,
                   overrides: Sequence[str] = (), compile: bool = False, progress: bool = True) -> dict[str, Any]:
     """Generate ``humans`` layered humans from an artifacts folder and write them to ``out_dir``.
 
-    The sample and render settings are the manifest's (``overrides``: ``section.key=value`` strings,
-    e.g. ``sample.views=1``), with ``seed`` and, when given, ``sampler`` and ``steps`` from the arguments
-    (else the manifest's ``sample.sampler`` / ``sample.steps``, as ``generate`` would use). Returns the
-    written paths (as ``humanliff generate``) plus ``engines`` (format per network) and ``timings`` (s).
+    The sample and render settings are those of ``run_config``. Returns the written paths (as
+    ``humanliff generate``) plus ``engines`` (format per network) and ``timings`` (s).
     """
     t0 = time.perf_counter()
     arts = load_artifacts(artifacts_dir, device, prefer, compile)
     manifest = arts.manifest
-    cfg = Config.from_dict({"sample": manifest["sample"], "render": manifest["render"]},
-                           source=str(arts.folder / MANIFEST_NAME)).with_overrides(overrides)
-    sampler, steps = sampler or cfg.sample.sampler, steps or cfg.sample.steps
-    sample_cfg = dataclasses.replace(cfg.sample, sampler=sampler, steps=steps, seed=seed, batch=humans)
+    cfg = run_config(arts.folder, overrides, humans, sampler, steps, seed, manifest)
+    sample_cfg = cfg.sample
     layers = list(range(int(manifest["layers"]))) if layers is None else list(layers)
     t1 = time.perf_counter()
     log.info("sampling %d humans, layers %s, %s with %d steps (unet: %s, decoder: %s)", humans, layers,
-             sampler, steps, arts.unet.format, arts.decoder.format)
-    planes = sample_planes(arts, humans, sampler, steps, seed, layers, sample_cfg.eta, sample_cfg.keep_top,
-                           progress)
+             sample_cfg.sampler, sample_cfg.steps, arts.unet.format, arts.decoder.format)
+    planes = sample_planes(arts, humans, sample_cfg.sampler, sample_cfg.steps, seed, layers, sample_cfg.eta,
+                           sample_cfg.keep_top, progress)
+    require_finite(planes, "the sampled tri-planes", f"{arts.folder}: the UNet engine")
     t2 = time.perf_counter()
     bounds = torch.tensor(manifest["bounds"], dtype=torch.float32)
     result = write_generation(out_dir, planes, layers, lambda p: engine_field(arts.decoder, p), bounds,

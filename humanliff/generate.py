@@ -17,6 +17,7 @@ import torch
 
 from humanliff.config import Config
 from humanliff.errors import HumanLiffError
+from humanliff.io import require_finite
 from humanliff.models.checkpoint import load_ema
 from humanliff.models.inference import inference_unet
 from humanliff.outputs.writer import write_generation
@@ -117,6 +118,7 @@ def generate(cfg: Config, unet_ckpt: str | Path | None, store: str | Path | None
     planes = sample_layers(unet_fn, shape, abar, layers, cfg.sample.sampler, cfg.sample.steps,
                            generator=human_generators(cfg.sample.seed, batch), start=start_planes,
                            eta=cfg.sample.eta, keep_top=cfg.sample.keep_top, progress=progress)
+    require_finite(planes, "the sampled tri-planes", f"{unet_ckpt}: the UNet")
     if start_planes is not None:
         planes = torch.cat([start_planes[None], planes])
         layers = [start.layer, *layers]

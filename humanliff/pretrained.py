@@ -15,9 +15,9 @@ import torch
 
 from humanliff.config import Config
 from humanliff.errors import HumanLiffError
-from humanliff.io import atomic_path, read_torch_file
+from humanliff.io import atomic_path, read_torch_file, require_finite
 from humanliff.models.checkpoint import EMA_KEYS
-from humanliff.training.store import create_store, open_store
+from humanliff.training.store import PLANES, create_store, open_store
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "assets" / "default"
 """Where the default model lives in the package."""
@@ -39,6 +39,9 @@ def pack_model(unet_ckpt: str | Path, store_path: str | Path, out: str | Path, s
     blob = read_torch_file(unet_ckpt)
     if not isinstance(blob, dict) or any(k not in blob for k in EMA_KEYS):
         raise HumanLiffError(f"{unet_ckpt}: not a humanliff ema.pt (expected keys {', '.join(EMA_KEYS)})")
+    if subjects < 1:
+        raise HumanLiffError(f"--subjects {subjects}: must be at least 1 (the subjects of the store kept)")
+    require_finite(blob["state_dict"], "the UNet weights", unet_ckpt)
     store = open_store(store_path)
     keep = min(subjects, len(store.subjects))
     if keep < 1:
@@ -47,6 +50,7 @@ def pack_model(unet_ckpt: str | Path, store_path: str | Path, out: str | Path, s
         tmp.mkdir()
         small = create_store(tmp / "store", store.subjects[:keep], store.bounds[:keep], store.resolution,
                              store.channels, store.decoder_state(), store.decoder_config, store.config)
+        require_finite(store.planes[:keep], "the tri-planes", store.path / PLANES)
         small.planes[:] = store.planes[:keep]
         small.planes.flush()
         state = {k: v.half() if v.is_floating_point() else v for k, v in blob["state_dict"].items()}

@@ -120,7 +120,7 @@ def test_missing_model_and_mismatched_store(models, tmp_path):
     with pytest.raises(HumanLiffError, match="no --store given"):
         generate(cfg, ema, None, tmp_path / "out")
     assert NO_MODEL.startswith("no --unet") and NO_STORE.startswith("no --store")
-    with pytest.raises(HumanLiffError, match="sample.batch must be at least 1, got 0"):
+    with pytest.raises(HumanLiffError, match=r"sample.batch=0 is not allowed \(allowed: at least 1\)"):
         generate(load_config("tiny", ["sample.batch=0"]), ema, store, tmp_path / "out")
     big = load_config("tiny", ["triplane.resolution=32"])
     wrong = _save_ema(tmp_path / "ema.pt", build_unet(big.unet, 32), big)

@@ -189,6 +189,6 @@ def test_store_import_cli(tmp_path):
     np.testing.assert_array_equal(store.bounds[1], read_bounds(root / "seq_000001" / "bounds.json"))
     torch.testing.assert_close(store.layer(0, 1), planes[0, 1].reshape(27, 8, 8), atol=1e-3, rtol=0)
     (root / "seq_000001" / "bounds.json").unlink()
-    result = runner.invoke(app, args)
+    result = runner.invoke(app, [*args, "--force"])
     assert result.exit_code == 1
     assert "seq_000001/bounds.json: missing" in result.output

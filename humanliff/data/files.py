@@ -57,6 +57,20 @@ def read_subject_list(path: str | Path, max_subjects: int = 0) -> list[str]:
     return names[:max_subjects] if max_subjects > 0 else names
 
 
+def camera_problem(K: np.ndarray, R: np.ndarray, T: np.ndarray, tol: float = 1e-2) -> str | None:
+    """What is wrong with one camera (None when nothing): non-finite values, a singular intrinsic matrix
+    ``K``, or an ``R`` that is not a rotation (orthonormal with determinant +1, within ``tol``)."""
+    for name, value in (("K", K), ("R", R), ("T", T)):
+        if not np.isfinite(value).all():
+            return f"{name} holds NaN or infinite values"
+    K64, R64 = K.astype(np.float64), R.astype(np.float64)
+    if abs(np.linalg.det(K64)) < 1e-9 * max(1.0, float(np.abs(K64).max()) ** 3):
+        return "K is not invertible (intrinsics with zero focal length?)"
+    if np.abs(R64 @ R64.T - np.eye(3)).max() > tol or np.linalg.det(R64) < 0:
+        return "R is not a rotation (orthonormal with determinant +1)"
+    return None
+
+
 def read_cameras(path: str | Path) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """``cameras.json`` (``{"camera0000": {"K": 3x3, "R": 3x3, "T": 3}, ...}``): view -> float32 (K, R, T)."""
     path = Path(path)
@@ -79,6 +93,9 @@ def read_cameras(path: str | Path) -> dict[int, tuple[np.ndarray, np.ndarray, np
             T = np.asarray(entry["T"], dtype=np.float32).reshape(3)
         except (KeyError, TypeError, ValueError) as exc:
             raise InputFileError(path, f"entry '{key}' needs K (3x3), R (3x3) and T (3) ({exc})") from exc
+        problem = camera_problem(K, R, T)
+        if problem is not None:
+            raise InputFileError(path, f"entry '{key}': {problem}")
         cameras[int(match.group(1))] = (K, R, T)
     if not cameras:
         raise InputFileError(path, "has no camera entries")

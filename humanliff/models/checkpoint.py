@@ -14,7 +14,7 @@ import torch
 
 from humanliff.config import Config
 from humanliff.errors import HumanLiffError, InputFileError
-from humanliff.io import read_torch_file
+from humanliff.io import read_torch_file, require_finite
 from humanliff.models.unet import UNet, build_unet
 
 EMA_KEYS = ("state_dict", "config", "store_manifest")
@@ -72,6 +72,7 @@ def _unet_from(blob: Any, path: str | Path, cfg: Config | None, device: torch.de
     else:
         raise InputFileError(path, "neither a humanliff ema.pt (keys state_dict, config) "
                                    "nor a UNet state dict")
+    require_finite(state, "the UNet weights", path)
     unet = build_unet(cfg.unet, cfg.triplane.resolution, cfg.triplane.channels)
     load_unet_weights(unet, state, path)
     return unet.to(device).eval(), cfg

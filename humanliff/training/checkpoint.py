@@ -13,7 +13,7 @@ import torch
 
 from humanliff.config import Config
 from humanliff.errors import InputFileError
-from humanliff.io import atomic_path, read_torch_file
+from humanliff.io import atomic_path, read_torch_file, require_finite
 from humanliff.models.checkpoint import load_unet_weights
 from humanliff.models.unet import UNet
 from humanliff.training.ema import EMA
@@ -26,7 +26,7 @@ MODEL_SECTIONS = ("unet", "triplane", "diffusion")
 
 
 def _save(obj: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
+    with atomic_path(path, "checkpoint") as tmp:
         torch.save(obj, tmp)
 
 
@@ -52,25 +52,49 @@ def save_checkpoint(path: str | Path, model: UNet, ema: EMA, optimizer: torch.op
     }, Path(path))
 
 
-def _check_config(path: Path, saved: dict[str, Any], cfg: Config) -> None:
+RESUME_KEYS = {
+    "train": ("seed", "batch_size", "microbatch", "lr", "lr_final", "lr_anneal_steps", "weight_decay",
+              "ema_rate", "grad_clip", "cond_noise"),
+    "fit": ("seed", "batch_images", "rays_per_image", "foreground_fraction", "lr_decoder", "lr_planes",
+            "lr_decay", "lr_decay_b", "acc_weight", "tv_weight", "l1_weight", "clamp", "init_std",
+            "subjects_per_batch_b"),
+}
+"""Settings a resumed run keeps unless told otherwise (``--resume-anyway``); the step counts, logging,
+checkpointing, precision and compilation may change."""
+
+
+def check_resume_config(path: Path, saved: Any, cfg: Config, sections: tuple[str, ...], run: str,
+                        anyway: bool = False) -> None:
+    """Refuse to resume ``path`` when a key of ``sections`` differs from the saved config, or (unless
+    ``anyway``) one of ``RESUME_KEYS[run]``."""
+    if not isinstance(saved, dict):
+        raise InputFileError(path, "holds no config (not a checkpoint of this toolkit)")
     current = cfg.to_dict()
-    for section in MODEL_SECTIONS:
-        for key, value in current[section].items():
-            old = saved.get(section, {}).get(key)
-            if old != value:
-                raise InputFileError(path, f"the run was trained with {section}.{key}={old}, the config now "
-                                           f"says {value}; pass the run's config (its {CONFIG_FILE})")
+    keys = [(section, key, True) for section in sections for key in current[section]]
+    keys += [(run, key, False) for key in RESUME_KEYS[run] if not anyway]
+    for section, key, strict in keys:
+        old, value = saved.get(section, {}).get(key), current[section][key]
+        if old != value:
+            hint = f"pass the run's config (its {CONFIG_FILE})" if strict else \
+                "pass --resume-anyway to resume it anyway, or choose another --out"
+            raise InputFileError(path, f"the run was started with {section}.{key}={old}, the config now "
+                                       f"says {value}; {hint}")
 
 
 def load_checkpoint(path: str | Path, model: UNet, ema: EMA, optimizer: torch.optim.Optimizer,
-                    cfg: Config) -> int:
-    """Restore a ``checkpoint.pt`` into the given objects (and the global RNG); returns its step."""
+                    cfg: Config, resume_anyway: bool = False) -> int:
+    """Restore a ``checkpoint.pt`` into the given objects (and the global RNG); returns its step.
+
+    Refuses a checkpoint written with other model sections, or other training settings unless
+    ``resume_anyway``, and one holding non-finite weights."""
     path = Path(path)
     blob = read_torch_file(path)
     needed = ("model", "ema", "optimizer", "step", "rng", "config")
     if not isinstance(blob, dict) or any(k not in blob for k in needed):
         raise InputFileError(path, f"not a humanliff training checkpoint (expected keys {', '.join(needed)})")
-    _check_config(path, blob["config"], cfg)
+    check_resume_config(path, blob["config"], cfg, MODEL_SECTIONS, "train", resume_anyway)
+    require_finite(blob["model"], "the model weights", path)
+    require_finite(blob["ema"], "the EMA weights", path)
     load_unet_weights(model, blob["model"], path)
     missing = [name for name in ema.names if name not in blob["ema"]]
     if missing:

@@ -22,7 +22,6 @@ import contextlib
 import dataclasses
 import functools
 import logging
-import os
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -39,13 +38,15 @@ from humanliff.data.files import read_subject_list
 from humanliff.data.loader import load_subject, split_views, subject_list_path
 from humanliff.data.types import LAYERS, SubjectData
 from humanliff.errors import HumanLiffError, InputFileError
-from humanliff.io import atomic_path
+from humanliff.io import atomic_path, read_torch_file, replace_folder, require_finite
 from humanliff.models.decoder import build_decoder
 from humanliff.training import distributed as dist
+from humanliff.training.checkpoint import check_resume_config
+from humanliff.training.finite import LossWatch
 from humanliff.training.fit_step import PlaneTargets, RenderLoss, draw_rays, plane_targets
 from humanliff.training.schedules import decoder_lr_a, planes_lr_a, planes_lr_b
 from humanliff.training.sparse_adam import RowAdam
-from humanliff.training.store import TriplaneStore, create_store, open_store
+from humanliff.training.store import PLANES, TriplaneStore, create_store, open_store
 
 log = logging.getLogger(__name__)
 N_LAYERS = len(LAYERS)
@@ -108,7 +109,7 @@ def _save_stage_a(path: Path, state: StageAState, cfg: Config) -> None:
     arrays = dict(zip(_ROW_ARRAYS, (state.table.table, state.table.exp_avg, state.table.exp_avg_sq),
                       strict=True))
     with contextlib.ExitStack() as stack:
-        tmp = stack.enter_context(atomic_path(path)) if dist.is_main() else None
+        tmp = stack.enter_context(atomic_path(path, "checkpoint")) if dist.is_main() else None
         if tmp is not None:
             tmp.mkdir()
             for name in _ROW_ARRAYS:
@@ -134,9 +135,23 @@ def _save_stage_a(path: Path, state: StageAState, cfg: Config) -> None:
     dist.barrier()
 
 
-def _resume_stage_a(path: Path, state: StageAState) -> None:
+def _read_rows(path: Path) -> np.ndarray:
+    """One array of ``checkpoint_a``, memory-mapped; one line naming it when missing or unreadable."""
+    try:
+        return np.load(path, mmap_mode="r")
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputFileError(path, f"missing or unreadable ({exc.__class__.__name__}); delete {path.parent} "
+                                   "to restart stage A") from exc
+
+
+def _resume_stage_a(path: Path, state: StageAState, cfg: Config, resume_anyway: bool) -> None:
     """Load ``checkpoint_a`` into this rank's state (any world size: rows are read per subject)."""
-    blob = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+    blob = read_torch_file(path / "state.pt")
+    needed = ("step", "names", "decoder", "optimizer", "generators", "config")
+    if not isinstance(blob, dict) or any(k not in blob for k in needed):
+        raise InputFileError(path / "state.pt", f"not a stage-A checkpoint (expected keys {', '.join(needed)})")
+    check_resume_config(path / "state.pt", blob["config"], cfg, ("triplane", "decoder"), "fit", resume_anyway)
+    require_finite(blob["decoder"], "the decoder weights", path / "state.pt")
     if blob["names"] != state.names:
         raise InputFileError(path / "state.pt", "was written for other subjects than data.root lists now")
     try:
@@ -154,12 +169,12 @@ def _resume_stage_a(path: Path, state: StageAState) -> None:
     device = state.table.table.device
     for name, tensor in zip(_ROW_ARRAYS, (state.table.table, state.table.exp_avg, state.table.exp_avg_sq),
                             strict=True):
-        source = np.load(path / f"{name}.npy", mmap_mode="r")
-        if source.shape[2:] != tuple(tensor.shape[1:]):
+        source = _read_rows(path / f"{name}.npy")
+        if source.shape[:2] != (len(state.names), N_LAYERS) or source.shape[2:] != tuple(tensor.shape[1:]):
             raise InputFileError(path / f"{name}.npy", f"rows are {list(source.shape[2:])}, the configured "
                                                        f"tri-planes {list(tensor.shape[1:])}")
         tensor.copy_(torch.from_numpy(np.ascontiguousarray(source[idx])).to(device))
-    state.table.steps.copy_(torch.from_numpy(np.load(path / "row_steps.npy")[idx]).to(device))
+    state.table.steps.copy_(torch.from_numpy(np.array(_read_rows(path / "row_steps.npy")[idx])).to(device))
     log.info("resumed stage A from %s at step %d", path, state.step)
 
 
@@ -193,17 +208,31 @@ def _init_planes(owned: Sequence[int], cfg: Config, device: torch.device) -> tor
     return (torch.cat(planes) * cfg.fit.init_std).to(device)
 
 
-def fit_stage_a(cfg: Config, out_dir: str | Path, device: str | None = None) -> Path:
+def fit_bytes(cfg: Config, stage: str) -> int:
+    """A rough size of what a fit writes: the fp16 store, and for stage A the fp32 checkpoint arrays
+    (planes, two Adam moments), each briefly twice while replaced."""
+    planes = len(_subject_names(cfg)) * N_LAYERS * cfg.triplane.channels * cfg.triplane.resolution ** 2
+    return 2 * planes * (2 + (3 * 4 if stage == "a" else 4))
+
+
+def _write_config(cfg: Config, out_dir: Path) -> None:
+    """``out_dir/config.yaml``, written once the fit has succeeded."""
+    with atomic_path(out_dir / "config.yaml") as tmp:
+        dump_config(cfg, tmp)
+
+
+def fit_stage_a(cfg: Config, out_dir: str | Path, device: str | None = None, *,
+                resume_anyway: bool = False) -> Path:
     """Stage A: fit the shared decoder and one tri-plane per (subject, layer) of ``cfg.data``.
 
     Launch with ``torchrun --nproc_per_node N`` for N ranks (or plain ``python`` for one). Resumes from
-    ``out_dir/checkpoint_a``; writes the store ``out_dir/store_a`` and returns its path.
+    ``out_dir/checkpoint_a`` (refused when written with other fit settings, unless ``resume_anyway``);
+    stops at the first non-finite loss; writes the store ``out_dir/store_a`` and returns its path.
     """
     info = dist.init_distributed(device)
     out_dir = Path(out_dir)
     if dist.is_main():
         out_dir.mkdir(parents=True, exist_ok=True)
-        dump_config(cfg, out_dir / "config.yaml")
     names = _subject_names(cfg)
     owned = list(range(info.rank, len(names), info.world_size))
     if not owned:
@@ -224,8 +253,8 @@ def fit_stage_a(cfg: Config, out_dir: str | Path, device: str | None = None) -> 
     generator = _generator(info.device, cfg.fit.seed * 1000003 + info.rank)
     state = StageAState(names, owned, table, decoder, optimizer, generator)
     ckpt = out_dir / "checkpoint_a"
-    if (ckpt / "state.pt").is_file():
-        _resume_stage_a(ckpt, state)
+    if ckpt.is_dir():
+        _resume_stage_a(ckpt, state, cfg, resume_anyway)
     loss_module: torch.nn.Module = RenderLoss(decoder, cfg)
     if info.distributed:
         device_ids = [info.device] if info.device.type == "cuda" else None
@@ -233,19 +262,31 @@ def fit_stage_a(cfg: Config, out_dir: str | Path, device: str | None = None) -> 
     fitter = StageAFitter(state, loss_module, targets, cfg)
     bar = tqdm(range(state.step, cfg.fit.iterations_a), desc="fit A", unit="step", initial=state.step,
                total=cfg.fit.iterations_a, disable=not dist.is_main())
+    watch, saved = LossWatch(info.device), state.step
     for step in bar:
         parts = fitter.step()
+        watch.update(parts["loss"], state.step)
+        save = cfg.fit.checkpoint_every > 0 and state.step % cfg.fit.checkpoint_every == 0 \
+            and state.step < cfg.fit.iterations_a
+        if save or step % cfg.fit.log_every == 0:
+            watch.check(f"fit A {out_dir}", _kept(ckpt, saved))
         if dist.is_main() and (step % cfg.fit.log_every == 0 or step == cfg.fit.iterations_a - 1):
             _log_step(bar, "A", step, parts)
-        if cfg.fit.checkpoint_every > 0 and state.step % cfg.fit.checkpoint_every == 0 \
-                and state.step < cfg.fit.iterations_a:
+        if save:
             _save_stage_a(ckpt, state, cfg)
+            saved = state.step
+    watch.check(f"fit A {out_dir}", _kept(ckpt, saved))
     _save_stage_a(ckpt, state, cfg)
     store = out_dir / "store_a"
     _write_store_a(store, state, bounds, cfg)
     if dist.is_main():
+        _write_config(cfg, out_dir)
         log.info("stage A: %d steps, %d subjects -> %s", state.step, len(names), store)
     return store
+
+
+def _kept(ckpt: Path, saved: int) -> str:
+    return f"{ckpt} (step {saved}) is kept" if saved else "no checkpoint was written"
 
 
 class StageAFitter:
@@ -340,7 +381,8 @@ def _stage_b_store(path: Path, names: list[str], store_a: TriplaneStore, cfg: Co
                         store_a.channels, store_a.decoder_state(), decoder_cfg, cfg.to_dict())
 
 
-def fit_stage_b(cfg: Config, store_in: str | Path, out_dir: str | Path, device: str | None = None) -> Path:
+def fit_stage_b(cfg: Config, store_in: str | Path, out_dir: str | Path, device: str | None = None, *,
+                resume_anyway: bool = False) -> Path:
     """Stage B: fit every subject of ``cfg.data`` with the frozen decoder of the stage-A store ``store_in``.
 
     Subjects go in groups of ``cfg.fit.subjects_per_batch_b``, each group's 4 layers in order for
@@ -351,20 +393,26 @@ def fit_stage_b(cfg: Config, store_in: str | Path, out_dir: str | Path, device: 
     store_a = open_store(store_in)
     decoder = store_a.load_decoder(dev)
     cfg = dataclasses.replace(cfg, decoder=DecoderConfig(**store_a.decoder_config))
+    require_finite(store_a.planes, "the tri-planes", store_a.path / PLANES)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    dump_config(cfg, out_dir / "config.yaml")
     mean0 = torch.from_numpy(np.asarray(store_a.planes[:, 0], np.float32).mean(axis=0))
     names = _subject_names(cfg)
     partial, final, ckpt_path = out_dir / "store_b.partial", out_dir / "store_b", out_dir / "checkpoint_b.pt"
     ckpt: dict[str, Any] = {"group": 0, "layer": 0, "fitter": None, "planes": None}
     if ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        ckpt = read_torch_file(ckpt_path)
+        if not isinstance(ckpt, dict) or any(k not in ckpt for k in ("group", "layer", "fitter", "planes")):
+            raise InputFileError(ckpt_path, "not a stage-B checkpoint (expected keys group, layer, fitter, "
+                                            "planes)")
+        if "config" in ckpt:
+            check_resume_config(ckpt_path, ckpt["config"], cfg, ("triplane",), "fit", resume_anyway)
         if ckpt.get("names") != names:
             raise InputFileError(ckpt_path, "was written for other subjects than data.root lists now")
         complete = ckpt["group"] * max(1, cfg.fit.subjects_per_batch_b) >= len(names)
         if complete and final.is_dir() and not partial.is_dir():
             log.info("stage B already complete: %s", final)
+            _write_config(cfg, out_dir)
             return final
         log.info("resuming stage B at group %d, layer %d", ckpt["group"], ckpt["layer"])
     store = _stage_b_store(partial, names, store_a, cfg)
@@ -385,18 +433,17 @@ def fit_stage_b(cfg: Config, store_in: str | Path, out_dir: str | Path, device: 
             fitter = StageBFitter(cfg, decoder, targets, init, generator)
             if g == ckpt["group"] and layer == ckpt["layer"] and ckpt["fitter"] is not None:
                 fitter.load_state_dict(ckpt["fitter"])
-            save = functools.partial(_save_b, ckpt_path, names, g, layer, fitted)
+            save = functools.partial(_save_b, ckpt_path, names, g, layer, fitted, cfg=cfg)
             fitted[:, layer] = _run_layer(fitter, f"fit B {g + 1}/{len(groups)} layer {layer}", save)
             store.planes[members, layer] = fitted[:, layer].numpy().astype(np.float16)
             store.planes.flush()
             store.write_manifest()
             done = (g, layer + 1) if layer + 1 < N_LAYERS else (g + 1, 0)
-            _save_b(ckpt_path, names, *done, fitted, None)
+            _save_b(ckpt_path, names, *done, fitted, None, cfg=cfg)
     store.write_manifest()
     del store
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(partial, final)
+    replace_folder(partial, final)
+    _write_config(cfg, out_dir)
     log.info("stage B: %d subjects x %d layers -> %s", len(names), N_LAYERS, final)
     return final
 
@@ -406,19 +453,25 @@ def _run_layer(fitter: StageBFitter, desc: str, save: Callable[[dict[str, Any]],
     fit_cfg = fitter.cfg.fit
     bar = tqdm(range(fitter.step_count, fit_cfg.iterations_b), desc=desc, unit="step",
                initial=fitter.step_count, total=fit_cfg.iterations_b)
+    watch = LossWatch(fitter.planes.device)
     for step in bar:
         parts = fitter.step()
+        watch.update(parts["loss"], fitter.step_count)
+        save_now = fit_cfg.checkpoint_every > 0 and fitter.step_count % fit_cfg.checkpoint_every == 0 \
+            and fitter.step_count < fit_cfg.iterations_b
+        if save_now or step % fit_cfg.log_every == 0:
+            watch.check(desc, "the last stage-B checkpoint is kept")
         if step % fit_cfg.log_every == 0 or step == fit_cfg.iterations_b - 1:
             _log_step(bar, "B", step, parts)
-        if fit_cfg.checkpoint_every > 0 and fitter.step_count % fit_cfg.checkpoint_every == 0 \
-                and fitter.step_count < fit_cfg.iterations_b:
+        if save_now:
             save(fitter.state_dict())
+    watch.check(desc, "the last stage-B checkpoint is kept")
     return fitter.planes.detach().cpu()
 
 
 def _save_b(path: Path, names: list[str], group: int, layer: int, fitted: torch.Tensor,
-            fitter: dict[str, Any] | None) -> None:
+            fitter: dict[str, Any] | None, *, cfg: Config) -> None:
     """Stage-B position: next (group, layer) to fit, the group's fitted planes, the fitter mid-layer."""
-    with atomic_path(path) as tmp:
+    with atomic_path(path, "checkpoint") as tmp:
         torch.save({"names": names, "group": group, "layer": layer, "planes": fitted if layer > 0 else None,
-                    "fitter": fitter}, tmp)
+                    "fitter": fitter, "config": cfg.to_dict()}, tmp)

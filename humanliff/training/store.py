@@ -20,7 +20,7 @@ from numpy.lib.format import open_memmap
 
 from humanliff.config import DecoderConfig
 from humanliff.errors import InputFileError
-from humanliff.io import read_torch_file
+from humanliff.io import read_torch_file, require_finite
 from humanliff.models.decoder import build_decoder
 from humanliff.runtime.manifest import read_json
 
@@ -66,10 +66,12 @@ class TriplaneStore:
         return self.subjects.index(subject)
 
     def layer(self, subject: str | int, layer: int, device: torch.device | str = "cpu") -> torch.Tensor:
-        """One tri-plane as float32 ``[C, R, R]``."""
+        """One tri-plane as float32 ``[C, R, R]`` (refused when it holds a NaN or an infinity)."""
         if not 0 <= layer < LAYERS:
             raise InputFileError(self.path, f"layer {layer} out of range (0..{LAYERS - 1})")
-        return torch.from_numpy(np.asarray(self.planes[self.index(subject), layer], np.float32)).to(device)
+        plane = torch.from_numpy(np.asarray(self.planes[self.index(subject), layer], np.float32))
+        require_finite(plane, f"the planes of subject {subject} layer {layer}", self.path / PLANES)
+        return plane.to(device)
 
     def subject_bounds(self, subject: str | int) -> torch.Tensor:
         """float32 ``[2, 3]`` world box of one subject."""
@@ -94,6 +96,7 @@ class TriplaneStore:
         except TypeError as exc:
             raise InputFileError(path, f"bad decoder config ({exc})") from exc
         decoder = build_decoder(cfg)
+        require_finite(blob["state_dict"], "the decoder weights", path)
         try:
             decoder.load_state_dict(blob["state_dict"])
         except RuntimeError as exc:
@@ -149,6 +152,26 @@ def _read_decoder(path: Path) -> dict[str, Any]:
     return blob
 
 
+def _check_manifest_values(path: Path, manifest: dict[str, Any]) -> None:
+    """One line naming the key when a manifest value has the wrong type or range."""
+    for key in ("resolution", "channels", "layers"):
+        value = manifest.get(key, LAYERS)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InputFileError(path, f"'{key}' must be a positive integer, got {value!r}")
+    if manifest.get("layers", LAYERS) != LAYERS:
+        raise InputFileError(path, f"'layers' must be {LAYERS}, got {manifest['layers']!r}")
+    subjects = manifest["subjects"]
+    if not isinstance(subjects, list) or not subjects or not all(isinstance(s, str) for s in subjects):
+        raise InputFileError(path, f"'subjects' must be a non-empty list of names, got {subjects!r:.60}")
+    for key in ("decoder", "config"):
+        if not isinstance(manifest[key], dict):
+            raise InputFileError(path, f"'{key}' must be an object, got {manifest[key]!r:.60}")
+    try:
+        np.asarray(manifest["bounds"], np.float32)
+    except (TypeError, ValueError) as exc:
+        raise InputFileError(path, f"'bounds' must be numbers [subjects, 2, 3] ({exc})") from exc
+
+
 def open_store(path: str | Path, mode: str = "r") -> TriplaneStore:
     """Open a store folder; ``mode`` ``r`` (read-only memmap) or ``r+`` (writable). Checks every shape."""
     path = Path(path)
@@ -163,17 +186,18 @@ def open_store(path: str | Path, mode: str = "r") -> TriplaneStore:
     if manifest["version"] != STORE_VERSION:
         raise InputFileError(manifest_path,
                              f"store version {manifest['version']} (this code reads {STORE_VERSION})")
+    _check_manifest_values(manifest_path, manifest)
     subjects = list(manifest["subjects"])
     bounds = np.asarray(manifest["bounds"], np.float32)
-    if bounds.shape != (len(subjects), 2, 3):
-        raise InputFileError(manifest_path, f"bounds must be [{len(subjects)}, 2, 3] (one box per subject), "
-                                            f"got {list(bounds.shape)}")
+    if bounds.shape != (len(subjects), 2, 3) or not np.isfinite(bounds).all():
+        raise InputFileError(manifest_path, f"bounds must be [{len(subjects)}, 2, 3] (one finite box per "
+                                            f"subject), got {list(bounds.shape)}")
     planes_path = path / PLANES
     if not planes_path.is_file():
         raise InputFileError(planes_path, "missing")
     try:
         planes = np.load(planes_path, mmap_mode=mode)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, EOFError) as exc:
         raise InputFileError(planes_path, f"not a readable .npy array ({exc})") from exc
     res, ch = int(manifest["resolution"]), int(manifest["channels"])
     expected = (len(subjects), LAYERS, ch, res, res)

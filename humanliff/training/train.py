@@ -26,8 +26,9 @@ from tqdm.auto import tqdm
 
 from humanliff.config import Config, TrainConfig, dump_config
 from humanliff.errors import HumanLiffError, InputFileError
-from humanliff.io import atomic_path
+from humanliff.io import atomic_path, require_finite
 from humanliff.models.unet import UNet, build_unet
+from humanliff.run_folder import ensure_space
 from humanliff.runtime.schedule import alphas_cumprod, linear_betas, q_sample
 from humanliff.training import distributed
 from humanliff.training.checkpoint import (
@@ -40,7 +41,8 @@ from humanliff.training.checkpoint import (
 )
 from humanliff.training.distributed import DistInfo
 from humanliff.training.ema import EMA
-from humanliff.training.store import LAYERS, MANIFEST, TriplaneStore, open_store
+from humanliff.training.finite import LossWatch
+from humanliff.training.store import LAYERS, MANIFEST, PLANES, TriplaneStore, open_store
 
 logger = logging.getLogger(__name__)
 
@@ -213,30 +215,38 @@ def _log(out: Path, record: dict[str, Any]) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def train(cfg: Config, store_path: str | Path, out: str | Path, device: str | None = None) -> Path:
+def train(cfg: Config, store_path: str | Path, out: str | Path, device: str | None = None, *,
+          resume_anyway: bool = False) -> Path:
     """Train (or resume, when ``out`` holds a checkpoint) up to ``cfg.train.steps``; returns ``out/ema.pt``.
 
-    Launch under torchrun for several devices (one process each; gloo on CPU, nccl on CUDA).
+    Launch under torchrun for several devices (one process each; gloo on CPU, nccl on CUDA). A resume
+    with other training settings is refused unless ``resume_anyway``; a non-finite loss stops the run
+    (the last checkpoint is kept).
     """
     info = distributed.init_distributed(device)
     try:
-        return _train(cfg, Path(store_path), Path(out), info)
+        return _train(cfg, Path(store_path), Path(out), info, resume_anyway)
     finally:
         distributed.cleanup()
 
 
-def _train(cfg: Config, store_path: Path, out: Path, info: DistInfo) -> Path:
+def _train(cfg: Config, store_path: Path, out: Path, info: DistInfo, resume_anyway: bool) -> Path:
     tc = cfg.train
     store = open_store(store_path)
     _check_store(store, cfg)
+    require_finite(store.planes, "the tri-planes", store.path / PLANES)
     store_manifest = json.loads((store.path / MANIFEST).read_text())
     if info.device.type == "cuda":
         torch.set_float32_matmul_precision("high")
         torch.backends.cudnn.benchmark = True
     main = info.rank == 0
     trainer = DiffusionTrainer(cfg, info)
+    n_params = sum(p.numel() for p in trainer.model.parameters())
+    if main:  # checkpoint.pt (model, EMA, two Adam moments) and ema.pt, each briefly twice while replaced
+        ensure_space(out, 2 * 5 * 4 * n_params)
     if (out / CHECKPOINT).is_file():
-        trainer.step = load_checkpoint(out / CHECKPOINT, trainer.model, trainer.ema, trainer.optimizer, cfg)
+        trainer.step = load_checkpoint(out / CHECKPOINT, trainer.model, trainer.ema, trainer.optimizer, cfg,
+                                       resume_anyway)
         if main:
             logger.info("resuming %s at step %d", out, trainer.step)
     elif main:
@@ -244,22 +254,27 @@ def _train(cfg: Config, store_path: Path, out: Path, info: DistInfo) -> Path:
         with atomic_path(out / CONFIG_FILE) as tmp:
             dump_config(cfg, tmp)
     data = LayerPairs(store.planes, info.device)
-    n_params = sum(p.numel() for p in trainer.model.parameters())
     if main:
         logger.info("training %.1fM parameters on %d items, %d rank(s) x batch %d, %s%s",
                     n_params / 1e6, len(data), info.world_size, tc.batch_size, tc.precision,
                     ", compiled" if tc.compile else "")
     loss_sum = torch.zeros((), device=info.device)
+    watch, saved = LossWatch(info.device), trainer.step
     since, tick = 0, time.perf_counter()
     bar = tqdm(total=tc.steps, initial=trainer.step, desc="train", unit="step", disable=not main)
     while trainer.step < tc.steps:
         keys = item_positions(trainer.step, tc.batch_size, info.rank, info.world_size)
         x0, x_cond, y = data.batch(items_at(keys, len(data), tc.seed))
         loss, grad_norm = trainer.train_step(x0, x_cond, y, keys)
+        watch.update(loss, trainer.step)
         loss_sum += loss
         since += 1
         bar.update(1)
         done = trainer.step >= tc.steps
+        save = trainer.step % tc.checkpoint_every == 0 or done
+        if save or trainer.step % tc.log_every == 0:
+            kept = f"{out / CHECKPOINT} (step {saved}) is kept" if saved else "no checkpoint was written"
+            watch.check(f"train {out}", kept)
         if trainer.step % tc.log_every == 0 or done:
             mean_loss = distributed.all_reduce_sum(loss_sum.clone()).item() / (since * info.world_size)
             elapsed = time.perf_counter() - tick
@@ -272,10 +287,11 @@ def _train(cfg: Config, store_path: Path, out: Path, info: DistInfo) -> Path:
                 logger.debug("%s", record)
             loss_sum.zero_()
             since, tick = 0, time.perf_counter()
-        if main and (trainer.step % tc.checkpoint_every == 0 or done):
+        if main and save:  # ema.pt first: a run killed between the two redoes the step and writes both
+            save_ema(out / EMA_FILE, trainer.model, trainer.ema, cfg, store_manifest)
             save_checkpoint(out / CHECKPOINT, trainer.model, trainer.ema, trainer.optimizer, trainer.step,
                             cfg)
-            save_ema(out / EMA_FILE, trainer.model, trainer.ema, cfg, store_manifest)
+            saved = trainer.step
     bar.close()
     distributed.barrier()
     return out / EMA_FILE
