@@ -167,25 +167,29 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_view_command_ends_cleanly_on_ctrl_c(browser, generation):
+def test_view_command_ends_cleanly_on_ctrl_c(browser, generation, tmp_path):
     port = _free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "humanliff.cli", "view", str(generation), "--port", str(port),
-                             "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        for line in proc.stdout:
-            if "humanliff view: http://" in line:
-                break
-        assert f"http://127.0.0.1:{port}" in line
-        page = browser.new_page()
-        page.goto(f"http://127.0.0.1:{port}")
-        page.get_by_text("Connected").wait_for(timeout=60_000)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
-        page.close()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    log = tmp_path / "stderr.txt"
+    with open(log, "w") as stderr:  # a file, not a pipe: a full pipe would stall the server's logging
+        proc = subprocess.Popen([sys.executable, "-m", "humanliff.cli", "view", str(generation), "--port",
+                                 str(port), "--device", "cpu"], stdout=subprocess.PIPE, stderr=stderr, text=True,
+                                env=env)
+        try:
+            for line in proc.stdout:
+                if "humanliff view: http://" in line:
+                    break
+            assert f"http://127.0.0.1:{port}" in line
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{port}")
+            page.get_by_text("Connected").wait_for(timeout=180_000)  # generous: CI runs two tests at once
+            proc.send_signal(signal.SIGINT)
+            proc.communicate(timeout=60)
+            page.close()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    err = log.read_text()
     assert proc.returncode == 0, err
     assert "client 0 connected" in err and "humanliff view: stopped" in err and "Traceback" not in err
 
