@@ -571,8 +571,12 @@ def demo_command(out_dir: str, preset: str | None, overrides: tuple[str, ...], d
     if preset is None:
         gpu = torch.cuda.is_available() and (device is None or device.startswith("cuda"))
         preset = "demo_gpu" if gpu else "demo"
+    cfg = load_config(preset, overrides)
+    guard_output(out_dir, replaced=False)  # a demo folder is resumed, never replaced
     click.echo(f"demo: config {preset}, output {out_dir}", err=True)
-    click.echo(run_demo(load_config(preset, overrides), out_dir, device)["message"])
+    with hold_run_folder(out_dir):
+        message = run_demo(cfg, out_dir, device)["message"]
+    click.echo(message)
 
 
 def main() -> None:

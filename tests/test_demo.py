@@ -91,3 +91,18 @@ def test_cli_demo_picks_the_preset_and_prints_the_final_line(first_run, tmp_path
     assert seen == {"steps": 7, "out": str(tmp_path / "d"), "device": "cpu"}
     result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "d"), "--config", "nope"])
     assert result.exit_code == 1 and "no such config" in result.output
+
+
+def test_cli_demo_refuses_the_working_directory_and_foreign_folders(tmp_path, monkeypatch):
+    monkeypatch.setattr(demo, "run_demo", lambda cfg, out_dir, device: pytest.fail("the demo ran"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "important.txt").write_text("keep")
+    result = CliRunner().invoke(app, ["demo", "--out", ".", "--config", "tiny"])
+    assert result.exit_code == 1 and "is the working directory" in result.output
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep")
+    result = CliRunner().invoke(app, ["demo", "--out", str(foreign), "--config", "tiny"])
+    assert result.exit_code == 1 and "was not written by humanliff" in result.output
+    assert (tmp_path / "important.txt").read_text() == "keep" and (foreign / "notes.txt").read_text() == "keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["important.txt", "mine"]
