@@ -18,7 +18,7 @@ import click
 
 from humanliff.config import LIMITS, SYNTH_BODIES, Config, load_config
 from humanliff.errors import HumanLiffError
-from humanliff.run_folder import check_count, check_device, guard_output, hold_run_folder
+from humanliff.run_folder import check_count, check_device, guard_file_output, guard_output, hold_run_folder
 
 SAMPLER_NAMES = LIMITS["sample"]["sampler"].choices
 """``--sampler`` choices: the keys of ``humanliff.runtime.sampling.SAMPLERS`` (kept in the config so that
@@ -267,6 +267,7 @@ def data_preview_command(cfg: Config, root: str, out: str, layout: str | None, v
 
     from humanliff.data.preview import contact_sheet
 
+    guard_file_output(out, [root])
     data_cfg = dataclasses.replace(cfg.data, root=root, layout=layout or cfg.data.layout)
     click.echo(f"wrote {contact_sheet(data_cfg, out, views, subjects, tile)}")
 
@@ -455,6 +456,7 @@ def render_command(cfg: Config, ref: str, out: str, cameras: str | None, camera_
     chosen = read_camera_file(cameras, camera_ids) if cameras else None
 
     dev = None if device is None else torch.device(device)
+    guard_file_output(out, [ref.split(":")[0], cameras])
     click.echo(f"wrote {render_triplane(cfg, ref, out, chosen, views or 0, size or 0, device=dev)}")
 
 

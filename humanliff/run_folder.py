@@ -118,6 +118,17 @@ def guard_output(out: str | Path, inputs: Iterable[str | Path | None] = (), *, f
     return out
 
 
+def guard_file_output(out: str | Path, inputs: Iterable[str | Path | None] = (), option: str = "--out") -> Path:
+    """Check an output file before any work: not a folder, not an input, not inside an input folder, in
+    a writable place. The file itself is written atomically by its writer (``humanliff.io.atomic_path``)."""
+    out = Path(out)
+    if out.is_dir():
+        raise HumanLiffError(f"{option} {out}: is a folder; give a file name")
+    _check_place(out, option, True, inputs)
+    ensure_space(out, 0, option)
+    return out
+
+
 @contextlib.contextmanager
 def hold_run_folder(out: str | Path) -> Iterator[Path]:
     """Create and mark the run folder ``out`` and hold its lock while the block runs.

@@ -227,3 +227,18 @@ def test_zero_byte_planes_and_bad_manifest_values_are_named(models, tmp_path):
         (broken / "manifest.json").write_text(json.dumps({**manifest, key: value}))
         _one_error(_generate(ema, broken, tmp_path / "g"), "manifest.json", f"'{key}'")
     assert np.load(store / "planes.npy").size
+
+
+def test_file_outputs_never_land_inside_or_on_an_input(tmp_path):
+    """render and data preview write one file: refused inside the store / dataset, on an input, or on a folder."""
+    _, store, _ = make_tiny_models(tmp_path)
+    before = sorted(p.name for p in store.iterdir())
+    runner = CliRunner()
+    inside = runner.invoke(app, ["render", f"{store}:a:0", "--out", str(store / "view.png"), "--config", "tiny"])
+    assert inside.exit_code == 1 and f"lies inside the input {store}" in inside.output
+    folder = runner.invoke(app, ["render", f"{store}:a:0", "--out", str(tmp_path), "--config", "tiny"])
+    assert folder.exit_code == 1 and "is a folder; give a file name" in folder.output
+    (tmp_path / "data").mkdir()
+    sheet = runner.invoke(app, ["data", "preview", str(tmp_path / "data"), "--out", str(tmp_path / "data" / "s.png")])
+    assert sheet.exit_code == 1 and "lies inside the input" in sheet.output
+    assert sorted(p.name for p in store.iterdir()) == before and not any((tmp_path / "data").iterdir())
