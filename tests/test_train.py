@@ -169,7 +169,11 @@ def test_train_writes_a_run_and_resumes_exactly(store, tmp_path):
 
     train(_tiny("train.steps=2"), store, tmp_path / "b")
     assert _state(tmp_path / "b" / CHECKPOINT)["step"] == 2
+    with open(tmp_path / "b" / "train_log.jsonl", "a") as f:  # a killed run logged past its checkpoint
+        f.write(json.dumps({"step": 3, "loss": 9.0}) + "\n" + '{"step": 4, "lo')
     train(_tiny(), store, tmp_path / "b")
+    resumed = [json.loads(line) for line in (tmp_path / "b" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in resumed] == [1, 2, 3, 4] and resumed[2]["loss"] != 9.0
     a, b = _state(run / CHECKPOINT), _state(tmp_path / "b" / CHECKPOINT)
     assert set(a) == {"model", "ema", "optimizer", "step", "rng", "config"} and b["step"] == 4
     assert a["optimizer"]["state"] and a["rng"]["torch"].dtype == torch.uint8

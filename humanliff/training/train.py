@@ -210,6 +210,24 @@ def _check_store(store: TriplaneStore, cfg: Config) -> None:
                                              f"(triplane.{name}); use the config the store was fitted with")
 
 
+def _trim_log(out: Path, step: int) -> None:
+    """Keep the log's records up to the checkpoint's ``step`` (a killed run may have logged past it, or
+    left a half-written last line), so that a resumed run logs each step once."""
+    path = out / LOG_FILE
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and record.get("step", 0) <= step:
+            kept.append(line + "\n")
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(kept))
+
+
 def _log(out: Path, record: dict[str, Any]) -> None:
     with open(out / LOG_FILE, "a") as f:
         f.write(json.dumps(record) + "\n")
@@ -249,6 +267,7 @@ def _train(cfg: Config, store_path: Path, out: Path, info: DistInfo, resume_anyw
                                        resume_anyway)
         if main:
             logger.info("resuming %s at step %d", out, trainer.step)
+            _trim_log(out, trainer.step)
     elif main:
         out.mkdir(parents=True, exist_ok=True)
         with atomic_path(out / CONFIG_FILE) as tmp:
