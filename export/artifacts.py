@@ -38,6 +38,7 @@ from humanliff.models.checkpoint import load_ema
 from humanliff.models.decoder import build_decoder
 from humanliff.runtime.cameras import orbit_cameras
 from humanliff.runtime.formats import FORMATS, EngineUnavailable
+from humanliff.runtime.formats.aoti_compiler import candidates
 from humanliff.runtime.formats.base import WriteJob
 from humanliff.runtime.formats.onnx import OPSETS
 from humanliff.runtime.manifest import sha256_file, write_manifest
@@ -124,10 +125,11 @@ def _export_format(name: str, job: WriteJob, feeds: Mapping[str, torch.Tensor],
 
 def export_network(graph: torch.nn.Module, spec: ExportSpec, opt: Mapping[str, int], folder: Path,
                    formats: Sequence[str], device: torch.device, precision: str,
-                   options: Mapping[str, Any] | None = None, progress: bool = False) -> dict[str, Any]:
+                   options: dict[str, Any] | None = None, progress: bool = False) -> dict[str, Any]:
     """Trace ``graph`` once and write/check each format; returns the manifest's record of the network.
 
-    ``options``: the writers' switches (``opset`` for ONNX, ``cxx`` for AOTInductor).
+    ``options``: the writers' switches (``opset`` for ONNX, ``cxx`` for AOTInductor), shared by every
+    format's job so that a writer's one-time choice (the AOTInductor compiler) serves all networks.
     """
     trace_sizes = {k: min(max(2, low), high) if k == "batch" else min(64, high)
                    for k, (low, high) in spec.dims.items()}
@@ -142,10 +144,11 @@ def export_network(graph: torch.nn.Module, spec: ExportSpec, opt: Mapping[str, i
     out = out if isinstance(out, tuple) else (out,)
     reference = dict(zip([s.name for s in spec.outputs], out, strict=True))
     network = spec.network_spec(opt)
+    options = {} if options is None else options
     artifacts: dict[str, Any] = {}
     for name in tqdm(formats, desc=f"export {spec.name}", unit="format", disable=not progress):
         job = WriteJob(spec.name, program, graph, tuple(example.values()), network, folder, device, precision,
-                       dict(options or {}))
+                       options)
         artifacts[name] = {**_export_format(name, job, feeds, reference), "check_sizes": check_sizes}
     return {**network.to_json(), "trace_s": round(trace_s, 3), "artifacts": artifacts}
 
@@ -217,7 +220,9 @@ def export_artifacts(unet_ckpt: str | Path, store: str | Path, out_dir: str | Pa
     jobs, unet_record = _unet_jobs(unet, unet_cfg, unet_layout, max_batch, batch, compute)
     jobs.append((DecoderGraph(torch_decoder(triplanes, device), compute), decoder_spec(res, channels, max_batch),
                  {"batch": 1, "points": points}))
-    options = {"opset": opset, "cxx": cxx}
+    if cxx is not None and "aoti" in formats:
+        candidates(cxx)  # a --cxx that does not exist: one line before any compute
+    options: dict[str, Any] = {"opset": opset, "cxx": cxx}
     bounds = triplanes.subject_bounds(0)
     K, R, T = orbit_cameras(bounds, cfg.sample.views, cfg.sample.image_size)
     with atomic_path(out_dir) as tmp:

@@ -186,6 +186,8 @@ def test_export_bad_inputs(tmp_path):
     missing = runner.invoke(app, ["export", "--unet", str(tmp_path / "none.pt"), "--store", str(store),
                                   "--out", str(tmp_path / "a")])
     assert missing.exit_code == 1 and "none.pt: no such file" in missing.output
+    compiler = runner.invoke(app, [*base, "--formats", "aoti", "--cxx", "/nope/g++"])
+    assert compiler.exit_code == 1 and compiler.output.strip().endswith("--cxx /nope/g++: no such compiler")
     assert not (tmp_path / "a").exists()
 
 

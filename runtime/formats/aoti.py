@@ -31,6 +31,7 @@ from humanliff.runtime.formats.base import (
     device_key,
     run_isolated,
 )
+from humanliff.runtime.manifest import DTYPES
 
 
 def package_runner(path: Path, device: torch.device) -> Any:
@@ -88,8 +89,6 @@ class AOTIEngine(Engine):
         self._runner = package_runner(self.path, self.device)
 
     def _probe_inputs(self) -> list[torch.Tensor]:
-        from humanliff.runtime.manifest import DTYPES
-
         dims = {k: v[0] for k, v in self.spec.dims.items()}
         return [torch.zeros(s.resolve(dims), dtype=DTYPES[s.dtype]) for s in self.spec.inputs]
 
@@ -104,10 +103,21 @@ class AOTIEngine(Engine):
 def write_aoti(job: WriteJob) -> list[Path]:
     """Compile the program into a package with the first C++ compiler whose packages load here.
 
-    ``job.options["cxx"]`` forces a compiler; the one used and the candidates' outcomes are written back
-    into ``job.options`` (``compiler``, ``compilers``) for the manifest.
+    ``job.options["cxx"]`` forces a compiler. The choice (or why there is none) is kept in
+    ``job.options["compiler_choice"]``, which the export shares between its networks, so the compilers
+    are tried once per export; the one used and the candidates' outcomes go into ``job.options``
+    (``compiler``, ``compilers``) for the manifest.
     """
-    cxx, tried = choose_compiler(job.device, job.options.get("cxx"))
+    choice = job.options.get("compiler_choice")
+    if choice is None:
+        try:
+            choice = choose_compiler(job.device, job.options.get("cxx"))
+        except EngineUnavailable as exc:
+            choice = exc
+        job.options["compiler_choice"] = choice
+    if isinstance(choice, EngineUnavailable):
+        raise choice
+    cxx, tried = choice
     job.options.update(compiler=cxx, compilers=tried)
     path = job.path(FORMAT)
     compile_package(job.program, path, cxx)
