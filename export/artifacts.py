@@ -39,7 +39,7 @@ from humanliff.models.decoder import build_decoder
 from humanliff.runtime.cameras import orbit_cameras
 from humanliff.runtime.formats import FORMATS, EngineUnavailable
 from humanliff.runtime.formats.aoti_compiler import candidates
-from humanliff.runtime.formats.base import WriteJob
+from humanliff.runtime.formats.base import Reference, WriteJob, max_rel_error
 from humanliff.runtime.formats.onnx import OPSETS
 from humanliff.runtime.manifest import sha256_file, write_manifest
 from humanliff.runtime.render import ray_chunk
@@ -93,7 +93,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _export_format(name: str, job: WriteJob, feeds: Mapping[str, torch.Tensor],
-                   reference: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+                   reference: Reference) -> dict[str, Any]:
     """Write one format of one network, then check it; returns the manifest's record of the artifact."""
     fmt = FORMATS[name]
     start = time.perf_counter()
@@ -123,6 +123,29 @@ def _export_format(name: str, job: WriteJob, feeds: Mapping[str, torch.Tensor],
     return record
 
 
+def _outputs(graph: torch.nn.Module, spec: ExportSpec, feeds: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    with torch.inference_mode():
+        out = graph(*feeds.values())
+    return dict(zip([s.name for s in spec.outputs], out if isinstance(out, tuple) else (out,), strict=True))
+
+
+def float32_reference(graph: torch.nn.Module, spec: ExportSpec, feeds: Mapping[str, torch.Tensor]) -> Reference:
+    """``graph`` (a spec graph with a compute ``dtype``) on ``feeds`` in float32, and torch's own error.
+
+    The engines are judged against float32; torch's eager path in the compute dtype is measured against
+    the same reference, so the check allows an engine what torch itself loses to bf16 / fp16 rounding.
+    """
+    compute = graph.dtype
+    if compute == torch.float32:
+        return Reference(_outputs(graph, spec, feeds))
+    graph.dtype = torch.float32
+    try:
+        exact = _outputs(graph, spec, {k: v.float() if v.is_floating_point() else v for k, v in feeds.items()})
+    finally:
+        graph.dtype = compute
+    return Reference(exact, max_rel_error(_outputs(graph, spec, feeds), exact))
+
+
 def export_network(graph: torch.nn.Module, spec: ExportSpec, opt: Mapping[str, int], folder: Path,
                    formats: Sequence[str], device: torch.device, precision: str,
                    options: dict[str, Any] | None = None, progress: bool = False) -> dict[str, Any]:
@@ -139,10 +162,7 @@ def export_network(graph: torch.nn.Module, spec: ExportSpec, opt: Mapping[str, i
     trace_s = time.perf_counter() - start
     check_sizes = {k: min(3, high) if k == "batch" else min(777, high) for k, (_, high) in spec.dims.items()}
     feeds = spec.sample_inputs(check_sizes, torch.Generator().manual_seed(CHECK_SEED), device)
-    with torch.inference_mode():
-        out = graph(*feeds.values())
-    out = out if isinstance(out, tuple) else (out,)
-    reference = dict(zip([s.name for s in spec.outputs], out, strict=True))
+    reference = float32_reference(graph, spec, feeds)
     network = spec.network_spec(opt)
     options = {} if options is None else options
     artifacts: dict[str, Any] = {}
