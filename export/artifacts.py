@@ -32,6 +32,7 @@ from humanliff.export.spec import (
     decoder_spec,
     unet_part_specs,
     unet_spec,
+    with_compute_weights,
 )
 from humanliff.io import atomic_path
 from humanliff.models.checkpoint import load_ema
@@ -157,12 +158,13 @@ def export_network(graph: torch.nn.Module, spec: ExportSpec, opt: Mapping[str, i
     trace_sizes = {k: min(max(2, low), high) if k == "batch" else min(64, high)
                    for k, (low, high) in spec.dims.items()}
     example = spec.sample_inputs(trace_sizes, torch.Generator().manual_seed(0), device)
-    start = time.perf_counter()
-    program = torch.export.export(graph, tuple(example.values()), dynamic_shapes=spec.dynamic_shapes())
-    trace_s = time.perf_counter() - start
     check_sizes = {k: min(3, high) if k == "batch" else min(777, high) for k, (_, high) in spec.dims.items()}
     feeds = spec.sample_inputs(check_sizes, torch.Generator().manual_seed(CHECK_SEED), device)
     reference = float32_reference(graph, spec, feeds)
+    graph = with_compute_weights(graph)
+    start = time.perf_counter()
+    program = torch.export.export(graph, tuple(example.values()), dynamic_shapes=spec.dynamic_shapes())
+    trace_s = time.perf_counter() - start
     network = spec.network_spec(opt)
     options = {} if options is None else options
     artifacts: dict[str, Any] = {}

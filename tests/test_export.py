@@ -15,7 +15,14 @@ from humanliff.cli import app
 from humanliff.config import load_config
 from humanliff.errors import HumanLiffError
 from humanliff.export.artifacts import export_network, float32_reference, parse_formats, torch_decoder
-from humanliff.export.spec import DecoderGraph, UNetGraph, decoder_spec, unet_part_specs, unet_spec
+from humanliff.export.spec import (
+    DecoderGraph,
+    UNetGraph,
+    decoder_spec,
+    unet_part_specs,
+    unet_spec,
+    with_compute_weights,
+)
 from humanliff.models.decoder import build_decoder
 from humanliff.models.unet import build_unet
 from humanliff.runtime.formats import EngineUnavailable
@@ -260,3 +267,20 @@ def test_bf16_engines_are_checked_against_float32_with_torch_own_error_allowed()
     scale = exact.outputs["eps"].abs().max()
     far = exact.outputs["eps"] + 1.01 * max(TOLERANCE["bf16"], TORCH_ERROR_FACTOR * reference.torch_rel_err) * scale
     assert not check_outputs({"eps": far}, reference, "bf16")["passed"]
+
+
+def test_compute_weights_copy_gives_the_autocast_outputs_with_half_the_conv_bytes():
+    torch.manual_seed(0)
+    graph = UNetGraph(build_unet(load_config("tiny").unet, 16), torch.bfloat16)
+    feeds = unet_spec(16, 27, 4, 1000, 2).sample_inputs({"batch": 2}, torch.Generator().manual_seed(0))
+    lowered = with_compute_weights(graph)
+    assert torch.equal(lowered(*feeds.values()), graph(*feeds.values()))
+    kinds = {torch.nn.Conv2d: set(), torch.nn.Linear: set(), torch.nn.GroupNorm: set()}
+    for module in lowered.modules():
+        for kind, seen in kinds.items():
+            if isinstance(module, kind):
+                seen.add(module.weight.dtype)
+    assert kinds == {torch.nn.Conv2d: {torch.bfloat16}, torch.nn.Linear: {torch.bfloat16},
+                     torch.nn.GroupNorm: {torch.float32}}
+    assert all(p.dtype == torch.float32 for p in graph.parameters())  # the original is left as it was
+    assert with_compute_weights(UNetGraph(graph.unet)).unet is graph.unet  # float32: nothing copied
