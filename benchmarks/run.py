@@ -46,9 +46,9 @@ from humanliff.runtime.schedule import alphas_cumprod, linear_betas
 
 if TYPE_CHECKING:
     from humanliff.data.types import SubjectData
+    from humanliff.store import TriplaneStore
     from humanliff.training.fit import StageAFitter
     from humanliff.training.fit_step import PlaneTargets
-    from humanliff.training.store import TriplaneStore
 
 RESULTS = Path(__file__).parent / "results"
 SECTIONS = ("points", "fit", "render", "unet", "sampling", "train", "runtime")
@@ -165,7 +165,7 @@ def _fit_data(s: Setup, workdir: Path) -> Path:
 def _default_store() -> TriplaneStore:
     """The default model's tri-plane store (its decoder and first subjects)."""
     from humanliff.pretrained import default_model
-    from humanliff.training.store import open_store
+    from humanliff.store import open_store
 
     return open_store(default_model()[1])
 

@@ -29,7 +29,7 @@ from humanliff.runtime.cameras import orbit_cameras
 from humanliff.runtime.engines import graphed
 from humanliff.runtime.occupancy import build_occupancy
 from humanliff.runtime.render import render_image
-from humanliff.training.store import create_store
+from humanliff.store import create_store
 
 STARTUP_CHILD = r"""
 import json, sys, time

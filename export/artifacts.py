@@ -44,7 +44,7 @@ from humanliff.runtime.formats.onnx import OPSETS
 from humanliff.runtime.manifest import sha256_file, write_manifest
 from humanliff.runtime.render import ray_chunk
 from humanliff.runtime.triplane import CHANNELS
-from humanliff.training.store import TriplaneStore, open_store
+from humanliff.store import TriplaneStore, open_store
 
 log = logging.getLogger(__name__)
 

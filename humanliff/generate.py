@@ -25,7 +25,7 @@ from humanliff.pretrained import default_model
 from humanliff.runtime.field import Field, make_field
 from humanliff.runtime.layered import LAYER_TITLES, human_generators, sample_layers
 from humanliff.runtime.schedule import alphas_cumprod, linear_betas
-from humanliff.training.store import TriplaneStore, open_store
+from humanliff.store import check_layout, open_store
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +67,6 @@ def resolve_layers(layers: Sequence[int] | None, start: StartSpec | None) -> lis
     return layers
 
 
-def _check_store(store: TriplaneStore, cfg: Config, unet_ckpt: Path) -> None:
-    expected = (cfg.triplane.channels, cfg.triplane.resolution)
-    if (store.channels, store.resolution) != expected:
-        raise HumanLiffError(f"{store.path}: tri-planes are {store.channels}x{store.resolution}^2 but the "
-                             f"UNet in {unet_ckpt} was trained on {expected[0]}x{expected[1]}^2")
-
-
 def generate(cfg: Config, unet_ckpt: str | Path | None, store: str | Path | None, out_dir: str | Path,
              layers: Sequence[int] | None = None, from_spec: str | None = None, *,
              device: torch.device | str | None = None, progress: bool = True) -> dict[str, Any]:
@@ -98,7 +91,7 @@ def generate(cfg: Config, unet_ckpt: str | Path | None, store: str | Path | None
     precision = cfg.sample.precision if device.type == "cuda" else "fp32"
     unet, unet_cfg = load_ema(unet_ckpt, device)
     triplanes = open_store(store)
-    _check_store(triplanes, unet_cfg, Path(unet_ckpt))
+    check_layout(unet_cfg.triplane, triplanes, f"the UNet in {unet_ckpt}")
     decoder = triplanes.load_decoder(device)
     batch, res = cfg.sample.batch, unet_cfg.triplane.resolution
     shape = (batch, unet_cfg.triplane.channels, res, res)
@@ -106,7 +99,7 @@ def generate(cfg: Config, unet_ckpt: str | Path | None, store: str | Path | None
     start_planes = None
     if start is not None:
         source = triplanes if start.store.resolve() == Path(store).resolve() else open_store(start.store)
-        _check_store(source, unet_cfg, Path(unet_ckpt))
+        check_layout(unet_cfg.triplane, source, f"the UNet in {unet_ckpt}")
         start_planes = source.layer(start.subject, start.layer, device).expand(shape).contiguous()
         bounds = source.subject_bounds(start.subject)
 

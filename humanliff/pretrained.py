@@ -17,7 +17,7 @@ from humanliff.config import Config
 from humanliff.errors import HumanLiffError
 from humanliff.io import atomic_path, read_torch_file, require_finite
 from humanliff.models.checkpoint import EMA_KEYS
-from humanliff.training.store import PLANES, create_store, open_store
+from humanliff.store import PLANES, create_store, open_store
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "assets" / "default"
 """Where the default model lives in the package."""

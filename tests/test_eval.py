@@ -20,7 +20,7 @@ from humanliff.evaluation.metrics import Lpips, crop_box, psnr, ssim
 from humanliff.evaluation.recon import evaluate_recon, parse_triplane_ref, read_camera_file, render_triplane
 from humanliff.io import atomic_path
 from humanliff.models.decoder import build_decoder
-from humanliff.training.store import create_store
+from humanliff.store import create_store
 
 
 def test_psnr_on_region():

@@ -13,8 +13,8 @@ from humanliff.cli import app
 from humanliff.config import load_config
 from humanliff.data.synth import synthesize_dataset
 from humanliff.errors import InputFileError
+from humanliff.store import open_store
 from humanliff.training.fit import StageAFitter
-from humanliff.training.store import open_store
 from humanliff.training.train import DiffusionTrainer, train
 
 

@@ -9,7 +9,7 @@ from humanliff.config import load_config
 from humanliff.io import atomic_path
 from humanliff.models.decoder import build_decoder
 from humanliff.models.unet import build_unet
-from humanliff.training.store import create_store
+from humanliff.store import create_store
 
 
 def make_tiny_models(root, decoder_backend="torch"):

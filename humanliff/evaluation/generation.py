@@ -36,7 +36,7 @@ from humanliff.runtime.layered import LAYER_TITLES
 from humanliff.runtime.mesh import DEFAULT_LEVEL, density_grid
 from humanliff.runtime.occupancy import lookup
 from humanliff.runtime.render import render_image
-from humanliff.training.store import TriplaneStore, open_store
+from humanliff.store import TriplaneStore, open_store
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from humanliff.runtime.field import Field, make_field
 from humanliff.runtime.occupancy import build_occupancy
 from humanliff.runtime.rays import box_near_far, camera_rays
 from humanliff.runtime.render import render_image
-from humanliff.training.store import TriplaneStore, open_store
+from humanliff.store import TriplaneStore, open_store
 
 log = logging.getLogger(__name__)
 

@@ -40,13 +40,13 @@ from humanliff.data.types import LAYERS, SubjectData
 from humanliff.errors import HumanLiffError, InputFileError
 from humanliff.io import atomic_path, read_torch_file, replace_folder, require_finite
 from humanliff.models.decoder import build_decoder
+from humanliff.store import PLANES, TriplaneStore, create_store, open_store
 from humanliff.training import distributed as dist
 from humanliff.training.checkpoint import check_resume_config
 from humanliff.training.finite import LossWatch
 from humanliff.training.fit_step import PlaneTargets, RenderLoss, draw_rays, plane_targets
 from humanliff.training.schedules import decoder_lr_a, planes_lr_a, planes_lr_b
 from humanliff.training.sparse_adam import RowAdam
-from humanliff.training.store import PLANES, TriplaneStore, create_store, open_store
 
 log = logging.getLogger(__name__)
 N_LAYERS = len(LAYERS)

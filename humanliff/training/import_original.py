@@ -24,7 +24,7 @@ from humanliff.data.loader import subject_list_path
 from humanliff.errors import InputFileError
 from humanliff.io import atomic_path, read_torch_file
 from humanliff.models.decoder import build_decoder
-from humanliff.training.store import LAYERS, create_store
+from humanliff.store import LAYERS, create_store
 
 _STAGE_B_NAME = re.compile(r"^(?P<subject>.+)_\d+$")
 

@@ -25,11 +25,12 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from humanliff.config import Config, TrainConfig, dump_config
-from humanliff.errors import HumanLiffError, InputFileError
+from humanliff.errors import HumanLiffError
 from humanliff.io import atomic_path, require_finite
 from humanliff.models.unet import UNet, build_unet
 from humanliff.run_folder import ensure_space
 from humanliff.runtime.schedule import alphas_cumprod, linear_betas, q_sample
+from humanliff.store import LAYERS, MANIFEST, PLANES, check_layout, open_store
 from humanliff.training import distributed
 from humanliff.training.checkpoint import (
     CHECKPOINT,
@@ -42,7 +43,6 @@ from humanliff.training.checkpoint import (
 from humanliff.training.distributed import DistInfo
 from humanliff.training.ema import EMA
 from humanliff.training.finite import LossWatch
-from humanliff.training.store import LAYERS, MANIFEST, PLANES, TriplaneStore, open_store
 
 logger = logging.getLogger(__name__)
 
@@ -202,14 +202,6 @@ class DiffusionTrainer:
         return total, grad_norm
 
 
-def _check_store(store: TriplaneStore, cfg: Config) -> None:
-    for name in ("resolution", "channels"):
-        have, want = getattr(store, name), getattr(cfg.triplane, name)
-        if have != want:
-            raise InputFileError(store.path, f"tri-plane {name} {have} differs from the model's {want} "
-                                             f"(triplane.{name}); use the config the store was fitted with")
-
-
 def _trim_log(out: Path, step: int) -> None:
     """Keep the log's records up to the checkpoint's ``step`` (a killed run may have logged past it, or
     left a half-written last line), so that a resumed run logs each step once."""
@@ -251,7 +243,7 @@ def train(cfg: Config, store_path: str | Path, out: str | Path, device: str | No
 def _train(cfg: Config, store_path: Path, out: Path, info: DistInfo, resume_anyway: bool) -> Path:
     tc = cfg.train
     store = open_store(store_path)
-    _check_store(store, cfg)
+    check_layout(cfg.triplane, store, "the model's config (use the config the store was fitted with)")
     require_finite(store.planes, "the tri-planes", store.path / PLANES)
     store_manifest = json.loads((store.path / MANIFEST).read_text())
     if info.device.type == "cuda":

@@ -24,7 +24,7 @@ from humanliff.runtime.field import Field, make_field
 from humanliff.runtime.layered import LAYER_TITLES
 from humanliff.runtime.mesh import extract_mesh
 from humanliff.runtime.occupancy import build_occupancy
-from humanliff.training.store import MANIFEST, TriplaneStore, open_store
+from humanliff.store import MANIFEST, TriplaneStore, open_store
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from numpy.lib.format import open_memmap
 
-from humanliff.config import DecoderConfig
+from humanliff.config import DecoderConfig, TriplaneConfig
 from humanliff.errors import InputFileError
 from humanliff.io import read_torch_file, require_finite
 from humanliff.models.decoder import build_decoder
@@ -141,6 +141,18 @@ def create_store(path: str | Path, subjects: Sequence[str], bounds: np.ndarray |
     store = TriplaneStore(path, list(subjects), bounds, planes, decoder_config, config)
     store.write_manifest()
     return store
+
+
+def check_layout(triplane_cfg: TriplaneConfig, source: TriplaneStore, model: str | Path) -> None:
+    """Refuse ``source`` when its planes are not ``triplane_cfg``'s ``[channels, resolution, resolution]``.
+
+    ``model`` says what expects that layout (``"the UNet in runs/x/ema.pt"``), for the one-line error.
+    """
+    expected = (triplane_cfg.channels, triplane_cfg.resolution)
+    if (source.channels, source.resolution) != expected:
+        raise InputFileError(source.path, f"tri-planes are {source.channels}x{source.resolution}^2 but {model} "
+                                          f"expects {expected[0]}x{expected[1]}^2 (triplane.channels, "
+                                          f"triplane.resolution)")
 
 
 def _read_decoder(path: Path) -> dict[str, Any]:
