@@ -31,11 +31,12 @@ import yaml
 
 from humanliff.config import Config, dump_config
 from humanliff.data.synth import synthesize_from_config
+from humanliff.ema_file import EMA_FILE
 from humanliff.errors import HumanLiffError
 from humanliff.evaluation.recon import evaluate_recon
 from humanliff.generate import generate
 from humanliff.io import atomic_path, read_torch_file
-from humanliff.training.checkpoint import CHECKPOINT, EMA_FILE
+from humanliff.training.checkpoint import CHECKPOINT
 from humanliff.training.fit import fit_stage_a, fit_stage_b
 from humanliff.training.train import train
 

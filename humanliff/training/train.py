@@ -25,6 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from humanliff.config import Config, TrainConfig, dump_config
+from humanliff.ema_file import EMA_FILE, write_ema
 from humanliff.errors import HumanLiffError
 from humanliff.io import atomic_path, require_finite
 from humanliff.models.unet import UNet, build_unet
@@ -35,10 +36,8 @@ from humanliff.training import distributed
 from humanliff.training.checkpoint import (
     CHECKPOINT,
     CONFIG_FILE,
-    EMA_FILE,
     load_checkpoint,
     save_checkpoint,
-    save_ema,
 )
 from humanliff.training.distributed import DistInfo
 from humanliff.training.ema import EMA
@@ -299,7 +298,7 @@ def _train(cfg: Config, store_path: Path, out: Path, info: DistInfo, resume_anyw
             loss_sum.zero_()
             since, tick = 0, time.perf_counter()
         if main and save:  # ema.pt first: a run killed between the two redoes the step and writes both
-            save_ema(out / EMA_FILE, trainer.model, trainer.ema, cfg, store_manifest)
+            write_ema(out / EMA_FILE, trainer.ema.state_dict(trainer.model), cfg.to_dict(), store_manifest)
             save_checkpoint(out / CHECKPOINT, trainer.model, trainer.ema, trainer.optimizer, trainer.step,
                             cfg)
             saved = trainer.step
