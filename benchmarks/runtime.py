@@ -39,7 +39,7 @@ from humanliff.runtime.manifest import read_manifest
 from humanliff.runtime.unet_engine import load_unet
 t1 = time.time()
 folder, fmt, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
-dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+dev = default_device()
 unet = load_unet(folder, read_manifest(folder), (fmt,), dev)
 torch.cuda.synchronize() if dev.type == "cuda" else None
 t2 = time.time()

@@ -36,6 +36,7 @@ from humanliff.errors import HumanLiffError
 from humanliff.evaluation.recon import evaluate_recon
 from humanliff.generate import generate
 from humanliff.io import atomic_path, read_torch_file
+from humanliff.runtime.compute import default_device
 from humanliff.training.checkpoint import CHECKPOINT
 from humanliff.training.fit import fit_stage_a, fit_stage_b
 from humanliff.training.train import train
@@ -175,7 +176,7 @@ def run_demo(cfg: Config, out_dir: str | Path, device: str | None = None) -> dic
     _check_config(p.root, cfg)
     summary_path = p.root / SUMMARY
     previous = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    summary: dict[str, Any] = {"device": device or ("cuda" if torch.cuda.is_available() else "cpu"),
+    summary: dict[str, Any] = {"device": str(default_device(device)),
                                "stages": dict(previous.get("stages", {}))}
     results: dict[str, Any] = {}
     stages = _stages(cfg, p, device, results)

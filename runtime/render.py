@@ -317,3 +317,15 @@ def render_image(field: Field, K: torch.Tensor, R: torch.Tensor, T: torch.Tensor
         depth[pix] = out["depth"][0]
     return {"rgb": rgb.reshape(height, width, 3), "acc": acc.reshape(height, width),
             "depth": depth.reshape(height, width)}
+
+
+def render_views(field: Field, K: torch.Tensor, R: torch.Tensor, T: torch.Tensor, height: int, width: int,
+                 bounds: torch.Tensor, cfg: RenderSettings, *, occupancy: torch.Tensor | None = None,
+                 progress: bool = False) -> torch.Tensor:
+    """``render_image`` of each camera ``K [V,3,3], R [V,3,3], T [V,3]`` (moved to ``bounds``' device):
+    float32 ``[V, H, W, 3]`` in [0, 1] on the CPU (black background)."""
+    device = bounds.device
+    frames = [render_image(field, K[v].to(device), R[v].to(device), T[v].to(device), height, width, bounds, cfg,
+                           occupancy=occupancy)["rgb"].float().cpu()
+              for v in tqdm(range(len(K)), desc="views", unit="view", disable=not progress, leave=False)]
+    return torch.stack(frames)

@@ -22,6 +22,12 @@ def alphas_cumprod(betas: torch.Tensor) -> torch.Tensor:
     return torch.cumprod(1.0 - betas.double(), dim=0)
 
 
+def linear_schedule(steps: int = 1000, start: float = 1e-4, end: float = 0.02) -> torch.Tensor:
+    """The diffusion process's ``alphas_cumprod`` for linear betas ``start..end`` over ``steps``: float64
+    ``[steps]`` (the one build of the schedule that training, generation and the runtime use)."""
+    return alphas_cumprod(linear_betas(steps, start, end))
+
+
 def space_timesteps(num_timesteps: int, section_counts: str | Sequence[int]) -> set[int]:
     """The original's ``space_timesteps``: which of ``num_timesteps`` steps a respaced process keeps.
 

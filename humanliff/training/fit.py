@@ -36,10 +36,12 @@ from tqdm import tqdm
 from humanliff.config import Config, DecoderConfig, dump_config
 from humanliff.data.files import read_subject_list
 from humanliff.data.loader import load_subject, split_views, subject_list_path
-from humanliff.data.types import LAYERS, SubjectData
+from humanliff.data.types import SubjectData
 from humanliff.errors import HumanLiffError, InputFileError
 from humanliff.io import atomic_path, read_torch_file, replace_folder, require_finite
 from humanliff.models.decoder import build_decoder
+from humanliff.runtime.compute import default_device
+from humanliff.runtime.layers import NUM_LAYERS
 from humanliff.store import PLANES, TriplaneStore, create_store, open_store
 from humanliff.training import distributed as dist
 from humanliff.training.checkpoint import check_resume_config
@@ -49,7 +51,6 @@ from humanliff.training.schedules import decoder_lr_a, planes_lr_a, planes_lr_b
 from humanliff.training.sparse_adam import RowAdam
 
 log = logging.getLogger(__name__)
-N_LAYERS = len(LAYERS)
 _ROW_ARRAYS = ("planes", "exp_avg", "exp_avg_sq")
 
 
@@ -99,13 +100,13 @@ class StageAState:
 
 def _rows_of(owned: Sequence[int]) -> list[tuple[int, int]]:
     """``(subject, layer)`` of each table row."""
-    return [(s, layer) for s in owned for layer in range(N_LAYERS)]
+    return [(s, layer) for s in owned for layer in range(NUM_LAYERS)]
 
 
 def _save_stage_a(path: Path, state: StageAState, cfg: Config) -> None:
     """Write ``checkpoint_a`` atomically: rank 0 creates it, every rank fills its subjects' rows."""
     res = state.table.table.shape[-1]
-    shape = (len(state.names), N_LAYERS, state.table.table.shape[1], res, res)
+    shape = (len(state.names), NUM_LAYERS, state.table.table.shape[1], res, res)
     arrays = dict(zip(_ROW_ARRAYS, (state.table.table, state.table.exp_avg, state.table.exp_avg_sq),
                       strict=True))
     with contextlib.ExitStack() as stack:
@@ -170,7 +171,7 @@ def _resume_stage_a(path: Path, state: StageAState, cfg: Config, resume_anyway: 
     for name, tensor in zip(_ROW_ARRAYS, (state.table.table, state.table.exp_avg, state.table.exp_avg_sq),
                             strict=True):
         source = _read_rows(path / f"{name}.npy")
-        if source.shape[:2] != (len(state.names), N_LAYERS) or source.shape[2:] != tuple(tensor.shape[1:]):
+        if source.shape[:2] != (len(state.names), NUM_LAYERS) or source.shape[2:] != tuple(tensor.shape[1:]):
             raise InputFileError(path / f"{name}.npy", f"rows are {list(source.shape[2:])}, the configured "
                                                        f"tri-planes {list(tensor.shape[1:])}")
         tensor.copy_(torch.from_numpy(np.ascontiguousarray(source[idx])).to(device))
@@ -190,7 +191,7 @@ def _write_store_a(path: Path, state: StageAState, bounds: np.ndarray, cfg: Conf
         tmp = dist.broadcast_object(tmp)
         dist.barrier()
         store = open_store(tmp, mode="r+")
-        planes = state.table.table.detach().reshape(len(state.owned), N_LAYERS, *state.table.table.shape[1:])
+        planes = state.table.table.detach().reshape(len(state.owned), NUM_LAYERS, *state.table.table.shape[1:])
         for i, s in enumerate(state.owned):
             store.planes[s] = planes[i].cpu().numpy().astype(np.float16)
         store.planes.flush()
@@ -203,7 +204,7 @@ def _init_planes(owned: Sequence[int], cfg: Config, device: torch.device) -> tor
     """N(0, init_std) planes ``[len(owned)*4, 27, R, R]``, seeded per subject (alike for any world size)."""
     res, ch = cfg.triplane.resolution, cfg.triplane.channels
     cpu = torch.device("cpu")
-    planes = [torch.randn(N_LAYERS, ch, res, res, generator=_generator(cpu, cfg.fit.seed + 1 + s))
+    planes = [torch.randn(NUM_LAYERS, ch, res, res, generator=_generator(cpu, cfg.fit.seed + 1 + s))
               for s in owned]
     return (torch.cat(planes) * cfg.fit.init_std).to(device)
 
@@ -211,7 +212,7 @@ def _init_planes(owned: Sequence[int], cfg: Config, device: torch.device) -> tor
 def fit_bytes(cfg: Config, stage: str) -> int:
     """A rough size of what a fit writes: the fp16 store, and for stage A the fp32 checkpoint arrays
     (planes, two Adam moments), each briefly twice while replaced."""
-    planes = len(_subject_names(cfg)) * N_LAYERS * cfg.triplane.channels * cfg.triplane.resolution ** 2
+    planes = len(_subject_names(cfg)) * NUM_LAYERS * cfg.triplane.channels * cfg.triplane.resolution ** 2
     return 2 * planes * (2 + (3 * 4 if stage == "a" else 4))
 
 
@@ -240,8 +241,8 @@ def fit_stage_a(cfg: Config, out_dir: str | Path, device: str | None = None, *,
                              "use at most one rank per subject")
     subjects = _load(cfg, [names[s] for s in owned])
     views = _train_views(subjects, cfg)
-    slices = [s for s in subjects for _ in range(N_LAYERS)]
-    targets = plane_targets(slices, list(range(N_LAYERS)) * len(owned), views, info.device, cfg.data)
+    slices = [s for s in subjects for _ in range(NUM_LAYERS)]
+    targets = plane_targets(slices, list(range(NUM_LAYERS)) * len(owned), views, info.device, cfg.data)
     bounds = np.concatenate(dist.all_gather_object(np.stack([s.bounds for s in subjects])))
     order = np.concatenate(dist.all_gather_object(np.array(owned)))
     bounds = bounds[np.argsort(order)]
@@ -389,7 +390,7 @@ def fit_stage_b(cfg: Config, store_in: str | Path, out_dir: str | Path, device: 
     ``cfg.fit.iterations_b`` steps each. Resumes from ``out_dir/checkpoint_b.pt``; writes the store
     ``out_dir/store_b`` (planes of every subject, the stage-A decoder) and returns its path.
     """
-    dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = default_device(device)
     store_a = open_store(store_in)
     decoder = store_a.load_decoder(dev)
     cfg = dataclasses.replace(cfg, decoder=DecoderConfig(**store_a.decoder_config))
@@ -426,8 +427,8 @@ def fit_stage_b(cfg: Config, store_in: str | Path, out_dir: str | Path, device: 
         views = _train_views(subjects, cfg)
         first_layer = ckpt["layer"] if g == ckpt["group"] else 0
         fitted = (ckpt["planes"] if g == ckpt["group"] and ckpt["planes"] is not None
-                  else torch.zeros(len(members), N_LAYERS, *mean0.shape))
-        for layer in range(first_layer, N_LAYERS):
+                  else torch.zeros(len(members), NUM_LAYERS, *mean0.shape))
+        for layer in range(first_layer, NUM_LAYERS):
             init = mean0.expand(len(members), *mean0.shape) if layer == 0 else fitted[:, layer - 1]
             targets = plane_targets(subjects, [layer] * len(members), views, dev, cfg.data)
             fitter = StageBFitter(cfg, decoder, targets, init, generator)
@@ -438,13 +439,13 @@ def fit_stage_b(cfg: Config, store_in: str | Path, out_dir: str | Path, device: 
             store.planes[members, layer] = fitted[:, layer].numpy().astype(np.float16)
             store.planes.flush()
             store.write_manifest()
-            done = (g, layer + 1) if layer + 1 < N_LAYERS else (g + 1, 0)
+            done = (g, layer + 1) if layer + 1 < NUM_LAYERS else (g + 1, 0)
             _save_b(ckpt_path, names, *done, fitted, None, cfg=cfg)
     store.write_manifest()
     del store
     replace_folder(partial, final)
     _write_config(cfg, out_dir)
-    log.info("stage B: %d subjects x %d layers -> %s", len(names), N_LAYERS, final)
+    log.info("stage B: %d subjects x %d layers -> %s", len(names), NUM_LAYERS, final)
     return final
 
 

@@ -30,8 +30,11 @@ from humanliff.errors import HumanLiffError
 from humanliff.io import atomic_path, require_finite
 from humanliff.models.unet import UNet, build_unet
 from humanliff.run_folder import ensure_space
-from humanliff.runtime.schedule import alphas_cumprod, linear_betas, q_sample
-from humanliff.store import LAYERS, MANIFEST, PLANES, check_layout, open_store
+from humanliff.runtime.compute import PRECISIONS
+from humanliff.runtime.files import read_json
+from humanliff.runtime.layers import NUM_LAYERS
+from humanliff.runtime.schedule import linear_schedule, q_sample
+from humanliff.store import MANIFEST, PLANES, check_layout, open_store
 from humanliff.training import distributed
 from humanliff.training.checkpoint import (
     CHECKPOINT,
@@ -45,7 +48,6 @@ from humanliff.training.finite import LossWatch
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("bf16", "fp32")
 LOG_FILE = "train_log.jsonl"
 
 
@@ -86,11 +88,11 @@ class LayerPairs:
             torch.from_numpy(np.array(planes)).to(device) if on_device else planes)
 
     def __len__(self) -> int:
-        return self.subjects * LAYERS
+        return self.subjects * NUM_LAYERS
 
     def batch(self, items: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(x0, x_cond, y)`` on the device: float32 channels_last ``[B, C, R, R]`` twice, int64 ``[B]``."""
-        subject, layer = items // LAYERS, items % LAYERS
+        subject, layer = items // NUM_LAYERS, items % NUM_LAYERS
         previous = np.maximum(layer - 1, 0)
         if isinstance(self.planes, torch.Tensor):
             s, l, p = (torch.from_numpy(a).to(self.device) for a in (subject, layer, previous))
@@ -138,8 +140,8 @@ class DiffusionTrainer:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=annealed_lr(tc, 0),
                                            weight_decay=tc.weight_decay, fused=self.device.type == "cuda",
                                            foreach=self.device.type != "cuda")
-        self.alphas_cumprod = alphas_cumprod(linear_betas(cfg.diffusion.steps, cfg.diffusion.beta_start,
-                                                          cfg.diffusion.beta_end)).float().to(self.device)
+        self.alphas_cumprod = linear_schedule(cfg.diffusion.steps, cfg.diffusion.beta_start,
+                                               cfg.diffusion.beta_end).float().to(self.device)
         self.generator = torch.Generator(self.device)
 
     def _draws(self, keys: np.ndarray, shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -244,7 +246,7 @@ def _train(cfg: Config, store_path: Path, out: Path, info: DistInfo, resume_anyw
     store = open_store(store_path)
     check_layout(cfg.triplane, store, "the model's config (use the config the store was fitted with)")
     require_finite(store.planes, "the tri-planes", store.path / PLANES)
-    store_manifest = json.loads((store.path / MANIFEST).read_text())
+    store_manifest = read_json(store.path / MANIFEST)
     if info.device.type == "cuda":
         torch.set_float32_matmul_precision("high")
         torch.backends.cudnn.benchmark = True
