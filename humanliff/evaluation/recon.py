@@ -21,7 +21,7 @@ from humanliff.config import Config
 from humanliff.data.files import cameras_for, read_cameras
 from humanliff.data.loader import load_dataset, split_views
 from humanliff.errors import HumanLiffError
-from humanliff.evaluation.metrics import Lpips, psnr, ssim
+from humanliff.evaluation.metrics import RECON_METRICS
 from humanliff.io import atomic_path
 from humanliff.outputs.images import contact_sheet, save_png, view_grid
 from humanliff.outputs.video import write_video
@@ -81,7 +81,7 @@ def evaluate_recon(cfg: Config, store_path: str | Path, out_dir: str | Path, sub
     if not names or missing:
         raise HumanLiffError(f"{store.path}: no subjects to evaluate in common with {cfg.data.root}"
                              + (f" (missing: {', '.join(missing[:5])})" if missing else ""))
-    lpips_metric = Lpips.load()
+    metrics = {key: fn for key, row in RECON_METRICS.items() if (fn := row.load()) is not None}
     scores: dict[str, dict[int, dict[str, list[float]]]] = {}
     picture: list[list[np.ndarray]] = []
     n_views = 0
@@ -102,12 +102,10 @@ def evaluate_recon(cfg: Config, store_path: str | Path, out_dir: str | Path, sub
             field, box, occupancy = triplane_field(store, decoder, name, layer, cfg, device)
             preds = render_views(field, K, R, T, h, w, box, cfg.render, occupancy=occupancy).numpy()
             gts = subject.images[layer, held].astype(np.float32) / 255.0
-            entry = scores[name][layer] = {"psnr": [], "ssim": []}
+            entry = scores[name][layer] = {key: [] for key in metrics}
             for pred, gt, region in zip(preds, gts, regions, strict=True):
-                entry["psnr"].append(psnr(pred, gt, region))
-                entry["ssim"].append(ssim(pred, gt, region))
-                if lpips_metric is not None:
-                    entry.setdefault("lpips", []).append(lpips_metric(pred, gt, region))
+                for key, metric in metrics.items():
+                    entry[key].append(metric(pred, gt, region))
             if name == names[0]:
                 picture.append([gts[0], preds[0]])
     result = _summarize(scores, n_views)
