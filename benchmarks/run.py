@@ -48,7 +48,7 @@ from humanliff.runtime.schedule import linear_schedule
 if TYPE_CHECKING:
     from humanliff.data.types import SubjectData
     from humanliff.store import TriplaneStore
-    from humanliff.training.fit import StageAFitter
+    from humanliff.training.fit_a import StageAFitter
     from humanliff.training.fit_step import PlaneTargets
 
 RESULTS = Path(__file__).parent / "results"
@@ -183,7 +183,7 @@ def _default_decoder(dev: torch.device) -> tuple[torch.nn.Module, str]:
 def bench_fit(rep: Report, s: Setup, workdir: Path) -> dict:
     """Stage-B iterations at the original settings: ours (1 and 8 subjects at once) vs the original step."""
     from humanliff.data.loader import load_dataset, split_views
-    from humanliff.training.fit import StageBFitter
+    from humanliff.training.fit_b import StageBFitter
     from humanliff.training.fit_step import draw_rays, plane_targets
 
     dev = s.device
@@ -248,7 +248,7 @@ class _OriginalStageAStep(OriginalFitStep):
 def _stage_a_fitter(cfg: Config, targets: PlaneTargets, fused: bool) -> StageAFitter:
     """A one-rank stage-A fitter over every plane of ``targets`` with a fresh default FusedDecoder: the fused
     kernel (``render.fused_kernel``) or the torch path (compiled as ``fit.compile``)."""
-    from humanliff.training.fit import StageAFitter, StageAState
+    from humanliff.training.fit_a import StageAFitter, StageAState
     from humanliff.training.fit_step import RenderLoss
     from humanliff.training.sparse_adam import RowAdam
 

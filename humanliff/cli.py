@@ -419,7 +419,9 @@ def fit_command(cfg: Config, stage: str, out_dir: str, store: str | None, device
 
     from humanliff.run_folder import ensure_space
     from humanliff.training import distributed
-    from humanliff.training.fit import fit_bytes, fit_stage_a, fit_stage_b
+    from humanliff.training.fit import fit_bytes
+    from humanliff.training.fit_a import fit_stage_a
+    from humanliff.training.fit_b import fit_stage_b
 
     guard_output(out_dir, [cfg.data.root, store], replaced=False)
     ensure_space(out_dir, fit_bytes(cfg, stage))

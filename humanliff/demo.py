@@ -38,7 +38,8 @@ from humanliff.generate import generate
 from humanliff.io import atomic_path, read_torch_file
 from humanliff.runtime.compute import default_device
 from humanliff.training.checkpoint import CHECKPOINT
-from humanliff.training.fit import fit_stage_a, fit_stage_b
+from humanliff.training.fit_a import fit_stage_a
+from humanliff.training.fit_b import fit_stage_b
 from humanliff.training.train import train
 
 log = logging.getLogger(__name__)

@@ -227,7 +227,7 @@ def test_ruff_bans_training_imports_in_the_runtime():
     if ruff is None:
         pytest.skip("ruff is not installed (pip install -e .[dev])")
     root = Path(__file__).resolve().parents[1]
-    source = ("from humanliff.training.fit import fit_stage_a\nimport humanliff.models.unet\n"
+    source = ("from humanliff.training.fit_a import fit_stage_a\nimport humanliff.models.unet\n"
               "from humanliff import data\n")
     banned = subprocess.run([ruff, "check", "--select", "TID251", "--stdin-filename", "runtime/probe.py", "-"],
                             input=source, capture_output=True, text=True, cwd=root)

@@ -15,7 +15,7 @@ from humanliff.data.synth import synthesize_dataset
 from humanliff.ema_file import read_ema, write_ema
 from humanliff.errors import InputFileError
 from humanliff.store import open_store
-from humanliff.training.fit import StageAFitter
+from humanliff.training.fit_a import StageAFitter
 from humanliff.training.train import DiffusionTrainer, train
 
 
