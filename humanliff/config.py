@@ -17,7 +17,6 @@ from typing import Any
 
 import yaml
 
-from humanliff.data.loader import LAYOUTS
 from humanliff.errors import HumanLiffError, InputFileError
 from humanliff.runtime.compute import PRECISIONS
 
@@ -337,7 +336,7 @@ GREATER_THAN_0 = Limit(0.0, above=True)
 PRECISION_CHOICES = Limit(choices=PRECISIONS)
 LIMITS: dict[str, dict[str, Limit]] = {
     "data": {"image_scaling": GREATER_THAN_0, "max_subjects": NON_NEGATIVE, "holdout_every": NON_NEGATIVE,
-             "layout": Limit(choices=tuple(LAYOUTS))},
+             "layout": Limit(choices=("synbody", "tightcap"))},
     "synth": {"subjects": POSITIVE, "views": POSITIVE, "resolution": Limit(8)},
     "triplane": {"resolution": Limit(2), "channels": POSITIVE},
     "decoder": {"hidden": POSITIVE, "density_layers": POSITIVE, "geo_features": POSITIVE,

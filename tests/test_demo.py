@@ -37,9 +37,9 @@ def test_demo_writes_every_stage(first_run):
     assert all(not s["skipped"] and s["seconds"] >= 0 for s in saved["stages"].values())
     assert set(saved["recon"]) == {"0", "1", "2", "3"} and all("psnr" in v for v in saved["recon"].values())
     assert len(saved["paths"]["turntables"]) == 1
-    on_disk = sorted(p.resolve() for p in (out / "generated").rglob("*") if p.suffix in (".ply", ".glb"))
-    assert sorted(Path(p).resolve() for p in saved["paths"]["meshes"]) == on_disk  # what it lists, it wrote
-    assert [p.suffix for p in on_disk].count(".ply") == [p.suffix for p in on_disk].count(".glb")
+    glbs = sorted((out / "generated").glob("layer_*/human_*.glb"))
+    assert [Path(p) for p in saved["paths"]["meshes"]] == glbs  # exactly the meshes it wrote
+    assert sorted((out / "generated").glob("layer_*/human_*.ply")) == [p.with_suffix(".ply") for p in glbs]
     assert summary["message"].startswith("demo done in ")
     assert f"contact sheet {out / 'generated' / 'contact_sheet.png'}" in summary["message"]
 
