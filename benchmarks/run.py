@@ -32,6 +32,7 @@ from humanliff.config import Config, load_config
 from humanliff.models.decoder import FusedDecoder, SeedDecoder, build_decoder
 from humanliff.models.inference import inference_unet
 from humanliff.models.unet import build_unet
+from humanliff.runtime.compute import default_device
 from humanliff.runtime.field import decode_points, make_field
 from humanliff.runtime.fused_field import (
     WGRAD_MODES,
@@ -42,13 +43,13 @@ from humanliff.runtime.fused_field import (
     triton_available,
 )
 from humanliff.runtime.layered import human_generators, sample_layers
-from humanliff.runtime.schedule import alphas_cumprod, linear_betas
+from humanliff.runtime.schedule import linear_schedule
 
 if TYPE_CHECKING:
     from humanliff.data.types import SubjectData
-    from humanliff.training.fit import StageAFitter
+    from humanliff.store import TriplaneStore
+    from humanliff.training.fit_a import StageAFitter
     from humanliff.training.fit_step import PlaneTargets
-    from humanliff.training.store import TriplaneStore
 
 RESULTS = Path(__file__).parent / "results"
 SECTIONS = ("points", "fit", "render", "unet", "sampling", "train", "runtime")
@@ -73,7 +74,7 @@ class Setup:
 def make_setup(quick: bool) -> Setup:
     cuda = torch.cuda.is_available() and not quick
     cfg = load_config("synbody") if cuda else load_config("tiny")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = default_device()
     if cuda:
         return Setup(device, 256, 1 << 22, 32, 256, 2000, (1, 16), cfg, 10)
     return Setup(device, cfg.triplane.resolution, 1 << 14, 8, 32, 5, (1, 2), cfg, 3)
@@ -165,7 +166,7 @@ def _fit_data(s: Setup, workdir: Path) -> Path:
 def _default_store() -> TriplaneStore:
     """The default model's tri-plane store (its decoder and first subjects)."""
     from humanliff.pretrained import default_model
-    from humanliff.training.store import open_store
+    from humanliff.store import open_store
 
     return open_store(default_model()[1])
 
@@ -182,7 +183,7 @@ def _default_decoder(dev: torch.device) -> tuple[torch.nn.Module, str]:
 def bench_fit(rep: Report, s: Setup, workdir: Path) -> dict:
     """Stage-B iterations at the original settings: ours (1 and 8 subjects at once) vs the original step."""
     from humanliff.data.loader import load_dataset, split_views
-    from humanliff.training.fit import StageBFitter
+    from humanliff.training.fit_b import StageBFitter
     from humanliff.training.fit_step import draw_rays, plane_targets
 
     dev = s.device
@@ -247,7 +248,7 @@ class _OriginalStageAStep(OriginalFitStep):
 def _stage_a_fitter(cfg: Config, targets: PlaneTargets, fused: bool) -> StageAFitter:
     """A one-rank stage-A fitter over every plane of ``targets`` with a fresh default FusedDecoder: the fused
     kernel (``render.fused_kernel``) or the torch path (compiled as ``fit.compile``)."""
-    from humanliff.training.fit import StageAFitter, StageAState
+    from humanliff.training.fit_a import StageAFitter, StageAState
     from humanliff.training.fit_step import RenderLoss
     from humanliff.training.sparse_adam import RowAdam
 
@@ -402,7 +403,7 @@ def bench_unet(rep: Report, s: Setup) -> dict:
 def bench_sampling(rep: Report, s: Setup, u: dict) -> None:
     """A whole 4-layer human: DPM-Solver++ / DDIM at several step counts and the original's 250-step DDPM."""
     dev = s.device
-    acp = alphas_cumprod(linear_betas()).to(dev)
+    acp = linear_schedule().to(dev)
     shape = (1, 27, s.resolution, s.resolution)
     base_eval = u["baseline_ms"][1]
     runs = [("dpmpp", 10), ("dpmpp", 20), ("dpmpp_sde", 20), ("ddim", 50), ("ddpm", 250)] if dev.type == "cuda" else \
@@ -432,7 +433,7 @@ def bench_train(rep: Report, s: Setup) -> None:
     batch = 8 if dev.type == "cuda" else 2
     x0, t, x_cond, y = _unet_inputs(s, batch)
     x0 = x0.clamp(-1, 1)
-    acp = alphas_cumprod(linear_betas()).float().to(dev)
+    acp = linear_schedule().float().to(dev)
     if dev.type == "cuda":
         original = OriginalTrainStep(_unet(s).train(), acp)
         tm = time_fn(lambda: original.step(x0, x_cond, y), warmup=2, repeats=5, device=dev)

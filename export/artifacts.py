@@ -20,7 +20,6 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from humanliff import NUM_LAYERS
 from humanliff.config import Config, DecoderConfig
 from humanliff.errors import HumanLiffError
 from humanliff.export.spec import (
@@ -42,10 +41,11 @@ from humanliff.runtime.formats import FORMATS, EngineUnavailable
 from humanliff.runtime.formats.aoti_compiler import candidates
 from humanliff.runtime.formats.base import Reference, WriteJob, max_rel_error
 from humanliff.runtime.formats.onnx import OPSETS
+from humanliff.runtime.layers import NUM_LAYERS
 from humanliff.runtime.manifest import sha256_file, write_manifest
 from humanliff.runtime.render import ray_chunk
 from humanliff.runtime.triplane import CHANNELS
-from humanliff.training.store import TriplaneStore, open_store
+from humanliff.store import TriplaneStore, open_store
 
 log = logging.getLogger(__name__)
 

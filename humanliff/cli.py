@@ -20,6 +20,9 @@ from humanliff.config import LIMITS, SYNTH_BODIES, Config, load_config
 from humanliff.errors import HumanLiffError
 from humanliff.run_folder import check_count, check_device, guard_file_output, guard_output, hold_run_folder
 
+LAYOUT_NAMES = LIMITS["data"]["layout"].choices
+"""``--layout`` choices: the keys of ``humanliff.data.loader.LAYOUTS`` (kept in the config so that the CLI
+imports no data code; a test checks the two agree)."""
 SAMPLER_NAMES = LIMITS["sample"]["sampler"].choices
 """``--sampler`` choices: the keys of ``humanliff.runtime.sampling.SAMPLERS`` (kept in the config so that
 the CLI imports without torch; a test checks the two agree)."""
@@ -233,7 +236,7 @@ def data_synth_command(cfg: Config, out_dir: str, force: bool, subjects: int | N
 @command(data, "check")
 @config_options
 @click.argument("root", metavar="DIR")
-@click.option("--layout", type=click.Choice(["synbody", "tightcap"]), default=None,
+@click.option("--layout", type=click.Choice(LAYOUT_NAMES), default=None,
               help="Dataset layout (default: data.layout).")
 def data_check_command(cfg: Config, root: str, layout: str | None) -> None:
     """Validate a dataset: list every problem found (exit code 1 if any)."""
@@ -255,7 +258,7 @@ def data_check_command(cfg: Config, root: str, layout: str | None) -> None:
 @config_options
 @click.argument("root", metavar="DIR")
 @click.option("--out", required=True, metavar="PNG", help="Contact sheet to write.")
-@click.option("--layout", type=click.Choice(["synbody", "tightcap"]), default=None,
+@click.option("--layout", type=click.Choice(LAYOUT_NAMES), default=None,
               help="Dataset layout (default: data.layout).")
 @click.option("--views", type=int, default=3, show_default=True, help="Views per layer.")
 @click.option("--subjects", type=int, default=8, show_default=True, help="Rows (the first subjects).")
@@ -418,7 +421,9 @@ def fit_command(cfg: Config, stage: str, out_dir: str, store: str | None, device
 
     from humanliff.run_folder import ensure_space
     from humanliff.training import distributed
-    from humanliff.training.fit import fit_bytes, fit_stage_a, fit_stage_b
+    from humanliff.training.fit import fit_bytes
+    from humanliff.training.fit_a import fit_stage_a
+    from humanliff.training.fit_b import fit_stage_b
 
     guard_output(out_dir, [cfg.data.root, store], replaced=False)
     ensure_space(out_dir, fit_bytes(cfg, stage))

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from humanliff.errors import HumanLiffError, InputFileError
+from humanliff.runtime.compute import PRECISIONS
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 """Where the named presets (``synbody``, ``tightcap``, ``demo``, ``tiny``) live in a source checkout."""
@@ -332,7 +333,7 @@ class Limit:
 
 POSITIVE, NON_NEGATIVE, PROBABILITY = Limit(1), Limit(0), Limit(0.0, 1.0)
 GREATER_THAN_0 = Limit(0.0, above=True)
-PRECISION_CHOICES = Limit(choices=("bf16", "fp32"))
+PRECISION_CHOICES = Limit(choices=PRECISIONS)
 LIMITS: dict[str, dict[str, Limit]] = {
     "data": {"image_scaling": GREATER_THAN_0, "max_subjects": NON_NEGATIVE, "holdout_every": NON_NEGATIVE,
              "layout": Limit(choices=("synbody", "tightcap"))},

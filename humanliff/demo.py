@@ -31,12 +31,15 @@ import yaml
 
 from humanliff.config import Config, dump_config
 from humanliff.data.synth import synthesize_from_config
+from humanliff.ema_file import EMA_FILE
 from humanliff.errors import HumanLiffError
 from humanliff.evaluation.recon import evaluate_recon
 from humanliff.generate import generate
 from humanliff.io import atomic_path, read_torch_file
-from humanliff.training.checkpoint import CHECKPOINT, EMA_FILE
-from humanliff.training.fit import fit_stage_a, fit_stage_b
+from humanliff.runtime.compute import default_device
+from humanliff.training.checkpoint import CHECKPOINT
+from humanliff.training.fit_a import fit_stage_a
+from humanliff.training.fit_b import fit_stage_b
 from humanliff.training.train import train
 
 log = logging.getLogger(__name__)
@@ -174,7 +177,7 @@ def run_demo(cfg: Config, out_dir: str | Path, device: str | None = None) -> dic
     _check_config(p.root, cfg)
     summary_path = p.root / SUMMARY
     previous = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    summary: dict[str, Any] = {"device": device or ("cuda" if torch.cuda.is_available() else "cpu"),
+    summary: dict[str, Any] = {"device": str(default_device(device)),
                                "stages": dict(previous.get("stages", {}))}
     results: dict[str, Any] = {}
     stages = _stages(cfg, p, device, results)

@@ -26,12 +26,13 @@ from humanliff.config import Config, validate
 from humanliff.errors import HumanLiffError
 from humanliff.io import require_finite
 from humanliff.outputs.writer import write_generation
+from humanliff.runtime.compute import default_device
 from humanliff.runtime.engines import graphed, load_engine
 from humanliff.runtime.field import Field
 from humanliff.runtime.formats import PREFERENCE, Engine
 from humanliff.runtime.layered import UNetFn, human_generators, sample_layers
 from humanliff.runtime.manifest import MANIFEST_NAME, read_manifest
-from humanliff.runtime.schedule import alphas_cumprod, linear_betas
+from humanliff.runtime.schedule import linear_schedule
 from humanliff.runtime.unet_engine import UNetEngines, load_unet
 
 log = logging.getLogger(__name__)
@@ -61,12 +62,12 @@ def load_artifacts(artifacts_dir: str | Path, device: str | torch.device | None 
     other formats load compiled engines and never compile.
     """
     folder = Path(artifacts_dir)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = default_device(device)
     manifest = read_manifest(folder)
     unet = load_unet(folder, manifest, prefer, device, compile=compile)
     decoder = load_engine(folder, "decoder", prefer, device, manifest, compile=compile)
     d = manifest["diffusion"]
-    abar = alphas_cumprod(linear_betas(d["steps"], d["beta_start"], d["beta_end"])).to(device)
+    abar = linear_schedule(d["steps"], d["beta_start"], d["beta_end"]).to(device)
     return LoadedArtifacts(folder, manifest, unet, decoder, abar, device)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +21,12 @@ from humanliff.models.checkpoint import load_ema
 from humanliff.models.inference import inference_unet
 from humanliff.outputs.writer import write_generation
 from humanliff.pretrained import default_model
+from humanliff.runtime.compute import default_device
 from humanliff.runtime.field import Field, make_field
-from humanliff.runtime.layered import LAYER_TITLES, human_generators, sample_layers
-from humanliff.runtime.schedule import alphas_cumprod, linear_betas
-from humanliff.training.store import TriplaneStore, open_store
+from humanliff.runtime.layered import human_generators, sample_layers
+from humanliff.runtime.layers import NUM_LAYERS
+from humanliff.runtime.schedule import linear_schedule
+from humanliff.store import TriplaneRef, check_layout, open_store, parse_triplane_ref
 
 log = logging.getLogger(__name__)
 
@@ -33,31 +34,15 @@ NO_MODEL = "no --unet given (pass a training run's ema.pt, or neither --unet nor
 NO_STORE = "no --store given (pass the tri-plane store the UNet was trained on, or neither for the default model)"
 
 
-@dataclass
-class StartSpec:
-    """A ``--from STORE:SUBJECT:LAYER`` request: dress the given layer of a fitted subject."""
-
-    store: Path
-    subject: str
-    layer: int
+def parse_from(spec: str) -> TriplaneRef:
+    """``--from STORE:SUBJECT:LAYER``: the fixed layer (0..2) of a fitted subject; generation continues above it."""
+    return parse_triplane_ref(spec, NUM_LAYERS - 1, "--from")
 
 
-def parse_from(spec: str) -> StartSpec:
-    """Parse ``STORE:SUBJECT:LAYER`` (the store path may itself contain ``:``); LAYER is 0..2."""
-    parts = spec.rsplit(":", 2)
-    if len(parts) != 3 or not all(parts):
-        raise HumanLiffError(f"--from '{spec}' is not of the form STORE:SUBJECT:LAYER")
-    store, subject, layer = parts
-    if not layer.isdigit() or not 0 <= int(layer) < len(LAYER_TITLES) - 1:
-        raise HumanLiffError(f"--from '{spec}': LAYER must be 0..{len(LAYER_TITLES) - 2} "
-                             f"(the fixed layer; generation continues above it)")
-    return StartSpec(Path(store), subject, int(layer))
-
-
-def resolve_layers(layers: Sequence[int] | None, start: StartSpec | None) -> list[int]:
+def resolve_layers(layers: Sequence[int] | None, start: TriplaneRef | None) -> list[int]:
     """The layers to sample: all of 0..3 (or those above ``start``) by default; they must follow ``start``."""
     first = 0 if start is None else start.layer + 1
-    layers = list(range(first, len(LAYER_TITLES))) if layers is None else [int(k) for k in layers]
+    layers = list(range(first, NUM_LAYERS)) if layers is None else [int(k) for k in layers]
     if not layers or layers[0] != first:
         if start is None:
             raise HumanLiffError(f"--layers must start at 0 (or give --from STORE:SUBJECT:LAYER for the "
@@ -65,13 +50,6 @@ def resolve_layers(layers: Sequence[int] | None, start: StartSpec | None) -> lis
         raise HumanLiffError(f"--layers must start at {first}, the layer above --from's {start.layer}, "
                              f"got {layers}")
     return layers
-
-
-def _check_store(store: TriplaneStore, cfg: Config, unet_ckpt: Path) -> None:
-    expected = (cfg.triplane.channels, cfg.triplane.resolution)
-    if (store.channels, store.resolution) != expected:
-        raise HumanLiffError(f"{store.path}: tri-planes are {store.channels}x{store.resolution}^2 but the "
-                             f"UNet in {unet_ckpt} was trained on {expected[0]}x{expected[1]}^2")
 
 
 def generate(cfg: Config, unet_ckpt: str | Path | None, store: str | Path | None, out_dir: str | Path,
@@ -94,11 +72,11 @@ def generate(cfg: Config, unet_ckpt: str | Path | None, store: str | Path | None
         raise HumanLiffError(f"sample.batch must be at least 1, got {cfg.sample.batch}")
     start = parse_from(from_spec) if from_spec else None
     layers = resolve_layers(layers, start)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = default_device(device)
     precision = cfg.sample.precision if device.type == "cuda" else "fp32"
     unet, unet_cfg = load_ema(unet_ckpt, device)
     triplanes = open_store(store)
-    _check_store(triplanes, unet_cfg, Path(unet_ckpt))
+    check_layout(unet_cfg.triplane, triplanes, f"the UNet in {unet_ckpt}")
     decoder = triplanes.load_decoder(device)
     batch, res = cfg.sample.batch, unet_cfg.triplane.resolution
     shape = (batch, unet_cfg.triplane.channels, res, res)
@@ -106,13 +84,13 @@ def generate(cfg: Config, unet_ckpt: str | Path | None, store: str | Path | None
     start_planes = None
     if start is not None:
         source = triplanes if start.store.resolve() == Path(store).resolve() else open_store(start.store)
-        _check_store(source, unet_cfg, Path(unet_ckpt))
+        check_layout(unet_cfg.triplane, source, f"the UNet in {unet_ckpt}")
         start_planes = source.layer(start.subject, start.layer, device).expand(shape).contiguous()
         bounds = source.subject_bounds(start.subject)
 
     unet_fn = inference_unet(unet, precision=precision, compile=cfg.sample.compile and device.type == "cuda")
     diffusion = unet_cfg.diffusion
-    abar = alphas_cumprod(linear_betas(diffusion.steps, diffusion.beta_start, diffusion.beta_end)).to(device)
+    abar = linear_schedule(diffusion.steps, diffusion.beta_start, diffusion.beta_end).to(device)
     log.info("sampling %d humans, layers %s, %s with %d steps", batch, layers, cfg.sample.sampler,
              cfg.sample.steps)
     planes = sample_layers(unet_fn, shape, abar, layers, cfg.sample.sampler, cfg.sample.steps,

@@ -20,11 +20,11 @@ from pathlib import Path
 from humanliff.config import SampleConfig, SynthConfig
 from humanliff.errors import HumanLiffError
 from humanliff.io import MARKER, recover_swap, write_marker
+from humanliff.runtime.layers import NUM_LAYERS
 
 LOCK_FILE = ".lock"
 """The run folder's lock file (holds the holder's pid)."""
 MB = 1 << 20
-LAYERS = 4
 PLANE_CHANNELS = 27
 
 
@@ -33,13 +33,13 @@ def generation_bytes(sample: SampleConfig, humans: int, resolution: int) -> int:
     and the grid), GIF turntables (about a byte a pixel) and meshes (two formats, ~64 bytes a cell face)."""
     pixels = sample.image_size ** 2
     per_layer = 2 * sample.views * pixels + sample.turntable_frames * pixels + 128 * sample.mesh_resolution ** 2
-    planes = LAYERS * PLANE_CHANNELS * resolution ** 2 * 2
-    return humans * LAYERS * (per_layer + planes)
+    planes = NUM_LAYERS * PLANE_CHANNELS * resolution ** 2 * 2
+    return humans * NUM_LAYERS * (per_layer + planes)
 
 
 def dataset_bytes(synth: SynthConfig) -> int:
     """A rough size of a synthetic dataset: per view and layer a PNG image and mask (half of raw RGBA)."""
-    return synth.subjects * LAYERS * synth.views * 2 * synth.resolution ** 2
+    return synth.subjects * NUM_LAYERS * synth.views * 2 * synth.resolution ** 2
 
 
 def artifacts_bytes(unet_ckpt: str | Path, store: str | Path, formats: int) -> int:

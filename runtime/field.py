@@ -6,12 +6,12 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 
 import torch
 
 from humanliff.runtime import fused_field
+from humanliff.runtime.compute import autocast_context
 from humanliff.runtime.triplane import sample_features
 
 Field = Callable[[torch.Tensor, "torch.Tensor | None"], "tuple[torch.Tensor | None, torch.Tensor]"]
@@ -19,18 +19,6 @@ Field = Callable[[torch.Tensor, "torch.Tensor | None"], "tuple[torch.Tensor | No
 
 Decoder = Callable[..., "tuple[torch.Tensor, torch.Tensor] | torch.Tensor"]
 """``decoder(features [N,27], viewdirs [N,3] | None) -> (rgb_raw, sigma_raw)``, or ``sigma_raw`` alone."""
-
-PRECISIONS = ("fp32", "bf16")
-
-
-def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on ``device`` (CUDA or CPU) for ``precision='bf16'``, else a no-op."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision '{precision}' is not one of {PRECISIONS}")
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-
 
 def decode_points(
     planes: torch.Tensor, decoder: Decoder, points: torch.Tensor, viewdirs: torch.Tensor | None

@@ -12,7 +12,8 @@ import sys
 import torch
 
 import humanliff.generate  # noqa: F401  (imported before forking, so that each child starts at once)
-import humanliff.training.fit  # noqa: F401
+import humanliff.training.fit_a  # noqa: F401
+import humanliff.training.fit_b  # noqa: F401
 import humanliff.training.train  # noqa: F401
 from humanliff.cli import app
 from humanliff.io import FAULT_ENV

@@ -38,7 +38,7 @@ from humanliff.runtime.formats.base import (
 from humanliff.runtime.formats.onnx import write_onnx
 from humanliff.runtime.formats.tensorrt import build_plan, profile
 from humanliff.runtime.manifest import MANIFEST_VERSION, read_manifest, sha256_file
-from humanliff.training.store import open_store
+from humanliff.store import open_store
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 

@@ -22,6 +22,7 @@ import pytest
 import torch
 from tiny_models import make_tiny_models
 
+from humanliff.ema_file import read_ema
 from humanliff.errors import HumanLiffError
 from humanliff.io import MARKER, atomic_path, recover_swap
 from humanliff.run_folder import hold_run_folder
@@ -81,14 +82,14 @@ def test_kill_at_every_checkpoint_write_of_train(models, tmp_path):
         run = tmp_path / f"run{k}"
         assert (run / "checkpoint.pt").is_file() == (k == 4), k  # renamed in at the last point
         if k >= 2:  # ema.pt was renamed in
-            assert torch.load(run / "ema.pt", weights_only=True)["state_dict"].keys(), k
+            assert read_ema(run)["state_dict"].keys(), k
     reruns = _drive(tmp_path, [{"args": [*args, f"run{k}"], "fault": None} for k in points])
     assert reruns == [{"exit": 0}] * len(points)
-    ref = torch.load(tmp_path / "ref" / "ema.pt", weights_only=True)["state_dict"]
+    ref = read_ema(tmp_path / "ref")["state_dict"]
     ref_model = torch.load(tmp_path / "ref" / "checkpoint.pt", weights_only=True)["model"]
     for k in points:
         run = tmp_path / f"run{k}"
-        assert _states_equal(torch.load(run / "ema.pt", weights_only=True)["state_dict"], ref), k
+        assert _states_equal(read_ema(run)["state_dict"], ref), k
         assert _states_equal(torch.load(run / "checkpoint.pt", weights_only=True)["model"], ref_model), k
         assert not [p.name for p in run.iterdir() if p.name.endswith((".tmp", ".old"))], k
 

@@ -10,7 +10,7 @@ import torch
 from humanliff.config import load_config
 from humanliff.data.synth import synthesize_dataset
 from humanliff.evaluation.recon import evaluate_recon
-from humanliff.training.fit import fit_stage_a
+from humanliff.training.fit_a import fit_stage_a
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 

@@ -1,10 +1,10 @@
 """``humanliff run``: manifest checks, engines and their fallback, the lean pipeline against ``generate``."""
 
-import importlib.util
 import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
@@ -114,9 +114,10 @@ def test_engines_agree_and_fall_back(artifacts):
         load_engine(folder, "unet", prefer=("trt",))
 
 
-def test_engines_without_their_package_or_loader_are_skipped(artifacts, tmp_path):
+def test_engines_without_their_package_or_loader_are_skipped(artifacts, tmp_path, monkeypatch):
     spec = NetworkSpec((), (), {})
-    if importlib.util.find_spec("tensorrt") is None:
+    with monkeypatch.context() as patch:
+        patch.setitem(sys.modules, "tensorrt", None)  # `import tensorrt` raises ImportError, installed or not
         with pytest.raises(EngineUnavailable, match="tensorrt is not installed"):
             TensorRTEngine(tmp_path / "unet.plan", spec, "cpu").load()
     crashed = {"device": "cpu", "checked_on": device_key(torch.device("cpu")), "loader": "crashed (signal 11)"}
@@ -213,9 +214,27 @@ def test_run_rejects_layers_not_from_zero(artifacts, tmp_path):
                       progress=False)
 
 
-def test_graphs_only_on_cuda(artifacts):
-    engine = load_engine(artifacts[2], "unet", prefer=("ep",))
-    assert graphed(engine, {}, engine.device, True) is engine  # CPU: no CUDA graph
+def test_graphs_only_graphable_engines_on_cuda():
+    def call(**feeds):
+        raise AssertionError("graphed() must not run the engine when it does not capture")
+
+    assert graphed(call, {}, torch.device("cpu"), True) is call
+    assert graphed(call, {}, torch.device("cuda"), False) is call  # a format that cannot be captured (onnx)
+
+
+def test_ruff_bans_training_imports_in_the_runtime():
+    ruff = shutil.which("ruff") or shutil.which("ruff", path=str(Path(sys.executable).parent))
+    if ruff is None:
+        pytest.skip("ruff is not installed (pip install -e .[dev])")
+    root = Path(__file__).resolve().parents[1]
+    source = ("from humanliff.training.fit_a import fit_stage_a\nimport humanliff.models.unet\n"
+              "from humanliff import data\n")
+    banned = subprocess.run([ruff, "check", "--select", "TID251", "--stdin-filename", "runtime/probe.py", "-"],
+                            input=source, capture_output=True, text=True, cwd=root)
+    assert banned.returncode == 1 and banned.stdout.count("TID251") == 3, banned.stdout
+    allowed = subprocess.run([ruff, "check", "--select", "TID251", "--stdin-filename", "humanliff/probe.py", "-"],
+                             input=source, capture_output=True, text=True, cwd=root)
+    assert allowed.returncode == 0, allowed.stdout
 
 
 def test_unet_parts_match_the_whole_graph_in_every_format(artifacts):

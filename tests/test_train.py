@@ -17,10 +17,10 @@ from humanliff.config import Config, TrainConfig, load_config
 from humanliff.errors import HumanLiffError, InputFileError
 from humanliff.io import atomic_path
 from humanliff.models.checkpoint import load_ema, read_store_manifest
+from humanliff.store import create_store
 from humanliff.training.checkpoint import CHECKPOINT
 from humanliff.training.distributed import DistInfo
 from humanliff.training.ema import EMA
-from humanliff.training.store import create_store
 from humanliff.training.train import (
     DiffusionTrainer,
     LayerPairs,
@@ -201,7 +201,7 @@ def test_ddp_gloo_matches_one_process(store, tmp_path):
 
 
 def test_bad_inputs(store, tmp_path):
-    with pytest.raises(InputFileError, match="tri-plane resolution 16 differs from the model's 32"):
+    with pytest.raises(InputFileError, match=r"tri-planes are 27x16\^2 but the model's config .* expects 27x32\^2"):
         train(_tiny("triplane.resolution=32"), store, tmp_path / "r")
     with pytest.raises(HumanLiffError, match="train.precision='fp16' is not allowed \\(allowed: one of bf16, fp32"):
         _tiny("train.precision=fp16")
@@ -225,4 +225,4 @@ def test_cli_train(store, tmp_path):
     assert (tmp_path / "run" / "ema.pt").is_file() and "ema.pt" in result.output
     result = CliRunner().invoke(app, ["train", "--store", str(store), "--out", str(tmp_path / "x")])
     assert result.exit_code == 1 and "error:" in result.output
-    assert "differs from the model's 256" in result.output
+    assert "but the model's config (use the config the store was fitted with) expects 27x256^2" in result.output

@@ -31,12 +31,13 @@ from humanliff.io import atomic_path
 from humanliff.outputs.images import contact_sheet, save_png
 from humanliff.outputs.writer import render_occupancy
 from humanliff.runtime.cameras import orbit_cameras
+from humanliff.runtime.compute import default_device
 from humanliff.runtime.field import make_field
-from humanliff.runtime.layered import LAYER_TITLES
+from humanliff.runtime.layers import LAYER_TITLES
 from humanliff.runtime.mesh import DEFAULT_LEVEL, density_grid
 from humanliff.runtime.occupancy import lookup
 from humanliff.runtime.render import render_image
-from humanliff.training.store import TriplaneStore, open_store
+from humanliff.store import TriplaneStore, open_store
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +161,7 @@ def evaluate_generation(gen_dir: str | Path, store_path: str | Path, out_dir: st
     "views", "size", "head_band", "fid": "computed" | reason}``; a metric is absent where it does not apply
     (containment and drift at the first layer, FID / KID without the Inception weights).
     """
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = default_device(device)
     gen_path = Path(gen_dir)
     gen = read_generation(gen_path)
     store = open_store(store_path)

@@ -34,10 +34,10 @@ from humanliff.outputs.meshes import write_mesh
 from humanliff.outputs.video import mp4_available, write_video
 from humanliff.runtime.cameras import orbit_cameras
 from humanliff.runtime.field import Field
-from humanliff.runtime.layered import LAYER_TITLES
+from humanliff.runtime.layers import LAYER_TITLES
 from humanliff.runtime.mesh import extract_mesh
 from humanliff.runtime.occupancy import build_occupancy
-from humanliff.runtime.render import render_image
+from humanliff.runtime.render import render_views
 from humanliff.viewer.html import VIEWER_NAME, write_viewer_html
 
 log = logging.getLogger(__name__)
@@ -52,18 +52,6 @@ TURNTABLE_FPS = 20.0
 
 
 @torch.no_grad()
-def render_views(field: Field, cameras: Cameras, image_size: int, bounds: torch.Tensor,
-                 render_cfg: RenderConfig, occupancy: torch.Tensor | None = None) -> np.ndarray:
-    """Render a one-human field from each camera: uint8 ``[V, S, S, 3]`` (black background).
-
-    The cameras and ``bounds`` ``[2, 3]`` (world box) should be on the field's device.
-    """
-    size = image_size
-    images = [render_image(field, K, R, T, size, size, bounds, render_cfg, occupancy=occupancy)["rgb"]
-              for K, R, T in zip(*cameras, strict=True)]
-    return to_uint8(torch.stack(images).cpu().numpy())
-
-
 def render_occupancy(field: Field, render_cfg: RenderConfig, device: torch.device) -> torch.Tensor | None:
     """The field's occupancy grid ``[1, G, G, G]``, or None when ``render.occupancy_resolution`` is 0."""
     if render_cfg.occupancy_resolution <= 0:
@@ -99,12 +87,14 @@ def _write_layer(job: _Job, field: Field, layer: int, human: int, written: dict[
     """Write one human's layer (views, grid, meshes); returns ``(views [V,S,S,3], turntable [F,S,S,3])``."""
     size = job.sample_cfg.image_size
     occupancy = render_occupancy(field, job.render_cfg, job.device)
-    turntable = render_views(field, job.turntable, size, job.bounds, job.render_cfg, occupancy)
+    turntable = to_uint8(render_views(field, *job.turntable, size, size, job.bounds, job.render_cfg,
+                                      occupancy=occupancy).numpy())
     frames, views = len(job.turntable[0]), job.sample_cfg.views
     if frames % views == 0:  # the views are turntable frames: reuse them
         images = turntable[::frames // views]
     else:
-        images = render_views(field, job.views, size, job.bounds, job.render_cfg, occupancy)
+        images = to_uint8(render_views(field, *job.views, size, size, job.bounds, job.render_cfg,
+                                       occupancy=occupancy).numpy())
     folder = job.folder / f"layer_{layer}"
     name = f"human_{human:03d}"
     written["grids"].append(save_png(folder / f"{name}.png", view_grid(images)))

@@ -25,28 +25,29 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from humanliff.config import Config, TrainConfig, dump_config
-from humanliff.errors import HumanLiffError, InputFileError
+from humanliff.ema_file import EMA_FILE, write_ema
+from humanliff.errors import HumanLiffError
 from humanliff.io import atomic_path, require_finite
 from humanliff.models.unet import UNet, build_unet
 from humanliff.run_folder import ensure_space
-from humanliff.runtime.schedule import alphas_cumprod, linear_betas, q_sample
+from humanliff.runtime.compute import PRECISIONS
+from humanliff.runtime.files import read_json
+from humanliff.runtime.layers import NUM_LAYERS
+from humanliff.runtime.schedule import linear_schedule, q_sample
+from humanliff.store import MANIFEST, PLANES, check_layout, open_store
 from humanliff.training import distributed
 from humanliff.training.checkpoint import (
     CHECKPOINT,
     CONFIG_FILE,
-    EMA_FILE,
     load_checkpoint,
     save_checkpoint,
-    save_ema,
 )
 from humanliff.training.distributed import DistInfo
 from humanliff.training.ema import EMA
 from humanliff.training.finite import LossWatch
-from humanliff.training.store import LAYERS, MANIFEST, PLANES, TriplaneStore, open_store
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("bf16", "fp32")
 LOG_FILE = "train_log.jsonl"
 
 
@@ -87,11 +88,11 @@ class LayerPairs:
             torch.from_numpy(np.array(planes)).to(device) if on_device else planes)
 
     def __len__(self) -> int:
-        return self.subjects * LAYERS
+        return self.subjects * NUM_LAYERS
 
     def batch(self, items: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(x0, x_cond, y)`` on the device: float32 channels_last ``[B, C, R, R]`` twice, int64 ``[B]``."""
-        subject, layer = items // LAYERS, items % LAYERS
+        subject, layer = items // NUM_LAYERS, items % NUM_LAYERS
         previous = np.maximum(layer - 1, 0)
         if isinstance(self.planes, torch.Tensor):
             s, l, p = (torch.from_numpy(a).to(self.device) for a in (subject, layer, previous))
@@ -139,8 +140,8 @@ class DiffusionTrainer:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=annealed_lr(tc, 0),
                                            weight_decay=tc.weight_decay, fused=self.device.type == "cuda",
                                            foreach=self.device.type != "cuda")
-        self.alphas_cumprod = alphas_cumprod(linear_betas(cfg.diffusion.steps, cfg.diffusion.beta_start,
-                                                          cfg.diffusion.beta_end)).float().to(self.device)
+        self.alphas_cumprod = linear_schedule(cfg.diffusion.steps, cfg.diffusion.beta_start,
+                                               cfg.diffusion.beta_end).float().to(self.device)
         self.generator = torch.Generator(self.device)
 
     def _draws(self, keys: np.ndarray, shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -202,14 +203,6 @@ class DiffusionTrainer:
         return total, grad_norm
 
 
-def _check_store(store: TriplaneStore, cfg: Config) -> None:
-    for name in ("resolution", "channels"):
-        have, want = getattr(store, name), getattr(cfg.triplane, name)
-        if have != want:
-            raise InputFileError(store.path, f"tri-plane {name} {have} differs from the model's {want} "
-                                             f"(triplane.{name}); use the config the store was fitted with")
-
-
 def _trim_log(out: Path, step: int) -> None:
     """Keep the log's records up to the checkpoint's ``step`` (a killed run may have logged past it, or
     left a half-written last line), so that a resumed run logs each step once."""
@@ -251,9 +244,9 @@ def train(cfg: Config, store_path: str | Path, out: str | Path, device: str | No
 def _train(cfg: Config, store_path: Path, out: Path, info: DistInfo, resume_anyway: bool) -> Path:
     tc = cfg.train
     store = open_store(store_path)
-    _check_store(store, cfg)
+    check_layout(cfg.triplane, store, "the model's config (use the config the store was fitted with)")
     require_finite(store.planes, "the tri-planes", store.path / PLANES)
-    store_manifest = json.loads((store.path / MANIFEST).read_text())
+    store_manifest = read_json(store.path / MANIFEST)
     if info.device.type == "cuda":
         torch.set_float32_matmul_precision("high")
         torch.backends.cudnn.benchmark = True
@@ -307,7 +300,7 @@ def _train(cfg: Config, store_path: Path, out: Path, info: DistInfo, resume_anyw
             loss_sum.zero_()
             since, tick = 0, time.perf_counter()
         if main and save:  # ema.pt first: a run killed between the two redoes the step and writes both
-            save_ema(out / EMA_FILE, trainer.model, trainer.ema, cfg, store_manifest)
+            write_ema(out / EMA_FILE, trainer.ema.state_dict(trainer.model), cfg.to_dict(), store_manifest)
             save_checkpoint(out / CHECKPOINT, trainer.model, trainer.ema, trainer.optimizer, trainer.step,
                             cfg)
             saved = trainer.step
