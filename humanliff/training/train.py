@@ -165,8 +165,7 @@ class DiffusionTrainer:
         cuda = self.device.type == "cuda"
         self.graphed = tc.cuda_graph and cuda and not info.distributed
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=annealed_lr(tc, 0),
-                                           weight_decay=tc.weight_decay, fused=cuda, foreach=not cuda,
-                                           capturable=self.graphed)
+                                           weight_decay=tc.weight_decay, fused=cuda, foreach=not cuda)
         self.alphas_cumprod = alphas_cumprod(linear_betas(cfg.diffusion.steps, cfg.diffusion.beta_start,
                                                           cfg.diffusion.beta_end)).float().to(self.device)
         self.generator = torch.Generator(self.device)
@@ -176,17 +175,17 @@ class DiffusionTrainer:
 
     @contextlib.contextmanager
     def _lr_as_tensor(self) -> Iterator[None]:
-        """During the capture the fused AdamW reads ``self.lr`` (refilled before every replay) instead of a
-        float frozen into the graph; the state dict keeps a float."""
+        """During the capture the fused AdamW is capturable and reads ``self.lr`` (refilled before every
+        replay) instead of a float frozen into the graph; outside it (and in the state dict) it is as built."""
         groups = self.optimizer.param_groups
-        kept = [group["lr"] for group in groups]
+        kept = [(group["lr"], group["capturable"]) for group in groups]
         for group in groups:
             group["lr"], group["capturable"] = self.lr, True
         try:
             yield
         finally:
-            for group, lr in zip(groups, kept, strict=True):
-                group["lr"] = lr
+            for group, (lr, capturable) in zip(groups, kept, strict=True):
+                group["lr"], group["capturable"] = lr, capturable
 
     def _draws(self, keys: np.ndarray, shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per-item timesteps ``[B]``, noise and condition noise ``[B, C, R, R]`` from per-item seeds."""
@@ -223,7 +222,7 @@ class DiffusionTrainer:
         t, noise, cond_noise = self._draws(keys, x0.shape)
         lr = annealed_lr(self.cfg.train, self.step)
         for group in self.optimizer.param_groups:  # a float in the state dict; the graph reads self.lr
-            group["lr"], group["capturable"] = lr, self.graphed
+            group["lr"] = lr
         if self.graphed:
             self.lr.fill_(lr)
             total, grad_norm = self.graph(x0, x_cond, y, t, noise, cond_noise)
