@@ -71,7 +71,7 @@ class Setup:
     curve_steps: int
     """Steps of the train section's loss-curve comparison."""
     train_budget_s: float
-    """Seconds after which the train section skips its optional rows."""
+    """Seconds by which the train section's optional rows must end (each estimated by the one before)."""
 
 
 def make_setup(quick: bool) -> Setup:
@@ -79,7 +79,7 @@ def make_setup(quick: bool) -> Setup:
     cfg = load_config("synbody") if cuda else load_config("tiny")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if cuda:
-        return Setup(device, 256, 1 << 22, 32, 256, 2000, (1, 16), cfg, 10, 2000, 420.0)
+        return Setup(device, 256, 1 << 22, 32, 256, 2000, (1, 16), cfg, 10, 2000, 450.0)
     return Setup(device, cfg.triplane.resolution, 1 << 14, 8, 32, 5, (1, 2), cfg, 3, 4, 600.0)
 
 

@@ -76,28 +76,38 @@ def _inputs(cfg: Config, device: torch.device, batch: int) -> tuple[torch.Tensor
     return x0, x_cond, torch.randint(0, 4, (batch,), device=device, generator=g)
 
 
+def _seconds(fn: Callable[[], object], device: torch.device) -> float:
+    """Wall seconds of ``fn()`` up to the end of its device work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
 def _throughput(rep: Report, cfg: Config, device: torch.device, label: str, baseline: float | None,
                 repeats: int, phases: bool = False) -> float:
-    """Samples/s of ``DiffusionTrainer(cfg)`` steps (after the compile and the capture) as one row."""
+    """Samples/s of ``DiffusionTrainer(cfg)`` as one row: ``repeats`` steps back to back (no sync between
+    them, as in ``humanliff train``) after the compiling first step, the capturing second and one more."""
     _fresh(device)
     info = DistInfo(rank=0, world_size=1, local_rank=0, device=device)
     tc = cfg.train
     x0, x_cond, y = _inputs(cfg, device, tc.batch_size)
     trainer = DiffusionTrainer(cfg, info)
-    firsts = []
-    for _ in range(2):  # the first step compiles, the second captures the CUDA graph (if any)
-        start = time.perf_counter()
+
+    def step() -> None:
         trainer.train_step(x0, x_cond, y)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        firsts.append(time.perf_counter() - start)
-    t = time_fn(lambda: trainer.train_step(x0, x_cond, y), warmup=1, repeats=repeats, device=device)
-    rate = tc.batch_size / t.median_ms * 1e3
+
+    firsts = [_seconds(step, device) for _ in range(3)]
+    ms = _seconds(lambda: [step() for _ in range(repeats)], device) * 1e3 / repeats
+    rate = tc.batch_size / ms * 1e3
+    allocated = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
     rep.add("train", label, rate, "samples/s", baseline,
-            note=f"batch {tc.batch_size}, microbatch {tc.microbatch or tc.batch_size}, {tc.precision}; first step "
-                 f"{firsts[0]:.0f} s, second {firsts[1]:.1f} s; peak reserved {_peak_mb(device):.0f} MB, "
-                 f"allocated {t.peak_mb:.0f} MB; {t.median_ms:.1f} ms/step (min {t.min_ms:.1f}, max "
-                 f"{t.max_ms:.1f})")
+            note=f"batch {tc.batch_size}, microbatch {tc.microbatch or tc.batch_size}, {tc.precision}; "
+                 f"{ms:.1f} ms/step over {repeats} steps; first step {firsts[0]:.0f} s, second {firsts[1]:.1f} s; "
+                 f"peak since built: reserved {_peak_mb(device):.0f} MB, allocated {allocated:.0f} MB")
     if phases:
         _phases(rep, trainer, x0, x_cond, y, repeats)
     return rate
@@ -212,7 +222,7 @@ def bench_train(rep: Report, s: Setup, original_unet: Callable[[], torch.nn.Modu
     UNet (random weights)."""
     dev, cuda = s.device, s.device.type == "cuda"
     start = time.perf_counter()
-    repeats = 10 if cuda else 1
+    repeats = 20 if cuda else 1
     batch = 8 if cuda else 2
     if cuda:
         torch.backends.cudnn.benchmark = True  # as ``humanliff train`` sets it
@@ -232,20 +242,22 @@ def bench_train(rep: Report, s: Setup, original_unet: Callable[[], torch.nn.Modu
                 f"new step (CUDA graph), whole UNet compiled, microbatch {batch} (ratio: vs the current trainer)",
                 before, repeats)
     _curves(rep, s, "new step (CUDA graph)")
-    blocks = [(batch, batch), (batch, 2), (16, 16), (32, 32)] if cuda else [(batch, 1)]
-    skipped = []
+    blocks = [(batch, batch), (16, 16), (batch, 2), (32, 32)] if cuda else [(batch, 1)]
+    skipped, last = [], 0.0
     for b, micro in blocks:
         label = f"new step (CUDA graph), compiled block by block, batch {b}, microbatch {micro} (ratio: vs the " \
                 f"current trainer)"
-        if time.perf_counter() - start > s.train_budget_s:
+        if time.perf_counter() - start + last > s.train_budget_s:  # the previous row's time as the estimate
             skipped.append(label)
             continue
+        row_start = time.perf_counter()
         try:
             _throughput(rep, _trainer_cfg(s.cfg, dev, b, micro, compile_scope="blocks"), dev, label, before,
                         repeats)
         except torch.OutOfMemoryError:
             rep.add("train", label, 0.0, "samples/s", note="out of memory")
-    rep.meta["train_skipped"] = "; ".join(skipped)
+        last = time.perf_counter() - row_start
+    rep.meta["train_skipped"] = "; ".join(skipped) or "none"
     rep.meta["train_seconds"] = f"{time.perf_counter() - start:.0f}"
     rep.write()
     _fresh(dev)
