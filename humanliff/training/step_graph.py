@@ -44,6 +44,7 @@ class GraphedUpdate:
         for buffer, x in zip(self.static, inputs, strict=True):
             buffer.copy_(x)
         if self.graph is None:
+            torch.cuda.empty_cache()  # the eager step's cached blocks, or the graph's pool would double them
             static = self.static
             with self.capture_context():
                 self.graph, self.outputs = capture_cuda_graph(lambda: self.update(*static), self.device,
