@@ -22,12 +22,12 @@ import torch
 
 from benchmarks.original import (
     OriginalFitStep,
-    OriginalTrainStep,
     original_points,
     use_einsum_attention,
 )
 from benchmarks.report import Report
 from benchmarks.timing import time_fn
+from benchmarks.train_speed import bench_train
 from humanliff.config import Config, load_config
 from humanliff.models.decoder import FusedDecoder, SeedDecoder, build_decoder
 from humanliff.models.inference import inference_unet
@@ -69,6 +69,10 @@ class Setup:
     unet_batches: tuple[int, ...]
     cfg: Config
     repeats: int
+    curve_steps: int
+    """Steps of the train section's loss-curve comparison."""
+    train_budget_s: float
+    """Seconds by which the train section's optional rows must end (each estimated by the one before)."""
 
 
 def make_setup(quick: bool) -> Setup:
@@ -76,8 +80,8 @@ def make_setup(quick: bool) -> Setup:
     cfg = load_config("synbody") if cuda else load_config("tiny")
     device = default_device()
     if cuda:
-        return Setup(device, 256, 1 << 22, 32, 256, 2000, (1, 16), cfg, 10)
-    return Setup(device, cfg.triplane.resolution, 1 << 14, 8, 32, 5, (1, 2), cfg, 3)
+        return Setup(device, 256, 1 << 22, 32, 256, 2000, (1, 16), cfg, 10, 2000, 450.0)
+    return Setup(device, cfg.triplane.resolution, 1 << 14, 8, 32, 5, (1, 2), cfg, 3, 4, 600.0)
 
 
 def _sync(device: torch.device) -> None:
@@ -424,44 +428,6 @@ def bench_sampling(rep: Report, s: Setup, u: dict) -> None:
             4 * 250 * base_eval / 1e3)
 
 
-def bench_train(rep: Report, s: Setup) -> None:
-    """Diffusion training samples/s: the original step (fp16 + GradScaler, microbatch 2) vs ours."""
-    from humanliff.training.distributed import DistInfo
-    from humanliff.training.train import DiffusionTrainer
-
-    dev = s.device
-    batch = 8 if dev.type == "cuda" else 2
-    x0, t, x_cond, y = _unet_inputs(s, batch)
-    x0 = x0.clamp(-1, 1)
-    acp = linear_schedule().float().to(dev)
-    if dev.type == "cuda":
-        original = OriginalTrainStep(_unet(s).train(), acp)
-        tm = time_fn(lambda: original.step(x0, x_cond, y), warmup=2, repeats=5, device=dev)
-        rep.add("train", f"original step, batch {batch}, fp16 autocast, microbatch 2",
-                batch / tm.median_ms * 1e3, "samples/s", note=f"peak {tm.peak_mb:.0f} MB")
-        base = batch / tm.median_ms * 1e3
-        del original
-        torch.cuda.empty_cache()
-    else:
-        base = None
-    info = DistInfo(rank=0, world_size=1, local_rank=0, device=dev)
-    for micro, compile_ in ((batch, False), (batch, dev.type == "cuda")):
-        tc = dataclasses.replace(s.cfg.train, batch_size=batch, microbatch=micro, compile=compile_,
-                                 precision="bf16" if dev.type == "cuda" else "fp32")
-        trainer = DiffusionTrainer(dataclasses.replace(s.cfg, train=tc), info)
-        start = time.perf_counter()
-        trainer.train_step(x0, x_cond, y)
-        _sync(dev)
-        first = time.perf_counter() - start
-        tm = time_fn(lambda trainer=trainer: trainer.train_step(x0, x_cond, y), warmup=2, repeats=5, device=dev)
-        rep.add("train", f"ours, batch {batch}, microbatch {micro}, {tc.precision}"
-                         f"{', compiled' if compile_ else ', eager'}", batch / tm.median_ms * 1e3, "samples/s",
-                base, note=f"first step {first:.0f} s, peak {tm.peak_mb:.0f} MB")
-        del trainer
-        if dev.type == "cuda":
-            torch.cuda.empty_cache()
-
-
 def _bench_runtime(rep: Report, s: Setup, workdir: Path, fitted: dict | None) -> None:
     """The runtime section (``benchmarks.runtime``) on the benchmark's UNet and the fitted (or a blank) field."""
     from benchmarks.runtime import bench_runtime
@@ -514,7 +480,7 @@ def main(argv: list[str] | None = None) -> None:
         unet = None  # free the compiled UNet before training
         if s.device.type == "cuda":
             torch.cuda.empty_cache()
-        _section(rep, sections, "train", lambda: bench_train(rep, s))
+        _section(rep, sections, "train", lambda: bench_train(rep, s, lambda: _unet(s)))
         _section(rep, sections, "runtime", lambda: _bench_runtime(rep, s, work, fitted))
     print(rep.markdown())
 

@@ -17,6 +17,7 @@ from humanliff.config import Config, TrainConfig, load_config
 from humanliff.errors import HumanLiffError, InputFileError
 from humanliff.io import atomic_path
 from humanliff.models.checkpoint import load_ema, read_store_manifest
+from humanliff.models.unet import AttentionBlock, ResBlock
 from humanliff.store import create_store
 from humanliff.training.checkpoint import CHECKPOINT
 from humanliff.training.distributed import DistInfo
@@ -152,6 +153,26 @@ def test_compile_switch_wraps_the_model(monkeypatch):
     monkeypatch.setattr(torch, "compile", fake_compile)
     trainer, loss, _ = _one_step(_tiny("train.compile=true"))
     assert calls == [trainer.model] and np.isfinite(loss)
+
+
+def test_compile_blocks_wraps_each_block_with_the_same_math(monkeypatch):
+    calls = []
+    real = torch.compile
+
+    def fake_compile(fn, **kwargs):
+        calls.append((fn.__self__, kwargs))
+        return real(fn, backend="eager", **kwargs)
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    torch._dynamo.reset()
+    trainer, loss, grad_norm = _one_step(_tiny("train.compile=true", "train.compile_scope=blocks"), randomize=True)
+    blocks = [m for m in trainer.model.modules() if isinstance(m, (ResBlock, AttentionBlock))]
+    assert [m for m, _ in calls] == blocks and all(kw == {"dynamic": False} for _, kw in calls)
+    assert trainer.forward is trainer.model and not trainer.graphed  # the CPU runs no CUDA graph
+    assert torch._dynamo.config.recompile_limit >= 256
+    _, plain_loss, plain_norm = _one_step(_tiny(), randomize=True)
+    assert loss == plain_loss and grad_norm == pytest.approx(plain_norm, rel=1e-6)
+    torch._dynamo.reset()
 
 
 def test_train_writes_a_run_and_resumes_exactly(store, tmp_path):
