@@ -34,6 +34,8 @@ from humanliff.runtime.render import render_image
 from humanliff.training.store import TriplaneStore, open_store
 
 log = logging.getLogger(__name__)
+RECON_FILES = ("metrics.json", "side_by_side.png")
+"""What ``evaluate_recon`` writes into its folder (the picture first: ``metrics.json`` marks a finished run)."""
 
 
 def default_device() -> torch.device:
@@ -138,10 +140,10 @@ def evaluate_recon(cfg: Config, store_path: str | Path, out_dir: str | Path, sub
     result = _summarize(scores, n_views)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / "metrics.json") as tmp:
-        tmp.write_text(json.dumps(result, indent=1))
-    save_png(out_dir / "side_by_side.png",
+    save_png(out_dir / RECON_FILES[1],
              contact_sheet(np.asarray(picture), ["ground truth", "reconstruction"], list(LAYERS)))
+    with atomic_path(out_dir / RECON_FILES[0]) as tmp:
+        tmp.write_text(json.dumps(result, indent=1))
     for layer, values in result["layers"].items():
         log.info("layer %s: %s", layer, ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
     return result

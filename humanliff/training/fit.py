@@ -22,7 +22,6 @@ import contextlib
 import dataclasses
 import functools
 import logging
-import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ from humanliff.data.files import read_subject_list
 from humanliff.data.loader import load_subject, split_views, subject_list_path
 from humanliff.data.types import LAYERS, SubjectData
 from humanliff.errors import HumanLiffError, InputFileError
-from humanliff.io import atomic_path, read_torch_file, replace_folder, require_finite
+from humanliff.io import atomic_path, fault_point, read_torch_file, replace_folder, require_finite
 from humanliff.models.decoder import build_decoder
 from humanliff.training import distributed as dist
 from humanliff.training.checkpoint import check_resume_config
@@ -182,11 +181,12 @@ def _write_store_a(path: Path, state: StageAState, bounds: np.ndarray, cfg: Conf
     """Write the stage-A store (rank 0 creates it; every rank writes its subjects' planes as fp16)."""
     res = state.table.table.shape[-1]
     with contextlib.ExitStack() as stack:
-        tmp = stack.enter_context(atomic_path(path)) if dist.is_main() else None
+        tmp = stack.enter_context(atomic_path(path, "store")) if dist.is_main() else None
         if tmp is not None:
             created = create_store(tmp, state.names, bounds, res, state.table.table.shape[1],
                                    state.decoder.state_dict(), dataclasses.asdict(cfg.decoder), cfg.to_dict())
             created.planes.flush()
+            fault_point("store")
         tmp = dist.broadcast_object(tmp)
         dist.barrier()
         store = open_store(tmp, mode="r+")
@@ -206,13 +206,6 @@ def _init_planes(owned: Sequence[int], cfg: Config, device: torch.device) -> tor
     planes = [torch.randn(N_LAYERS, ch, res, res, generator=_generator(cpu, cfg.fit.seed + 1 + s))
               for s in owned]
     return (torch.cat(planes) * cfg.fit.init_std).to(device)
-
-
-def fit_bytes(cfg: Config, stage: str) -> int:
-    """A rough size of what a fit writes: the fp16 store, and for stage A the fp32 checkpoint arrays
-    (planes, two Adam moments), each briefly twice while replaced."""
-    planes = len(_subject_names(cfg)) * N_LAYERS * cfg.triplane.channels * cfg.triplane.resolution ** 2
-    return 2 * planes * (2 + (3 * 4 if stage == "a" else 4))
 
 
 def _write_config(cfg: Config, out_dir: Path) -> None:
@@ -375,10 +368,10 @@ def _stage_b_store(path: Path, names: list[str], store_a: TriplaneStore, cfg: Co
         store = open_store(path, mode="r+")
         if store.subjects == names and store.resolution == store_a.resolution:
             return store
-        shutil.rmtree(path)
-    decoder_cfg = store_a.decoder_config
-    return create_store(path, names, np.zeros((len(names), 2, 3), np.float32), store_a.resolution,
-                        store_a.channels, store_a.decoder_state(), decoder_cfg, cfg.to_dict())
+    with atomic_path(path) as tmp:
+        create_store(tmp, names, np.zeros((len(names), 2, 3), np.float32), store_a.resolution, store_a.channels,
+                     store_a.decoder_state(), store_a.decoder_config, cfg.to_dict()).planes.flush()
+    return open_store(path, mode="r+")
 
 
 def fit_stage_b(cfg: Config, store_in: str | Path, out_dir: str | Path, device: str | None = None, *,
@@ -419,6 +412,8 @@ def fit_stage_b(cfg: Config, store_in: str | Path, out_dir: str | Path, device: 
     per_group = max(1, cfg.fit.subjects_per_batch_b)
     groups = [list(range(i, min(i + per_group, len(names)))) for i in range(0, len(names), per_group)]
     generator = _generator(dev, cfg.fit.seed)
+    if ckpt.get("generator") is not None:  # the draws continue where the saved run stopped
+        generator.set_state(ckpt["generator"])
     for g in range(ckpt["group"], len(groups)):
         members = groups[g]
         subjects = _load(cfg, [names[i] for i in members])
@@ -433,13 +428,14 @@ def fit_stage_b(cfg: Config, store_in: str | Path, out_dir: str | Path, device: 
             fitter = StageBFitter(cfg, decoder, targets, init, generator)
             if g == ckpt["group"] and layer == ckpt["layer"] and ckpt["fitter"] is not None:
                 fitter.load_state_dict(ckpt["fitter"])
-            save = functools.partial(_save_b, ckpt_path, names, g, layer, fitted, cfg=cfg)
+            save = functools.partial(_save_b, ckpt_path, names, g, layer, fitted, cfg=cfg, generator=generator)
             fitted[:, layer] = _run_layer(fitter, f"fit B {g + 1}/{len(groups)} layer {layer}", save)
             store.planes[members, layer] = fitted[:, layer].numpy().astype(np.float16)
             store.planes.flush()
+            fault_point("store")
             store.write_manifest()
             done = (g, layer + 1) if layer + 1 < N_LAYERS else (g + 1, 0)
-            _save_b(ckpt_path, names, *done, fitted, None, cfg=cfg)
+            _save_b(ckpt_path, names, *done, fitted, None, cfg=cfg, generator=generator)
     store.write_manifest()
     del store
     replace_folder(partial, final)
@@ -470,8 +466,9 @@ def _run_layer(fitter: StageBFitter, desc: str, save: Callable[[dict[str, Any]],
 
 
 def _save_b(path: Path, names: list[str], group: int, layer: int, fitted: torch.Tensor,
-            fitter: dict[str, Any] | None, *, cfg: Config) -> None:
-    """Stage-B position: next (group, layer) to fit, the group's fitted planes, the fitter mid-layer."""
+            fitter: dict[str, Any] | None, *, cfg: Config, generator: torch.Generator) -> None:
+    """Stage-B position: next (group, layer) to fit, the group's fitted planes, the fitter mid-layer and
+    the draws' generator (so that a resume at a layer boundary draws what the uninterrupted run draws)."""
     with atomic_path(path, "checkpoint") as tmp:
         torch.save({"names": names, "group": group, "layer": layer, "planes": fitted if layer > 0 else None,
-                    "fitter": fitter, "config": cfg.to_dict()}, tmp)
+                    "fitter": fitter, "config": cfg.to_dict(), "generator": generator.get_state()}, tmp)
