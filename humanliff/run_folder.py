@@ -98,6 +98,8 @@ def guard_file_output(out: str | Path, inputs: Iterable[str | Path | None] = (),
     out = Path(out)
     if out.is_dir():
         raise HumanLiffError(f"{option} {out}: is a folder; give a file name")
+    if out.exists() or out.is_symlink():
+        raise HumanLiffError(f"{option} {out}: exists; nothing was changed, delete it or choose another name")
     _check_place(out, option, True, inputs)
     ensure_space(out, 0, option)
     return out

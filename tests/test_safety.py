@@ -238,6 +238,10 @@ def test_file_outputs_never_land_inside_or_on_an_input(tmp_path):
     assert inside.exit_code == 1 and f"lies inside the input {store}" in inside.output
     folder = runner.invoke(app, ["render", f"{store}:a:0", "--out", str(tmp_path), "--config", "tiny"])
     assert folder.exit_code == 1 and "is a folder; give a file name" in folder.output
+    (tmp_path / "mine.png").write_text("the user's")
+    mine = runner.invoke(app, ["render", f"{store}:a:0", "--out", str(tmp_path / "mine.png"), "--config", "tiny"])
+    assert mine.exit_code == 1 and "exists; nothing was changed" in mine.output
+    assert (tmp_path / "mine.png").read_text() == "the user's"
     (tmp_path / "data").mkdir()
     sheet = runner.invoke(app, ["data", "preview", str(tmp_path / "data"), "--out", str(tmp_path / "data" / "s.png")])
     assert sheet.exit_code == 1 and "lies inside the input" in sheet.output
