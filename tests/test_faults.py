@@ -40,8 +40,8 @@ SWAP_KILL_POINTS = 4
 FIT_KILL_POINTS = 7
 """Two checkpoint_a saves (step 1 and the final one at step 2): folder swaps of three steps (nothing to
 rename aside yet) and four."""
-STORE_A_KILL_POINTS = 5
-"""store_a: created (zero planes), planes written, then a swap of three steps (no old store)."""
+STORE_A_KILL_POINTS = 4
+"""store_a: created (zero planes), then its swap's three steps (planes written, renamed in, done)."""
 STORE_B_KILL_POINTS = 4
 """store_b.partial, updated in place: one layer's planes written (before its manifest and checkpoint)."""
 FIT_SETS = ["fit.rays_per_image=16", "fit.iterations_a=2", "fit.checkpoint_every=1"]
