@@ -187,7 +187,9 @@ def test_kill_at_every_checkpoint_and_store_write_of_fit_stage_a(fitted, tmp_pat
 
 
 def test_kill_at_every_layer_write_of_fit_stage_b(fitted, tmp_path):
-    args = functools.partial(_fit_args, fitted, "b", "--store", str(fitted / "ref" / "store_a"))
+    def args(out: str) -> list[str]:
+        return _fit_args(fitted, "b", out, "--store", str(fitted / "ref" / "store_a"))
+
     points = range(1, STORE_B_KILL_POINTS + 2)
     jobs = [{"args": args("ref"), "fault": None}]
     jobs += [{"args": args(f"b{k}"), "fault": f"store:{k}"} for k in points]
