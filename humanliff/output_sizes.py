@@ -96,8 +96,8 @@ def store_bytes(subjects: int, resolution: int, decoder_params: int) -> int:
 
 def fit_bytes(cfg: Config, stage: str, *, peak: bool = True) -> int:
     """A fit's run folder when done: stage A ``checkpoint_a`` (fp32 planes and their two Adam moments,
-    the decoder with its moments) and ``store_a``; stage B ``checkpoint_b.pt`` (a group's fp32 planes) and
-    ``store_b``. ``peak`` adds what exists only while a checkpoint is replaced (the old one; stage B's
+    the decoder with its moments) and ``store_a``; stage B ``checkpoint_b.pt`` (its position) and ``store_b``.
+    ``peak`` adds what exists only while a checkpoint is replaced (the old one; stage B's group planes and
     mid-layer fitter, planes and two moments)."""
     from humanliff.data.files import read_subject_list
     from humanliff.data.loader import subject_list_path
@@ -110,8 +110,8 @@ def fit_bytes(cfg: Config, stage: str, *, peak: bool = True) -> int:
         extra = checkpoint
     else:
         group = min(subjects, max(1, cfg.fit.subjects_per_batch_b))
-        checkpoint = group * LAYERS * plane + STATE_FILE
-        extra = checkpoint + 3 * group * plane
+        checkpoint = STATE_FILE  # the final one holds no planes
+        extra = group * (LAYERS + 3) * plane + STATE_FILE
     written = checkpoint + store_bytes(subjects, cfg.triplane.resolution, decoder) + JSON_SMALL
     return written + (extra if peak else 0)
 
