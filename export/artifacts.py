@@ -33,7 +33,7 @@ from humanliff.export.spec import (
     unet_spec,
     with_compute_weights,
 )
-from humanliff.io import atomic_path
+from humanliff.io import atomic_path, removed_if_killed
 from humanliff.models.checkpoint import load_ema
 from humanliff.models.decoder import build_decoder
 from humanliff.runtime.cameras import orbit_cameras
@@ -247,7 +247,7 @@ def export_artifacts(unet_ckpt: str | Path, store: str | Path, out_dir: str | Pa
     options: dict[str, Any] = {"opset": opset, "cxx": cxx}
     bounds = triplanes.subject_bounds(0)
     K, R, T = orbit_cameras(bounds, cfg.sample.views, cfg.sample.image_size)
-    with atomic_path(out_dir) as tmp:
+    with atomic_path(out_dir) as tmp, removed_if_killed(tmp):  # a C++ abort leaves no temporary folder
         tmp.mkdir()
         networks = {spec.name: export_network(graph, spec, opt, tmp, formats, device, dtype, options, progress)
                     for graph, spec, opt in jobs}

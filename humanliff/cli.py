@@ -164,7 +164,7 @@ def generate_command(cfg: Config, unet_ckpt: str | None, store: str | None, out_
 
     from humanliff.config import validate
     from humanliff.generate import generate, parse_from, resolve_layers
-    from humanliff.run_folder import generation_bytes
+    from humanliff.output_sizes import generation_bytes
     from humanliff.runtime.layered import parse_layers
 
     if unet_ckpt is None and store is None:
@@ -181,9 +181,9 @@ def generate_command(cfg: Config, unet_ckpt: str | None, store: str | None, out_
         cfg.sample, **{k: v for k, v in chosen.items() if v is not None})))
     layers = parse_layers(layer_spec) if layer_spec is not None else None
     start = parse_from(from_spec) if from_spec else None
-    resolve_layers(layers, start)
+    written = len(resolve_layers(layers, start)) + (start is not None)
     guard_output(out_dir, [unet_ckpt, store, start and start.store], force=force,
-                 needed_bytes=generation_bytes(cfg.sample, cfg.sample.batch, cfg.triplane.resolution))
+                 needed_bytes=generation_bytes(cfg.sample, cfg.sample.batch, cfg.triplane.resolution, written))
     result = generate(cfg, unet_ckpt, store, out_dir, layers, from_spec, device=device)
     click.echo(f"wrote {result['folder']} (contact sheet: {result['contact_sheet']})")
 
@@ -224,7 +224,7 @@ def data_synth_command(cfg: Config, out_dir: str, force: bool, subjects: int | N
 
     from humanliff.config import validate
     from humanliff.data.synth import synthesize_from_config
-    from humanliff.run_folder import dataset_bytes
+    from humanliff.output_sizes import dataset_bytes
 
     chosen = {"subjects": subjects, "views": views, "resolution": resolution, "seed": seed, "bodies": bodies}
     synth = dataclasses.replace(cfg.synth, **{k: v for k, v in chosen.items() if v is not None})
@@ -302,12 +302,15 @@ def export_command(unet_ckpt: str, store: str, out_dir: str, force: bool, format
                    unet_layout: str, cxx: str | None, opset: int, device: str | None,
                    overrides: tuple[str, ...]) -> None:
     """Export the UNet and the decoder to engines (checked against torch) plus a manifest."""
-    from humanliff.export.artifacts import export_artifacts
-    from humanliff.run_folder import artifacts_bytes
+    import torch
+
+    from humanliff.export.artifacts import export_artifacts, parse_formats
+    from humanliff.output_sizes import artifacts_bytes
 
     check_count("--engine-batch", batch)
+    written = parse_formats(formats, torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")))
     guard_output(out_dir, [unet_ckpt, store], force=force,
-                 needed_bytes=artifacts_bytes(unet_ckpt, store, 3 if formats == "auto" else formats.count(",") + 1))
+                 needed_bytes=artifacts_bytes(unet_ckpt, store, written, unet_layout))
 
     manifest = export_artifacts(unet_ckpt, store, out_dir, formats, batch, dtype, overrides=overrides,
                                 device=device, opset=opset, unet_layout=unet_layout, cxx=cxx)
@@ -350,7 +353,7 @@ def run_command(artifacts: str, out_dir: str, force: bool, humans: int, sampler:
     Without ARTIFACTS, the default model is exported once per device type (--formats auto) into ~/.cache/humanliff.
     """
     from humanliff.deploy import run_artifacts, run_config
-    from humanliff.run_folder import generation_bytes
+    from humanliff.output_sizes import generation_bytes
 
     check_count("--humans", humans)
     check_count("--steps", steps)
@@ -419,9 +422,9 @@ def fit_command(cfg: Config, stage: str, out_dir: str, store: str | None, device
     """Fit tri-planes to the multi-view layered images of data.root (writes a tri-plane store)."""
     from pathlib import Path
 
+    from humanliff.output_sizes import fit_bytes
     from humanliff.run_folder import ensure_space
     from humanliff.training import distributed
-    from humanliff.training.fit import fit_bytes
     from humanliff.training.fit_a import fit_stage_a
     from humanliff.training.fit_b import fit_stage_b
 
@@ -478,16 +481,18 @@ def eval_recon_command(cfg: Config, store: str, out_dir: str, subjects: str | No
     """PSNR / SSIM per layer of a store's tri-planes on held-out views of data.root."""
     import torch
 
-    from humanliff.evaluation.recon import evaluate_recon
+    from humanliff.evaluation.recon import RECON_FILES, evaluate_recon
+    from humanliff.run_folder import guard_run_files
 
     check_count("--max-views", max_views, 0)
     guard_output(out_dir, [store, cfg.data.root], replaced=False)
+    guard_run_files(out_dir, RECON_FILES)
     names = [s.strip() for s in subjects.split(",") if s.strip()] if subjects else ()
     with hold_run_folder(out_dir):
         result = evaluate_recon(cfg, store, out_dir, names, max_views, torch.device(device) if device else None)
     for layer, values in result["layers"].items():
         click.echo(f"layer {layer}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
-    click.echo(f"wrote {out_dir}/metrics.json, {out_dir}/side_by_side.png")
+    click.echo("wrote " + ", ".join(f"{out_dir}/{name}" for name in RECON_FILES))
 
 
 @command(eval_group, "gen")
@@ -503,15 +508,19 @@ def eval_recon_command(cfg: Config, store: str, out_dir: str, subjects: str | No
 def eval_gen_command(cfg: Config, gen_dir: str, store: str, inception: str | None, out_dir: str, views: int,
                      size: int, device: str | None) -> None:
     """Generation quality per layer (FID/KID, tri-plane FD, precision/recall, containment, drift, haze)."""
-    from humanliff.evaluation.generation import evaluate_generation, format_table
+    from humanliff.evaluation.generation import GENERATION_FILES, evaluate_generation, format_table
+    from humanliff.run_folder import guard_run_files
 
-    result = evaluate_generation(gen_dir, store, out_dir, render_cfg=cfg.render, inception=inception, views=views,
-                                 size=size, device=device)
+    guard_output(out_dir, [gen_dir, store, inception], replaced=False)
+    guard_run_files(out_dir, GENERATION_FILES)
+    with hold_run_folder(out_dir):
+        result = evaluate_generation(gen_dir, store, out_dir, render_cfg=cfg.render, inception=inception,
+                                     views=views, size=size, device=device)
     if result["fid"] != "computed":
         click.echo(result["fid"])
     for line in format_table(result):
         click.echo(line)
-    click.echo(f"wrote {out_dir}/metrics.json, {out_dir}/renders.png")
+    click.echo("wrote " + ", ".join(f"{out_dir}/{name}" for name in GENERATION_FILES))
 
 
 @app.group("store")
@@ -557,7 +566,6 @@ def model_pack_command(unet_ckpt: str, store: str, out: str, force: bool, subjec
 
     check_count("--subjects", subjects)
     guard_output(out, [unet_ckpt, store], force=force)
-
     click.echo(f"wrote {pack_model(unet_ckpt, store, out, subjects)}")
 
 

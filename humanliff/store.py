@@ -20,7 +20,7 @@ from numpy.lib.format import open_memmap
 
 from humanliff.config import DecoderConfig, TriplaneConfig
 from humanliff.errors import HumanLiffError, InputFileError
-from humanliff.io import read_torch_file, require_finite
+from humanliff.io import atomic_path, read_torch_file, require_finite
 from humanliff.models.decoder import build_decoder
 from humanliff.runtime.files import read_json
 from humanliff.runtime.layers import NUM_LAYERS
@@ -108,7 +108,8 @@ class TriplaneStore:
         """Rewrite ``manifest.json`` from this object (e.g. after filling ``bounds`` in place)."""
         manifest = _manifest(self.subjects, self.bounds, self.resolution, self.channels, self.decoder_config,
                              self.config)
-        (self.path / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        with atomic_path(self.path / MANIFEST) as tmp:  # a store updated in place (stage B) keeps a whole one
+            tmp.write_text(json.dumps(manifest, indent=1))
 
     def load_decoder(self, device: torch.device | str = "cpu") -> torch.nn.Module:
         """The store's decoder (``build_decoder`` of its config, weights loaded strictly), in eval mode."""

@@ -25,6 +25,7 @@ from humanliff.export.spec import (
 )
 from humanliff.models.decoder import build_decoder
 from humanliff.models.unet import build_unet
+from humanliff.output_sizes import artifacts_bytes
 from humanliff.runtime.formats import EngineUnavailable
 from humanliff.runtime.formats.aoti_compiler import candidates, choose_compiler
 from humanliff.runtime.formats.base import (
@@ -54,6 +55,13 @@ def exported(tmp_path_factory):
                                       "--unet-layout", "whole", "--set", "sample.image_size=20"])
     assert result.exit_code == 0, result.output
     return out, result.output
+
+
+def test_disk_estimate_of_the_artifacts_matches_the_real_size(exported):
+    out, _ = exported
+    estimate = artifacts_bytes(out.parent / "ema.pt", out.parent / "store", ["ep", "onnx"], "whole")
+    real = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
+    assert 0.75 * real <= estimate <= 1.25 * real, (estimate, real)
 
 
 def test_unet_spec_inputs_profile_and_limits():

@@ -48,6 +48,8 @@ GRID = 64
 PCA_COMPONENTS = 64
 """At most this many principal components per layer (at most the reference's subjects - 1)."""
 PICTURE_ROWS = 4
+GENERATION_FILES = ("metrics.json", "renders.png")
+"""What ``evaluate_generation`` writes into its folder (the picture first: ``metrics.json`` marks a finished run)."""
 
 
 @dataclass
@@ -195,9 +197,9 @@ def evaluate_generation(gen_dir: str | Path, store_path: str | Path, out_dir: st
             entry[name] = {m: row[m] for m in GENERATION_METRICS if m in row}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "metrics.json") as tmp:
+    _write_picture(out / GENERATION_FILES[1], scored, gen.layers)
+    with atomic_path(out / GENERATION_FILES[0]) as tmp:
         tmp.write_text(json.dumps(result, indent=1))
-    _write_picture(out / "renders.png", scored, gen.layers)
     return result
 
 

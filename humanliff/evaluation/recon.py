@@ -35,6 +35,8 @@ from humanliff.runtime.render import render_views
 from humanliff.store import TriplaneStore, open_store, parse_triplane_ref
 
 log = logging.getLogger(__name__)
+RECON_FILES = ("metrics.json", "side_by_side.png")
+"""What ``evaluate_recon`` writes into its folder (the picture first: ``metrics.json`` marks a finished run)."""
 
 
 def triplane_field(store: TriplaneStore, decoder: torch.nn.Module, subject: str | int, layer: int,
@@ -111,10 +113,10 @@ def evaluate_recon(cfg: Config, store_path: str | Path, out_dir: str | Path, sub
     result = _summarize(scores, n_views)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / "metrics.json") as tmp:
-        tmp.write_text(json.dumps(result, indent=1))
-    save_png(out_dir / "side_by_side.png",
+    save_png(out_dir / RECON_FILES[1],
              contact_sheet(np.asarray(picture), ["ground truth", "reconstruction"], list(LAYER_NAMES)))
+    with atomic_path(out_dir / RECON_FILES[0]) as tmp:
+        tmp.write_text(json.dumps(result, indent=1))
     for layer, values in result["layers"].items():
         log.info("layer %s: %s", layer, ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
     return result

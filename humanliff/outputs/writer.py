@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from humanliff.config import RenderConfig, SampleConfig
 from humanliff.errors import HumanLiffError
-from humanliff.io import atomic_path
+from humanliff.io import atomic_path, removed_if_killed
 from humanliff.outputs.images import contact_sheet, save_png, to_uint8, view_grid
 from humanliff.outputs.meshes import write_mesh
 from humanliff.outputs.video import mp4_available, write_video
@@ -128,7 +128,7 @@ def write_generation(out_dir: str | Path, planes: torch.Tensor, layers: Sequence
     written: dict[str, list[Path]] = {"views": [], "grids": [], "turntables": [], "meshes": []}
     fronts = np.zeros((batch, n_layers, size, size, 3), np.uint8)
     turntables = []
-    with atomic_path(out_dir) as tmp:
+    with atomic_path(out_dir) as tmp, removed_if_killed(tmp):  # an engine's crash leaves no temporary
         tmp.mkdir()
         np.savez(tmp / "planes.npz", planes=planes.detach().cpu().to(torch.float16).numpy(),
                  layers=np.asarray(layers, np.int64), bounds=bounds.numpy())

@@ -32,7 +32,6 @@ from humanliff.data.files import read_subject_list
 from humanliff.data.loader import load_subject, split_views, subject_list_path
 from humanliff.data.types import SubjectData
 from humanliff.io import atomic_path
-from humanliff.runtime.layers import NUM_LAYERS
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +64,6 @@ def log_step(bar: tqdm, stage: str, step: int, parts: dict[str, torch.Tensor]) -
 def seeded_generator(device: torch.device, seed: int) -> torch.Generator:
     """A ``torch.Generator`` on ``device`` seeded with ``seed``."""
     return torch.Generator(device=device).manual_seed(seed)
-
-
-def fit_bytes(cfg: Config, stage: str) -> int:
-    """A rough size of what a fit writes: the fp16 store, and for stage A the fp32 checkpoint arrays
-    (planes, two Adam moments), each briefly twice while replaced."""
-    planes = len(subject_names(cfg)) * NUM_LAYERS * cfg.triplane.channels * cfg.triplane.resolution ** 2
-    return 2 * planes * (2 + (3 * 4 if stage == "a" else 4))
 
 
 def write_fit_config(cfg: Config, out_dir: Path) -> None:

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from humanliff.config import Config
 from humanliff.errors import HumanLiffError, InputFileError
-from humanliff.io import atomic_path, read_torch_file, require_finite
+from humanliff.io import atomic_path, fault_point, read_torch_file, require_finite
 from humanliff.models.decoder import build_decoder
 from humanliff.runtime.layers import NUM_LAYERS
 from humanliff.store import create_store, open_store
@@ -141,11 +141,12 @@ def _write_store_a(path: Path, state: StageAState, bounds: np.ndarray, cfg: Conf
     """Write the stage-A store (rank 0 creates it; every rank writes its subjects' planes as fp16)."""
     res = state.table.table.shape[-1]
     with contextlib.ExitStack() as stack:
-        tmp = stack.enter_context(atomic_path(path)) if dist.is_main() else None
+        tmp = stack.enter_context(atomic_path(path, "store")) if dist.is_main() else None
         if tmp is not None:
             created = create_store(tmp, state.names, bounds, res, state.table.table.shape[1],
                                    state.decoder.state_dict(), dataclasses.asdict(cfg.decoder), cfg.to_dict())
             created.planes.flush()
+            fault_point("store")
         tmp = dist.broadcast_object(tmp)
         dist.barrier()
         store = open_store(tmp, mode="r+")

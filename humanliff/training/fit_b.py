@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from tqdm import tqdm
 
 from humanliff.config import Config, DecoderConfig
 from humanliff.errors import InputFileError
-from humanliff.io import atomic_path, read_torch_file, replace_folder, require_finite
+from humanliff.io import atomic_path, fault_point, read_torch_file, replace_folder, require_finite
 from humanliff.runtime.compute import default_device
 from humanliff.runtime.layers import NUM_LAYERS
 from humanliff.store import PLANES, TriplaneStore, create_store, open_store
@@ -86,10 +85,10 @@ def _stage_b_store(path: Path, names: list[str], store_a: TriplaneStore, cfg: Co
         store = open_store(path, mode="r+")
         if store.subjects == names and store.resolution == store_a.resolution:
             return store
-        shutil.rmtree(path)
-    decoder_cfg = store_a.decoder_config
-    return create_store(path, names, np.zeros((len(names), 2, 3), np.float32), store_a.resolution,
-                        store_a.channels, store_a.decoder_state(), decoder_cfg, cfg.to_dict())
+    with atomic_path(path) as tmp:
+        create_store(tmp, names, np.zeros((len(names), 2, 3), np.float32), store_a.resolution, store_a.channels,
+                     store_a.decoder_state(), store_a.decoder_config, cfg.to_dict()).planes.flush()
+    return open_store(path, mode="r+")
 
 
 def fit_stage_b(cfg: Config, store_in: str | Path, out_dir: str | Path, device: str | None = None, *,
@@ -130,6 +129,8 @@ def fit_stage_b(cfg: Config, store_in: str | Path, out_dir: str | Path, device: 
     per_group = max(1, cfg.fit.subjects_per_batch_b)
     groups = [list(range(i, min(i + per_group, len(names)))) for i in range(0, len(names), per_group)]
     generator = common.seeded_generator(dev, cfg.fit.seed)
+    if ckpt.get("generator") is not None:  # the draws continue where the saved run stopped
+        generator.set_state(ckpt["generator"])
     for g in range(ckpt["group"], len(groups)):
         members = groups[g]
         subjects = common.load_subjects(cfg, [names[i] for i in members])
@@ -144,13 +145,14 @@ def fit_stage_b(cfg: Config, store_in: str | Path, out_dir: str | Path, device: 
             fitter = StageBFitter(cfg, decoder, targets, init, generator)
             if g == ckpt["group"] and layer == ckpt["layer"] and ckpt["fitter"] is not None:
                 fitter.load_state_dict(ckpt["fitter"])
-            save = functools.partial(_save_b, ckpt_path, names, g, layer, fitted, cfg=cfg)
+            save = functools.partial(_save_b, ckpt_path, names, g, layer, fitted, cfg=cfg, generator=generator)
             fitted[:, layer] = _run_layer(fitter, f"fit B {g + 1}/{len(groups)} layer {layer}", save)
             store.planes[members, layer] = fitted[:, layer].numpy().astype(np.float16)
             store.planes.flush()
+            fault_point("store")
             store.write_manifest()
             done = (g, layer + 1) if layer + 1 < NUM_LAYERS else (g + 1, 0)
-            _save_b(ckpt_path, names, *done, fitted, None, cfg=cfg)
+            _save_b(ckpt_path, names, *done, fitted, None, cfg=cfg, generator=generator)
     store.write_manifest()
     del store
     replace_folder(partial, final)
@@ -181,8 +183,9 @@ def _run_layer(fitter: StageBFitter, desc: str, save: Callable[[dict[str, Any]],
 
 
 def _save_b(path: Path, names: list[str], group: int, layer: int, fitted: torch.Tensor,
-            fitter: dict[str, Any] | None, *, cfg: Config) -> None:
-    """Stage-B position: next (group, layer) to fit, the group's fitted planes, the fitter mid-layer."""
+            fitter: dict[str, Any] | None, *, cfg: Config, generator: torch.Generator) -> None:
+    """Stage-B position: next (group, layer) to fit, the group's fitted planes, the fitter mid-layer and
+    the draws' generator (so that a resume at a layer boundary draws what the uninterrupted run draws)."""
     with atomic_path(path, "checkpoint") as tmp:
         torch.save({"names": names, "group": group, "layer": layer, "planes": fitted if layer > 0 else None,
-                    "fitter": fitter, "config": cfg.to_dict()}, tmp)
+                    "fitter": fitter, "config": cfg.to_dict(), "generator": generator.get_state()}, tmp)
