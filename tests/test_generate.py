@@ -11,7 +11,8 @@ from tiny_models import make_tiny_models
 from humanliff.cli import app
 from humanliff.config import load_config
 from humanliff.errors import HumanLiffError
-from humanliff.generate import NO_MODEL, NO_STORE, generate, parse_from, resolve_layers
+from humanliff.generate import NO_MODEL, NO_STORE, generate
+from humanliff.pipeline import parse_from, resolve_layers
 from humanliff.models.unet import build_unet
 from humanliff.training.store import open_store
 
@@ -134,7 +135,7 @@ def test_cli_generate(models, tmp_path):
     overrides = [x for item in FAST for x in ("--set", item)]
     base = ["generate", "--config", "tiny", *overrides, "--unet", str(ema), "--store", str(store),
             "--out", str(tmp_path / "out"), "--device", "cpu"]
-    ok = runner.invoke(app, [*base, "--batch", "1", "--steps", "2", "--sampler", "ddim", "--seed", "3",
+    ok = runner.invoke(app, [*base, "--humans", "1", "--steps", "2", "--sampler", "ddim", "--seed", "3",
                              "--layers", "0-1"])
     assert ok.exit_code == 0, ok.output
     assert "contact sheet" in ok.output
