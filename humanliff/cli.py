@@ -204,12 +204,9 @@ def generate_command(unet_ckpt: str | None, store: str | None, preset: str | Non
               help="Resume a checkpoint written with other training settings (seed, batch, lr, ...).")
 def train_command(cfg: Config, store: str, run_dir: str, device: str | None, resume_anyway: bool) -> None:
     """Train the layered diffusion UNet on a tri-plane store (under torchrun: one process per GPU)."""
-    from humanliff.training.train import train
+    from humanliff.workflows import train
 
-    guard_output(run_dir, [store], replaced=False)
-    with hold_run_folder(run_dir):
-        path = train(cfg, store, run_dir, device, resume_anyway=resume_anyway)
-    click.echo(f"wrote {path}")
+    click.echo(f"wrote {train(store, run_dir, config=cfg, device=device, resume_anyway=resume_anyway)}")
 
 
 @command(data, "synth")
@@ -415,24 +412,14 @@ def view_command(target: str, port: int, host: str, store: str | None, mesh_reso
 def fit_command(cfg: Config, stage: str, out_dir: str, store: str | None, device: str | None,
                 resume_anyway: bool) -> None:
     """Fit tri-planes to the multi-view layered images of data.root (writes a tri-plane store)."""
-    from pathlib import Path
-
-    from humanliff.run_folder import ensure_space
     from humanliff.training import distributed
-    from humanliff.training.fit import fit_bytes, fit_stage_a, fit_stage_b
+    from humanliff.workflows import fit
 
-    guard_output(out_dir, [cfg.data.root, store], replaced=False)
-    ensure_space(out_dir, fit_bytes(cfg, stage))
-    with hold_run_folder(out_dir):
-        if stage == "a":
-            path = fit_stage_a(cfg, out_dir, device, resume_anyway=resume_anyway)
-            if distributed.is_main():
-                click.echo(f"wrote {path}")
-            distributed.cleanup()
-        else:
-            path = fit_stage_b(cfg, store or Path(out_dir) / "store_a", out_dir, device,
-                               resume_anyway=resume_anyway)
-            click.echo(f"wrote {path}")
+    path = fit(stage, out_dir, config=cfg, store=store, device=device, resume_anyway=resume_anyway)
+    if distributed.is_main():
+        click.echo(f"wrote {path}")
+    if stage == "a":
+        distributed.cleanup()
 
 
 @command(app, "render")

@@ -159,7 +159,7 @@ class Pipeline:
         """
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         chosen = None if config is None else (config if isinstance(config, Config) else load_config(config))
-        if store is None and is_artifacts(source):
+        if store is None and source is not None and is_artifacts(source):
             from humanliff.run_pipeline import load_artifacts, run_config
 
             if dtype is not None:

@@ -37,7 +37,8 @@ def test_demo_writes_every_stage(first_run):
     assert set(saved["recon"]) == {"0", "1", "2", "3"} and all("psnr" in v for v in saved["recon"].values())
     assert len(saved["paths"]["turntables"]) == 1 and len(saved["paths"]["meshes"]) <= 4
     assert summary["message"].startswith("demo done in ")
-    assert f"contact sheet {out / 'generated' / 'contact_sheet.png'}" in summary["message"]
+    assert f"contact sheet:              {out / 'generated' / 'contact_sheet.png'}" in summary["message"]
+    assert f"viewer (open in a browser): {out / 'generated' / 'viewer.html'}" in summary["message"]
 
 
 def test_second_call_skips_finished_stages(first_run, monkeypatch):

@@ -12,8 +12,8 @@ from humanliff.cli import app
 from humanliff.config import load_config
 from humanliff.errors import HumanLiffError
 from humanliff.generate import NO_MODEL, NO_STORE, generate
-from humanliff.pipeline import parse_from, resolve_layers
 from humanliff.models.unet import build_unet
+from humanliff.pipeline import parse_from, resolve_layers
 from humanliff.training.store import open_store
 
 FAST = ["sample.views=1", "sample.turntable_frames=2", "sample.image_size=16", "sample.mesh_resolution=12",

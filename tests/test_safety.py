@@ -31,7 +31,7 @@ def models(tmp_path_factory):
 def _generate(ema, store, out, *extra):
     sets = [x for item in FAST for x in ("--set", item)]
     return CliRunner().invoke(app, ["generate", "--config", "tiny", *sets, "--unet", str(ema), "--store",
-                                    str(store), "--out", str(out), "--device", "cpu", "--batch", "1",
+                                    str(store), "--out", str(out), "--device", "cpu", "--humans", "1",
                                     "--steps", "1", "--layers", "0-0", *extra])
 
 
