@@ -14,7 +14,7 @@ from humanliff.data.synth import synthesize_from_config
 README = Path(__file__).resolve().parent.parent / "README.md"
 TINY = ["sample.image_size=16", "sample.turntable_frames=3", "sample.mesh_resolution=24", "sample.views=2",
         "render.n_samples=4", "render.n_importance=4", "render.occupancy_resolution=0", "sample.mesh_level=5"]
-"""Small outputs for the default model (the snippet's own sizes stay: 256 px views, 128 px renders)."""
+"""Small outputs for the default model (16 px pictures, a 24^3 mesh grid, 4 + 4 samples a ray)."""
 
 
 def snippets() -> list[str]:
@@ -41,8 +41,8 @@ def test_generation_snippet_runs_as_written(tmp_path, monkeypatch):
     scope: dict = {}
     exec(snippets()[0], scope)  # noqa: S102 - the README's own code
     assert scope["result"].planes.shape == (4, 2, 27, 64, 64)
-    assert Image.open("human0.png").size == (256, 256)
-    assert scope["views"].shape == (2, 8, 128, 128, 3) and scope["views"].dtype == np.uint8
+    assert Image.open("human0.png").size == (16, 16)
+    assert scope["views"].shape == (2, 8, 16, 16, 3) and scope["views"].dtype == np.uint8
     with Image.open("human0.gif") as gif:
         assert gif.n_frames == 3 and gif.size == (4 * 16, 16)
         assert abs(gif.info["duration"] - 1000) <= 10  # 3 frames in 3 s
