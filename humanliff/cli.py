@@ -124,12 +124,12 @@ def eval_group() -> None:
     tri-plane Frechet distance, precision / recall, containment, identity drift, haze)."""
 
 
-def generation_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """The options ``generate`` and ``run`` share, with the same names, forms and defaults."""
+def generation_options(out_dir: str) -> Callable[..., Any]:
+    """The options ``generate`` and ``run`` share, with the same names, forms and defaults (``--out``: the
+    command's own folder, so that the two never replace each other's)."""
     options = [
-        click.option("--out", "out_dir", default=None, metavar="DIR",
-                     help="Output folder (written when complete; an existing one needs --force) "
-                          "[default: generated for generate, generated_rt for run]."),
+        click.option("--out", "out_dir", default=out_dir, show_default=True, metavar="DIR",
+                     help="Output folder (written when complete; an existing one needs --force)."),
         force_option,
         click.option("--humans", type=int, default=None, help="Humans to generate (default: sample.batch)."),
         click.option("--layers", "layer_spec", default=None, metavar="LO-HI",
@@ -142,9 +142,13 @@ def generation_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--size", type=int, default=None, help="Image side in pixels (default: sample.image_size)."),
         click.option("--device", default=None, help="torch device (default: cuda if available, else cpu)."),
     ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate
 
 
 def _check_generation_counts(humans: int | None, steps: int | None, views: int | None, size: int | None) -> None:
@@ -162,12 +166,12 @@ def _check_generation_counts(humans: int | None, steps: int | None, views: int |
               help="Tri-plane store the UNet was trained on: its decoder renders, its first subject's box frames "
                    "the humans (not needed for the shipped or a packed model).")
 @config_options("sample.mesh_level=10", resolve=False)
-@generation_options
+@generation_options("generated")
 @click.option("--from", "from_spec", default=None, metavar="STORE:SUBJECT:LAYER",
               help="Keep a fitted layer fixed (e.g. a body) and generate the layers above it.")
 @click.option("--batch", "batch", type=int, default=None, hidden=True, help="Deprecated: --humans.")
 def generate_command(unet_ckpt: str | None, store: str | None, preset: str | None, overrides: tuple[str, ...],
-                     out_dir: str | None, force: bool, humans: int | None, layer_spec: str | None,
+                     out_dir: str, force: bool, humans: int | None, layer_spec: str | None,
                      sampler: str | None, steps: int | None, seed: int | None, views: int | None,
                      size: int | None, device: str | None, from_spec: str | None, batch: int | None) -> None:
     """Generate layered humans with the torch models: layer 0 from noise, each next layer conditioned on the
@@ -188,7 +192,7 @@ def generate_command(unet_ckpt: str | None, store: str | None, preset: str | Non
     _check_generation_counts(humans, steps, views, size)
     start = parse_from(from_spec) if from_spec else None
     layers = resolve_layers(layer_spec, start)
-    out = pipe.check_output(out_dir or "generated", humans, force=force, inputs=[start and start.store])
+    out = pipe.check_output(out_dir, humans, force=force, inputs=[start and start.store])
     result = pipe(humans, layers, sampler=sampler, steps=steps, seed=seed, start=start, progress=True)
     paths = result.save(out, force=force, progress=True)
     click.echo(f"wrote {paths['folder']} (contact sheet: {paths['contact_sheet']}; viewer: {paths['viewer']})")
@@ -327,7 +331,7 @@ def export_command(unet_ckpt: str, store: str, out_dir: str, force: bool, format
 
 @command(app, "run")
 @click.argument("artifacts", metavar="[ARTIFACTS]", required=False)
-@generation_options
+@generation_options("generated_rt")
 @click.option("--engine", "engines", default=",".join(FORMAT_NAMES), show_default=True, metavar="LIST",
               help="Engine formats to try, best first.")
 @click.option("--compile", "compile_", is_flag=True,
@@ -335,7 +339,7 @@ def export_command(unet_ckpt: str, store: str, out_dir: str, force: bool, format
                    "(minutes at the first call); the other formats are compiled at export.")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Change a sample / render setting of the manifest; repeatable (e.g. --set sample.mesh_level=10).")
-def run_command(artifacts: str | None, out_dir: str | None, force: bool, humans: int | None, layer_spec: str | None,
+def run_command(artifacts: str | None, out_dir: str, force: bool, humans: int | None, layer_spec: str | None,
                 sampler: str | None, steps: int | None, seed: int | None, views: int | None, size: int | None,
                 device: str | None, engines: str, compile_: bool, overrides: tuple[str, ...]) -> None:
     """Generate layered humans from an artifacts folder (from export), without the training code.
@@ -358,7 +362,7 @@ def run_command(artifacts: str | None, out_dir: str | None, force: bool, humans:
     pipe = Pipeline.from_pretrained(artifacts, device=device, prefer=prefer, compile=compile_, overrides=[
         *overrides, *as_overrides({"sample.views": views, "sample.image_size": size})])
     layers = resolve_layers(layer_spec, None)
-    out = pipe.check_output(out_dir or "generated_rt", humans, force=force)
+    out = pipe.check_output(out_dir, humans, force=force)
     result = pipe(humans, layers, sampler=sampler, steps=steps, seed=seed, progress=True)
     paths = result.save(out, force=force, progress=True)
     pipe.close()

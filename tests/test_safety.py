@@ -105,7 +105,7 @@ def test_out_file_unwritable_and_full_disk_fail_before_sampling(models, tmp_path
     monkeypatch.undo()
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr("humanliff.run_folder.shutil.disk_usage", lambda _: usage(1 << 30, 1 << 30, 1000))
-    monkeypatch.setattr("humanliff.generate.sample_layers", lambda *a, **k: pytest.fail("sampled"))
+    monkeypatch.setattr("humanliff.pipeline.sample_layers", lambda *a, **k: pytest.fail("sampled"))
     _one_error(_generate(ema, store, tmp_path / "full"), "needs about", "MB free")
     assert not (tmp_path / "full").exists()
 
