@@ -2,6 +2,7 @@
 
 import io
 import logging
+import os
 import warnings
 
 from tqdm import tqdm
@@ -24,12 +25,13 @@ def test_progress_bars_write_plain_lines_when_not_a_terminal():
     assert not terminal.fresh and terminal.getvalue() == "\rsampling 50%"
 
 
-def test_setup_silences_torchvision_lines_and_future_warnings():
+def test_setup_silences_torchvision_lines_and_future_warnings(monkeypatch):
+    monkeypatch.delenv("TQDM_MININTERVAL", raising=False)
+    monkeypatch.setattr(logging.root, "handlers", [])
     stream = setup_console(io.StringIO(), verbose=False)
-    assert stream.plain  # a StringIO is not a terminal
+    assert stream.plain and os.environ["TQDM_MININTERVAL"] == "10"  # a StringIO is not a terminal
     assert logging.getLogger("torch.onnx._internal.exporter._registration").level == logging.ERROR
     with warnings.catch_warnings(record=True) as caught:
-        warnings.filterwarnings("ignore", category=FutureWarning, module=r"(torch|onnx|onnxscript)(\.|$)")
         warnings.warn_explicit("old", FutureWarning, "x.py", 1, module="torch.onnx")
         warnings.warn_explicit("ours", FutureWarning, "y.py", 1, module="humanliff.cli")
     assert [str(w.message) for w in caught] == ["ours"]
