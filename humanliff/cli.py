@@ -359,7 +359,8 @@ def run_command(artifacts: str | None, out_dir: str, force: bool, humans: int | 
 
         artifacts = str(default_artifacts(device))
     prefer = [e.strip() for e in engines.split(",") if e.strip()]
-    pipe = Pipeline.from_pretrained(artifacts, device=device, prefer=prefer, compile=compile_, overrides=[
+    pipe = Pipeline.from_pretrained(artifacts, device=device, prefer=prefer, compile=compile_, engines_only=True,
+                                    overrides=[
         *overrides, *as_overrides({"sample.views": views, "sample.image_size": size})])
     layers = resolve_layers(layer_spec, None)
     out = pipe.check_output(out_dir, humans, force=force)

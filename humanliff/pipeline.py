@@ -141,7 +141,8 @@ class Pipeline:
     def from_pretrained(cls, source: str | Path | None = "default", *, store: str | Path | None = None,
                         device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
                         config: Config | str | Path | None = None, overrides: Sequence[str] = (),
-                        prefer: Sequence[str] = PREFERENCE, compile: bool = False) -> Pipeline:
+                        prefer: Sequence[str] = PREFERENCE, compile: bool = False,
+                        engines_only: bool = False) -> Pipeline:
         """Load a pipeline.
 
         Args:
@@ -156,10 +157,11 @@ class Pipeline:
                 the model's own (the config its training run recorded, or the artifacts manifest's).
             overrides: ``section.key=value`` strings applied on top.
             prefer, compile: engines only: formats to try, best first, and ``ep`` compilation on CUDA.
+            engines_only: refuse a source that is not an artifacts folder (``humanliff run``).
         """
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         chosen = None if config is None else (config if isinstance(config, Config) else load_config(config))
-        if store is None and source is not None and is_artifacts(source):
+        if engines_only or (store is None and source is not None and is_artifacts(source)):
             from humanliff.run_pipeline import load_artifacts, run_config
 
             if dtype is not None:
