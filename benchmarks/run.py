@@ -135,8 +135,8 @@ def bench_points(rep: Report, s: Setup) -> None:
     if dev.type == "cuda" and triton_available():
         frozen = FusedDecoder().to(dev).requires_grad_(False)
         ours["fused decoder, bf16 fused Triton kernel (decoder frozen: backward into the planes only)"] = (
-            make_field(planes, frozen, precision="bf16", fused=True),
-            make_field(grad_planes, frozen, precision="bf16", fused=True))
+            make_field(planes, frozen, precision="bf16", require_fused=True),
+            make_field(grad_planes, frozen, precision="bf16", require_fused=True))
         # the trainable decoder's forward is the frozen one's kernel: only forward+backward is new
         for wgrad in WGRAD_MODES:
             weights = decoder_weights(fused, trainable=True)

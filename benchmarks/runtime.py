@@ -22,9 +22,10 @@ import torch
 from benchmarks.report import Report
 from benchmarks.timing import time_fn
 from humanliff.config import Config, RenderConfig
-from humanliff.deploy import engine_field, load_artifacts, sample_planes
 from humanliff.ema_file import EMA_FILE, write_ema
 from humanliff.export.artifacts import export_artifacts
+from humanliff.pipeline import Pipeline
+from humanliff.run_pipeline import engine_field, load_artifacts, run_config
 from humanliff.runtime.cameras import orbit_cameras
 from humanliff.runtime.engines import graphed
 from humanliff.runtime.occupancy import build_occupancy
@@ -143,10 +144,11 @@ def _engine_timings(rep: Report, device: torch.device, arts: Path, fmt: str, res
         rep.add("runtime", f"{fmt}: UNet call (engines, two-stream CUDA graph), batch {batch}", t.median_ms,
                 "ms", note=f"{t.median_ms / batch:.2f} ms per human; engines {loaded.unet.format}")
     render_cfg = dataclasses.replace(RenderConfig(**loaded.manifest["render"]), chunk=size * size)
+    pipe = Pipeline(loaded, run_config(arts, loaded.manifest))
     K, R, T = (x[0].to(device) for x in orbit_cameras(bounds, 1, size))
 
     def human() -> None:
-        planes = sample_planes(loaded, 1, "dpmpp", 20, 0, [0, 1, 2, 3])
+        planes = pipe(1, [0, 1, 2, 3], sampler="dpmpp", steps=20, seed=0).planes
         field = engine_field(loaded.decoder, planes[-1])
         occupancy = build_occupancy(field, render_cfg.occupancy_resolution, render_cfg.occupancy_threshold,
                                     device=device)

@@ -207,13 +207,16 @@ def run_demo(cfg: Config, out_dir: str | Path, device: str | None = None) -> dic
     summary["paths"] = {
         "data": p.data, "store_a": p.store_a, "store_b": p.store_b, "metrics": p.eval / "metrics.json",
         "unet": p.train / EMA_FILE, "contact_sheet": generation / "contact_sheet.png",
+        "viewer": generation / "viewer.html",
         "turntables": sorted(str(x) for x in (generation / "turntable").glob("human_*.gif")),
         "meshes": sorted(str(x) for x in generation.glob("layer_*/human_*.glb")),
     }
     total = sum(s.get("seconds", 0.0) for s in summary["stages"].values())
-    summary["message"] = (f"demo done in {total / 60:.1f} min: contact sheet {generation}/contact_sheet.png, "
-                          f"turntables {generation}/turntable/human_*.gif, "
-                          f"meshes {generation}/layer_*/human_*.ply|.glb")
+    summary["message"] = (f"demo done in {total / 60:.1f} min. Look at:\n"
+                          f"  viewer (open in a browser): {generation}/viewer.html\n"
+                          f"  contact sheet:              {generation}/contact_sheet.png\n"
+                          f"  turntables:                 {generation}/turntable/human_*.gif\n"
+                          f"  meshes:                     {generation}/layer_*/human_*.ply|.glb")
     _write_summary(summary_path, summary)
     psnr = ", ".join(f"layer {k} {v['psnr']:.2f} dB" for k, v in recon["layers"].items())
     log.info("held-out PSNR: %s", psnr)

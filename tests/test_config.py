@@ -58,6 +58,6 @@ def test_missing_preset_names_file():
         load_config("nope")
 
 
-def test_fused_kernel_switch_maps_to_make_fields_choice():
-    assert load_config(None).render.fused_choice() is None  # the kernel wherever it applies
-    assert load_config(None, ["render.fused_kernel=false"]).render.fused_choice() is False
+def test_background_is_checked():
+    with pytest.raises(HumanLiffError, match="sample.background='grey' is not allowed"):
+        load_config(None, ["sample.background=grey"])

@@ -41,7 +41,8 @@ def test_demo_writes_every_stage(first_run):
     assert [Path(p) for p in saved["paths"]["meshes"]] == glbs  # exactly the meshes it wrote
     assert sorted((out / "generated").glob("layer_*/human_*.ply")) == [p.with_suffix(".ply") for p in glbs]
     assert summary["message"].startswith("demo done in ")
-    assert f"contact sheet {out / 'generated' / 'contact_sheet.png'}" in summary["message"]
+    assert f"contact sheet:              {out / 'generated' / 'contact_sheet.png'}" in summary["message"]
+    assert f"viewer (open in a browser): {out / 'generated' / 'viewer.html'}" in summary["message"]
 
 
 def test_second_call_skips_finished_stages(first_run, monkeypatch):

@@ -107,7 +107,7 @@ def test_kill_at_every_checkpoint_write_of_train(models, tmp_path):
 def test_kill_at_every_step_of_the_output_swap(models, tmp_path):
     ema, store = models
     args = ["generate", "--config", "tiny", *_sets(GEN_SETS), "--unet", str(ema), "--store", str(store),
-            "--device", "cpu", "--batch", "1", "--steps", "1", "--layers", "0-1", "--force", "--out"]
+            "--device", "cpu", "--humans", "1", "--steps", "1", "--layers", "0-1", "--force", "--out"]
     points = range(1, SWAP_KILL_POINTS + 2)
     first = _drive(tmp_path, [{"args": [*args, "old", "--seed", "0"], "fault": None},
                               {"args": [*args, "ref", "--seed", "1"], "fault": None}])

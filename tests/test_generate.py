@@ -11,8 +11,9 @@ from humanliff.cli import app
 from humanliff.config import load_config
 from humanliff.ema_file import write_ema
 from humanliff.errors import HumanLiffError
-from humanliff.generate import generate, parse_from, resolve_layers
+from humanliff.generate import generate
 from humanliff.models.unet import build_unet
+from humanliff.pipeline import parse_from, resolve_layers
 from humanliff.store import open_store
 
 FAST = ["sample.views=1", "sample.turntable_frames=2", "sample.image_size=16", "sample.mesh_resolution=12",
@@ -127,7 +128,7 @@ def test_cli_generate(models, tmp_path):
     overrides = [x for item in FAST for x in ("--set", item)]
     base = ["generate", "--config", "tiny", *overrides, "--unet", str(ema), "--store", str(store),
             "--out", str(tmp_path / "out"), "--device", "cpu"]
-    ok = runner.invoke(app, [*base, "--batch", "1", "--steps", "2", "--sampler", "ddim", "--seed", "3",
+    ok = runner.invoke(app, [*base, "--humans", "1", "--steps", "2", "--sampler", "ddim", "--seed", "3",
                              "--layers", "0-1"])
     assert ok.exit_code == 0, ok.output
     assert "contact sheet" in ok.output

@@ -31,7 +31,7 @@ def models(tmp_path_factory):
 def _generate(ema, store, out, *extra):
     sets = [x for item in FAST for x in ("--set", item)]
     return CliRunner().invoke(app, ["generate", "--config", "tiny", *sets, "--unet", str(ema), "--store",
-                                    str(store), "--out", str(out), "--device", "cpu", "--batch", "1",
+                                    str(store), "--out", str(out), "--device", "cpu", "--humans", "1",
                                     "--steps", "1", "--layers", "0-0", *extra])
 
 
@@ -105,7 +105,7 @@ def test_out_file_unwritable_and_full_disk_fail_before_sampling(models, tmp_path
     monkeypatch.undo()
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr("humanliff.run_folder.shutil.disk_usage", lambda _: usage(1 << 30, 1 << 30, 1000))
-    monkeypatch.setattr("humanliff.generate.sample_layers", lambda *a, **k: pytest.fail("sampled"))
+    monkeypatch.setattr("humanliff.pipeline.sample_layers", lambda *a, **k: pytest.fail("sampled"))
     _one_error(_generate(ema, store, tmp_path / "full"), "needs about", "MB free")
     assert not (tmp_path / "full").exists()
 

@@ -108,7 +108,7 @@ def test_non_finite_weights_and_planes_are_refused(models, tmp_path):
     state = {**blob["state_dict"], name: blob["state_dict"][name].clone().fill_(float("inf"))}
     write_ema(tmp_path / "ema.pt", state, blob["config"], blob["store_manifest"])
     sets = ["--set", "sample.image_size=8", "--set", "sample.turntable_frames=1", "--set", "sample.views=1"]
-    base = ["generate", "--config", "tiny", *sets, "--device", "cpu", "--batch", "1", "--steps", "1"]
+    base = ["generate", "--config", "tiny", *sets, "--device", "cpu", "--humans", "1", "--steps", "1"]
     result = CliRunner().invoke(app, [*base, "--unet", str(tmp_path / "ema.pt"), "--store", str(store), "--out",
                                       str(tmp_path / "g")])
     _one_error(result, "ema.pt", "the UNet weights hold NaN or infinite values", name)

@@ -112,7 +112,7 @@ class _Renderer:
     def human(self, planes: np.ndarray, bounds: np.ndarray) -> HumanLayer:
         """One tri-plane ``[C, R, R]`` in box ``bounds [2, 3]``: density grid, renders, head band."""
         p = torch.from_numpy(planes)[None].to(self.device)
-        field = make_field(p, self.decoder, precision="fp32", fused=self.cfg.fused_choice())
+        field = make_field(p, self.decoder, precision="fp32", fused=self.cfg.fused_kernel)
         cfg = self.cfg
         occupancy = render_occupancy(field, cfg, self.device)
 

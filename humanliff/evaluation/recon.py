@@ -44,7 +44,7 @@ def triplane_field(store: TriplaneStore, decoder: torch.nn.Module, subject: str 
     """Field of one stored tri-plane, its world box ``[2, 3]``, an occupancy grid ``[1, G, G, G]`` or None."""
     planes = store.layer(subject, layer, device)[None]
     field = make_field(planes, decoder, precision=cfg.sample.precision if device.type == "cuda" else "fp32",
-                       fused=cfg.render.fused_choice())
+                       fused=cfg.render.fused_kernel)
     occupancy = None
     if cfg.render.occupancy_resolution > 0:
         occupancy = build_occupancy(field, cfg.render.occupancy_resolution, cfg.render.occupancy_threshold,

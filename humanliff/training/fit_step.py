@@ -112,7 +112,7 @@ class RenderLoss(torch.nn.Module):
                 generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """planes ``[U, 27, R, R]``, rays ``[U, N, ...]``, bounds ``[U, 2, 3]`` -> dict of ``[U]`` losses."""
         field = make_field(planes, self.decoder, precision=fit_precision(self.cfg, planes.device),
-                           compile=self.cfg.fit.compile, fused=self.cfg.render.fused_choice())
+                           compile=self.cfg.fit.compile, fused=self.cfg.render.fused_kernel)
         out = render_rays(field, rays.origins, rays.dirs, rays.near, rays.far, bounds, self.cfg.render,
                           training=True, generator=generator)
         return plane_losses(out["rgb"], out["acc"], rays.rgb, rays.fg, planes, self.cfg.fit)

@@ -71,7 +71,7 @@ class ViewTarget:
         if self.decoder is None:
             raise HumanLiffError(f"{self.title}: no decoder to render the tri-planes (pass --store)")
         planes = self.humans[human].planes[layer_index][None].to(self.device)
-        fld = make_field(planes, self.decoder, precision=self.precision, fused=self.render_cfg.fused_choice())
+        fld = make_field(planes, self.decoder, precision=self.precision, fused=self.render_cfg.fused_kernel)
         cfg = self.render_cfg
         occupancy = (build_occupancy(fld, cfg.occupancy_resolution, cfg.occupancy_threshold, device=self.device)
                      if cfg.occupancy_resolution > 0 else None)
