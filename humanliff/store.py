@@ -21,7 +21,6 @@ from numpy.lib.format import open_memmap
 from humanliff.config import DecoderConfig, TriplaneConfig
 from humanliff.errors import HumanLiffError, InputFileError
 from humanliff.io import atomic_path, read_torch_file, require_finite
-from humanliff.models.decoder import build_decoder
 from humanliff.runtime.files import read_json
 from humanliff.runtime.layers import NUM_LAYERS
 
@@ -119,6 +118,8 @@ class TriplaneStore:
             cfg = DecoderConfig(**blob["config"])
         except TypeError as exc:
             raise InputFileError(path, f"bad decoder config ({exc})") from exc
+        from humanliff.models.decoder import build_decoder  # the runtime reads stores without model code
+
         decoder = build_decoder(cfg)
         require_finite(blob["state_dict"], "the decoder weights", path)
         try:

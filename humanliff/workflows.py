@@ -31,7 +31,9 @@ def fit(stage: str, out: str | Path, *, config: Config | str | Path | None = Non
     ``store``, default ``out/store_a``). ``config``: a ``Config``, preset name or YAML file, then
     ``overrides`` (``section.key=value``).
     """
-    from humanliff.training.fit import fit_bytes, fit_stage_a, fit_stage_b
+    from humanliff.output_sizes import fit_bytes
+    from humanliff.training.fit_a import fit_stage_a
+    from humanliff.training.fit_b import fit_stage_b
 
     if stage not in ("a", "b"):
         raise HumanLiffError(f"--stage {stage}: use a or b")
