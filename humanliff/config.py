@@ -105,7 +105,7 @@ class RenderConfig:
     """Cells per side of the occupancy grid used to skip empty space (0: off)."""
     occupancy_threshold: float = 1.0
     """Density (after softplus) below which a cell counts as empty."""
-    occupancy_largest: bool = False
+    occupancy_largest: bool = True
     """Keep only the largest connected group of occupied cells: floaters (haze) are not rendered."""
     fused_kernel: bool = True
     """Evaluate a FusedDecoder with the fused Triton kernel under bf16 on CUDA: frozen (rendering, occupancy
