@@ -44,6 +44,16 @@ from humanliff.store import open_store
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 
 
+def _perturbed_tiny_unet() -> torch.nn.Module:
+    """The tiny UNet with seeded weights nudged off their init (so every part's output is non-trivial)."""
+    torch.manual_seed(0)
+    unet = build_unet(load_config("tiny").unet, 16)
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return unet
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """Artifacts of the tiny models written by the CLI (ep, onnx; tensorrt asked for but absent)."""
@@ -98,11 +108,7 @@ def test_parse_formats():
 
 
 def test_unet_parts_compose_to_the_whole_unet():
-    torch.manual_seed(0)
-    unet = build_unet(load_config("tiny").unet, 16)
-    with torch.no_grad():
-        for p in unet.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    unet = _perturbed_tiny_unet()
     parts = unet_part_specs(unet, 16, 27, 4, 1000, 4, torch.float32)
     assert [spec.name for _, spec in parts] == ["unet.embed", "unet.encode_control", "unet.encode", "unet.decode"]
     decode = parts[-1][1]
@@ -241,11 +247,7 @@ def test_aoti_decoder_compiles_loads_in_subprocess_and_matches(tmp_path):
 
 
 def test_unet_graph_computes_in_bf16_with_float32_io():
-    torch.manual_seed(0)
-    unet = build_unet(load_config("tiny").unet, 16)
-    with torch.no_grad():
-        for p in unet.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    unet = _perturbed_tiny_unet()
     reference = UNetGraph(copy.deepcopy(unet))
     graph = UNetGraph(unet, torch.bfloat16)
     feeds = unet_spec(16, 27, 4, 1000, 2).sample_inputs({"batch": 2}, torch.Generator().manual_seed(0))
@@ -255,11 +257,7 @@ def test_unet_graph_computes_in_bf16_with_float32_io():
 
 
 def test_bf16_engines_are_checked_against_float32_with_torch_own_error_allowed():
-    torch.manual_seed(0)
-    unet = build_unet(load_config("tiny").unet, 16)
-    with torch.no_grad():
-        for p in unet.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    unet = _perturbed_tiny_unet()
     spec = unet_spec(16, 27, 4, 1000, 2)
     feeds = spec.sample_inputs({"batch": 2}, torch.Generator().manual_seed(0))
     exact = float32_reference(UNetGraph(copy.deepcopy(unet)), spec, feeds)
