@@ -34,7 +34,7 @@ from humanliff.export.spec import (
     unet_spec,
 )
 from humanliff.io import atomic_path
-from humanliff.models.checkpoint import load_ema
+from humanliff.models.checkpoint import load_ema, read_schedule
 from humanliff.models.decoder import build_decoder
 from humanliff.runtime.cameras import orbit_cameras
 from humanliff.runtime.formats import FORMATS, EngineUnavailable
@@ -247,6 +247,7 @@ def export_artifacts(unet_ckpt: str | Path, store: str | Path, out_dir: str | Pa
             "sources": {"unet": str(unet_ckpt), "store": str(store)},
             "unet": unet_record,
             "networks": networks,
+            **({"distilled": schedule.to_record()} if (schedule := read_schedule(unet_ckpt)) else {}),
         }
         write_manifest(tmp, manifest)
     return {"format": "humanliff-artifacts", **manifest}

@@ -31,7 +31,8 @@ from humanliff.runtime.field import Field
 from humanliff.runtime.formats import PREFERENCE, Engine
 from humanliff.runtime.layered import UNetFn, human_generators, sample_layers
 from humanliff.runtime.manifest import MANIFEST_NAME, read_manifest
-from humanliff.runtime.schedule import alphas_cumprod, linear_betas
+from humanliff.runtime.sampling import check_sampler
+from humanliff.runtime.schedule import DistilledSchedule, alphas_cumprod, linear_betas, read_distilled
 from humanliff.runtime.unet_engine import UNetEngines, load_unet
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,8 @@ class LoadedArtifacts:
     decoder: Engine
     alphas_cumprod: torch.Tensor
     device: torch.device
+    schedule: DistilledSchedule | None = None
+    """A distilled student's schedule (the manifest's ``distilled``), None for a diffusion model."""
 
     def close(self) -> None:
         self.unet.close()
@@ -67,7 +70,12 @@ def load_artifacts(artifacts_dir: str | Path, device: str | torch.device | None 
     decoder = load_engine(folder, "decoder", prefer, device, manifest, compile=compile)
     d = manifest["diffusion"]
     abar = alphas_cumprod(linear_betas(d["steps"], d["beta_start"], d["beta_end"])).to(device)
-    return LoadedArtifacts(folder, manifest, unet, decoder, abar, device)
+    return LoadedArtifacts(folder, manifest, unet, decoder, abar, device, manifest_schedule(folder, manifest))
+
+
+def manifest_schedule(folder: Path, manifest: Mapping[str, Any]) -> DistilledSchedule | None:
+    """The distilled student's schedule recorded in a manifest (None for a diffusion model)."""
+    return read_distilled(manifest.get("distilled"), folder / MANIFEST_NAME, int(manifest["diffusion"]["steps"]))
 
 
 def engine_unet_fn(unet: Callable[..., Mapping[str, torch.Tensor]]) -> UNetFn:
@@ -138,7 +146,8 @@ def sample_planes(arts: LoadedArtifacts, humans: int, sampler: str, steps: int, 
             graphs[n] = graphed(arts.unet, example, arts.device, arts.unet.graphable)
         generators = human_generators(seed + start, n)
         out.append(sample_layers(engine_unet_fn(graphs[n]), shape, arts.alphas_cumprod, layers, sampler,
-                                 steps, generator=generators, eta=eta, keep_top=keep_top, progress=progress))
+                                 steps, generator=generators, eta=eta, keep_top=keep_top, progress=progress,
+                                 schedule=arts.schedule))
     return torch.cat(out, dim=1)
 
 
@@ -168,10 +177,12 @@ def run_artifacts(artifacts_dir: str | Path, out_dir: str | Path, humans: int = 
     ``humanliff generate``) plus ``engines`` (format per network) and ``timings`` (s).
     """
     t0 = time.perf_counter()
-    arts = load_artifacts(artifacts_dir, device, prefer, compile)
-    manifest = arts.manifest
-    cfg = run_config(arts.folder, overrides, humans, sampler, steps, seed, manifest)
+    folder = Path(artifacts_dir)
+    manifest = read_manifest(folder)
+    cfg = run_config(folder, overrides, humans, sampler, steps, seed, manifest)
     sample_cfg = cfg.sample
+    check_sampler(sample_cfg.sampler, manifest_schedule(folder, manifest), sample_cfg.steps, folder / MANIFEST_NAME)
+    arts = load_artifacts(folder, device, prefer, compile)
     layers = list(range(int(manifest["layers"]))) if layers is None else list(layers)
     t1 = time.perf_counter()
     log.info("sampling %d humans, layers %s, %s with %d steps (unet: %s, decoder: %s)", humans, layers,

@@ -18,12 +18,13 @@ import torch
 from humanliff.config import Config
 from humanliff.errors import HumanLiffError
 from humanliff.io import require_finite
-from humanliff.models.checkpoint import load_ema
+from humanliff.models.checkpoint import load_ema, read_schedule
 from humanliff.models.inference import inference_unet
 from humanliff.outputs.writer import write_generation
 from humanliff.pretrained import default_model
 from humanliff.runtime.field import Field, make_field
 from humanliff.runtime.layered import LAYER_TITLES, human_generators, sample_layers
+from humanliff.runtime.sampling import check_sampler
 from humanliff.runtime.schedule import alphas_cumprod, linear_betas
 from humanliff.training.store import TriplaneStore, open_store
 
@@ -96,6 +97,8 @@ def generate(cfg: Config, unet_ckpt: str | Path | None, store: str | Path | None
     layers = resolve_layers(layers, start)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     precision = cfg.sample.precision if device.type == "cuda" else "fp32"
+    schedule = read_schedule(unet_ckpt)
+    check_sampler(cfg.sample.sampler, schedule, cfg.sample.steps, unet_ckpt)
     unet, unet_cfg = load_ema(unet_ckpt, device)
     triplanes = open_store(store)
     _check_store(triplanes, unet_cfg, Path(unet_ckpt))
@@ -117,7 +120,7 @@ def generate(cfg: Config, unet_ckpt: str | Path | None, store: str | Path | None
              cfg.sample.steps)
     planes = sample_layers(unet_fn, shape, abar, layers, cfg.sample.sampler, cfg.sample.steps,
                            generator=human_generators(cfg.sample.seed, batch), start=start_planes,
-                           eta=cfg.sample.eta, keep_top=cfg.sample.keep_top, progress=progress)
+                           eta=cfg.sample.eta, keep_top=cfg.sample.keep_top, progress=progress, schedule=schedule)
     require_finite(planes, "the sampled tri-planes", f"{unet_ckpt}: the UNet")
     if start_planes is not None:
         planes = torch.cat([start_planes[None], planes])

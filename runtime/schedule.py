@@ -144,6 +144,6 @@ def read_distilled(record: Any, source: str | Path, total: int) -> DistilledSche
     ts = schedule.timesteps
     if schedule.rule not in DISTILLED_RULES:
         raise InputFileError(source, f"distilled rule '{schedule.rule}' is not one of {', '.join(DISTILLED_RULES)}")
-    if not ts or any(not 0 <= t < total for t in ts) or any(a <= b for a, b in zip(ts, ts[1:])):
+    if not ts or any(not 0 <= t < total for t in ts) or any(a <= b for a, b in zip(ts, ts[1:], strict=False)):
         raise InputFileError(source, f"distilled timesteps {list(ts)} are not descending within 0..{total - 1}")
     return schedule

@@ -1,8 +1,9 @@
 """Reading UNet weights: a run's ``ema.pt`` or an original ``ema_0.9999_*.pt`` / ``model*.pt`` state dict.
 
 ``ema.pt`` (written by ``humanliff train``) is ``{"state_dict", "config": Config.to_dict(),
-"store_manifest": the store's manifest.json}``; an original file is a bare state dict, read with a
-config (the defaults are the original SynBody / TightCap UNet).
+"store_manifest": the store's manifest.json}``, plus ``distilled`` (the schedule record of
+``runtime.schedule.DistilledSchedule``) for a student of ``humanliff distill``; an original file is a
+bare state dict, read with a config (the defaults are the original SynBody / TightCap UNet).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from humanliff.config import Config
 from humanliff.errors import HumanLiffError, InputFileError
 from humanliff.io import read_torch_file, require_finite
 from humanliff.models.unet import UNet, build_unet
+from humanliff.runtime.schedule import DistilledSchedule, read_distilled
 
 EMA_KEYS = ("state_dict", "config", "store_manifest")
 """The keys of a run's ``ema.pt``."""
@@ -99,3 +101,17 @@ def read_store_manifest(path: str | Path) -> dict[str, Any]:
     if not isinstance(blob, dict) or not isinstance(blob.get("store_manifest"), dict):
         raise InputFileError(path, "not a humanliff ema.pt (no store_manifest)")
     return blob["store_manifest"]
+
+
+def read_schedule(path: str | Path) -> DistilledSchedule | None:
+    """A distilled student's schedule (its ``ema.pt``'s ``distilled`` record; ``humanliff distill``), or None
+    for a diffusion model."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "ema.pt"
+    blob = read_torch_file(path)
+    if not isinstance(blob, dict):
+        return None
+    cfg = blob.get("config") if isinstance(blob.get("config"), dict) else {}
+    total = int(cfg.get("diffusion", {}).get("steps", Config().diffusion.steps))
+    return read_distilled(blob.get("distilled"), path, total)
