@@ -198,7 +198,8 @@ def test_export_and_run_a_student(students, tiny, tmp_path):
     _, _, store = tiny
     student = students["consistency"]
     arts = tmp_path / "artifacts"
-    export_artifacts(student, store, arts, "ep", batch=2, device="cpu", overrides=FAST, progress=False)
+    export_artifacts(student, store, arts, "torchscript", batch=2, device="cpu", overrides=FAST, unet_layout="whole",
+                     progress=False)
     manifest = read_manifest(arts)
     assert manifest["distilled"]["timesteps"] == [999, 499] and manifest["sample"]["sampler"] == "distilled"
     ran = run_artifacts(arts, tmp_path / "rt", humans=2, device="cpu", progress=False)
@@ -270,3 +271,28 @@ def test_cli_distill_and_ddp_gloo_match_one_process(tiny, tmp_path):
     assert two["config"]["train"]["batch_size"] == 2 and two["config"]["distill"]["method"] == "consistency"
     for key in one["model"]:
         torch.testing.assert_close(one["model"][key], two["model"][key], rtol=1e-4, atol=1e-6)
+
+
+def test_benchmark_script_end_to_end(tiny, tmp_path, monkeypatch):
+    """``python -m benchmarks.distill`` at tiny size: a run, the scored rows, the packed best student, timing."""
+    from benchmarks import distill as bench
+
+    _, ema, store = tiny
+    out = tmp_path / "bench"
+    monkeypatch.setattr(sys, "argv", [
+        "distill", "--out", str(out), "--teacher", str(ema), "--store", str(store), "--device", "cpu",
+        "--methods", "consistency", "--steps", "2", "--resample", "1", "--teacher-samples", "2",
+        "--train-steps", "2", "--batch", "2", "--humans", "2", "--views", "1", "--size", "8", "--batches", "1",
+        "--teacher-sampler", "dpmpp", "--teacher-steps", "2", "--no-compile", "--distill-set",
+        "distill.teacher_steps=4", *[a for s in ("render.n_samples=2", "render.n_importance=0",
+                                                "render.occupancy_resolution=0") for a in ("--set", s)]])
+    bench.main()
+    results = json.loads((out / "distill.json").read_text())
+    assert results["runs"]["consistency_2"]["steps_done"] == 2
+    assert list(results["rows"]) == ["teacher dpmpp 2", "consistency_2 student", "consistency_2 student at 1"]
+    assert all(np.isfinite(row["layers"]["0"]["generated"]["fd_pca"]) for row in results["rows"].values())
+    assert results["best"] == "consistency_2 student" and set(results["timing"]) == {"teacher dpmpp 2",
+                                                                                       "consistency_2 student"}
+    assert read_schedule(out / "best_student" / "ema.pt").steps == 2
+    assert (out / "best_student" / "store" / "manifest.json").is_file()
+    assert "| consistency_2 student at 1 |" in (out / "distill.md").read_text()

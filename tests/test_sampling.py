@@ -140,7 +140,8 @@ def test_dpmpp_first_step_is_ddim():
 
 def test_errors():
     x_T = torch.zeros(1, 3, 4, 4)
-    with pytest.raises(HumanLiffError, match=r"unknown sampler 'euler' \(valid: ddpm, ddim, dpmpp, dpmpp_sde, distilled\)"):
+    with pytest.raises(HumanLiffError,
+                       match=r"unknown sampler 'euler' \(valid: ddpm, ddim, dpmpp, dpmpp_sde, distilled\)"):
         sample("euler", _dummy, x_T, ABAR, 4)
     with pytest.raises(HumanLiffError, match="between 1 and 1000, got 0"):
         sample("ddim", _dummy, x_T, ABAR, 0)
