@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from tiny_models import make_tiny_models
+from tiny_models import FAST, make_tiny_models
 
 from humanliff.cli import DISTILL_METHODS, app
 from humanliff.config import load_config
@@ -36,8 +36,6 @@ from humanliff.training.checkpoint import CHECKPOINT
 from humanliff.training.distill import METHODS, TEACHER_PLANES, distill
 
 ABAR = alphas_cumprod(linear_betas())
-FAST = ["sample.views=1", "sample.turntable_frames=2", "sample.image_size=16", "sample.mesh_resolution=12",
-        "render.occupancy_resolution=0"]
 RUN = ("train.steps=4", "distill.teacher_steps=8", "train.log_every=1", "train.checkpoint_every=2")
 
 
