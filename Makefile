@@ -8,7 +8,7 @@ TORCH_CPU ?= torch==2.13.0
 TRITON_CPU ?= triton==3.6.0
 PYTEST_WORKERS ?= 2
 
-.PHONY: install test lint demo benchmark clean default-model cpp-example
+.PHONY: install test lint demo benchmark clean default-model default-model-anny cpp-example
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -23,10 +23,18 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP)
 
+# make test also installs anny for its tests (CI), without anny's warp-lang (a 149 MB wheel for GPU skinning that
+# we do not use; anny's other requirements are installed above). Its cache (51 MB) is built by the first anny test.
+ANNY_STAMP := $(VENV)/.installed-anny
+$(ANNY_STAMP): $(STAMP)
+	$(PIP) install -q "roma>=1.7.1" "safetensors>=0.4"
+	$(PIP) install -q --no-deps "anny>=0.6.2,<0.7"
+	touch $(ANNY_STAMP)
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-test: $(STAMP) lint
+test: $(ANNY_STAMP) lint
 	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --durations=15
 
 demo: $(STAMP)
@@ -51,3 +59,10 @@ default-model: $(STAMP)
 	$(VENV)/bin/humanliff eval recon --config default --store out/default/fit_a/store_a --out out/default/eval --max-views 2
 	$(VENV)/bin/humanliff train --config default --store out/default/fit_a/store_a --out out/default/train
 	$(VENV)/bin/humanliff model pack --unet out/default/train --store out/default/fit_a/store_a --out humanliff/assets/default --subjects 4
+
+# The default model retrained on anny data, and `eval gen` of the shipped model and the new one (one GPU, about 8 min
+# on an H200; benchmarks/default_model_anny.sh says what it writes). Data synthesis needs anny (`pip install -e
+# ".[anny]"`); where anny cannot be installed, synthesize $(ANNY_OUT)/data elsewhere and bring it: it is reused.
+ANNY_OUT ?= out/default_anny
+default-model-anny: $(STAMP)
+	HUMANLIFF=$(VENV)/bin/humanliff benchmarks/default_model_anny.sh $(ANNY_OUT)

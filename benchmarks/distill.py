@@ -39,13 +39,15 @@ import torch
 
 from benchmarks.quality import CHEAP_OUTPUTS, markdown
 from humanliff.config import load_config
+from humanliff.ema_file import read_schedule
 from humanliff.evaluation.generation import evaluate_generation
 from humanliff.generate import generate
-from humanliff.models.checkpoint import load_ema, read_schedule
+from humanliff.models.checkpoint import load_ema
 from humanliff.models.inference import inference_unet
 from humanliff.pretrained import default_model, pack_model
+from humanliff.runtime.compute import default_device
 from humanliff.runtime.layered import human_generators, sample_layers
-from humanliff.runtime.schedule import alphas_cumprod, linear_betas, trailing_timesteps
+from humanliff.runtime.schedule import linear_schedule, trailing_timesteps
 from humanliff.training.distill import TEACHER_PLANES, distill, load_teacher
 
 log = logging.getLogger("benchmark.distill")
@@ -123,7 +125,7 @@ def _time_human(row: Row, args: argparse.Namespace, batch: int) -> float:
     cuda = device.type == "cuda"
     unet_fn = inference_unet(unet, precision=args.precision if cuda else "fp32", compile=args.compile and cuda)
     d = cfg.diffusion
-    abar = alphas_cumprod(linear_betas(d.steps, d.beta_start, d.beta_end)).to(device)
+    abar = linear_schedule(d.steps, d.beta_start, d.beta_end).to(device)
     res, channels = cfg.triplane.resolution, cfg.triplane.channels
     schedule = read_schedule(row.unet)
     times = []
@@ -166,7 +168,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     began = time.monotonic()
-    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    args.device = str(default_device(args.device))
     teacher, store = (Path(args.teacher), Path(args.store)) if args.teacher else default_model()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -25,13 +25,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from humanliff.config import load_config
 from humanliff.evaluation.generation import evaluate_generation
 from humanliff.evaluation.metrics import GENERATION_METRICS
 from humanliff.generate import generate
 from humanliff.pretrained import default_model
+from humanliff.runtime.compute import default_device
 
 log = logging.getLogger("benchmark.quality")
 
@@ -137,7 +136,7 @@ def main() -> None:
     parser.add_argument("--out", default="quality_out")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    args.device = str(default_device(args.device))
     by_name = {r.name: r for r in ROWS}
     unknown = [n for n in args.rows.split(",") if n not in by_name and args.rows != "all"]
     if unknown:

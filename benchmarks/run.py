@@ -22,16 +22,17 @@ import torch
 
 from benchmarks.original import (
     OriginalFitStep,
-    OriginalTrainStep,
     original_points,
     use_einsum_attention,
 )
 from benchmarks.report import Report
 from benchmarks.timing import time_fn
+from benchmarks.train_speed import bench_train
 from humanliff.config import Config, load_config
 from humanliff.models.decoder import FusedDecoder, SeedDecoder, build_decoder
 from humanliff.models.inference import inference_unet
 from humanliff.models.unet import build_unet
+from humanliff.runtime.compute import default_device
 from humanliff.runtime.field import decode_points, make_field
 from humanliff.runtime.fused_field import (
     WGRAD_MODES,
@@ -42,13 +43,13 @@ from humanliff.runtime.fused_field import (
     triton_available,
 )
 from humanliff.runtime.layered import human_generators, sample_layers
-from humanliff.runtime.schedule import alphas_cumprod, linear_betas
+from humanliff.runtime.schedule import linear_schedule
 
 if TYPE_CHECKING:
     from humanliff.data.types import SubjectData
-    from humanliff.training.fit import StageAFitter
+    from humanliff.store import TriplaneStore
+    from humanliff.training.fit_a import StageAFitter
     from humanliff.training.fit_step import PlaneTargets
-    from humanliff.training.store import TriplaneStore
 
 RESULTS = Path(__file__).parent / "results"
 SECTIONS = ("points", "fit", "render", "unet", "sampling", "train", "runtime")
@@ -68,15 +69,19 @@ class Setup:
     unet_batches: tuple[int, ...]
     cfg: Config
     repeats: int
+    curve_steps: int
+    """Steps of the train section's loss-curve comparison."""
+    train_budget_s: float
+    """Seconds by which the train section's optional rows must end (each estimated by the one before)."""
 
 
 def make_setup(quick: bool) -> Setup:
     cuda = torch.cuda.is_available() and not quick
     cfg = load_config("synbody") if cuda else load_config("tiny")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = default_device()
     if cuda:
-        return Setup(device, 256, 1 << 22, 32, 256, 2000, (1, 16), cfg, 10)
-    return Setup(device, cfg.triplane.resolution, 1 << 14, 8, 32, 5, (1, 2), cfg, 3)
+        return Setup(device, 256, 1 << 22, 32, 256, 2000, (1, 16), cfg, 10, 2000, 450.0)
+    return Setup(device, cfg.triplane.resolution, 1 << 14, 8, 32, 5, (1, 2), cfg, 3, 4, 600.0)
 
 
 def _sync(device: torch.device) -> None:
@@ -130,8 +135,8 @@ def bench_points(rep: Report, s: Setup) -> None:
     if dev.type == "cuda" and triton_available():
         frozen = FusedDecoder().to(dev).requires_grad_(False)
         ours["fused decoder, bf16 fused Triton kernel (decoder frozen: backward into the planes only)"] = (
-            make_field(planes, frozen, precision="bf16", fused=True),
-            make_field(grad_planes, frozen, precision="bf16", fused=True))
+            make_field(planes, frozen, precision="bf16", require_fused=True),
+            make_field(grad_planes, frozen, precision="bf16", require_fused=True))
         # the trainable decoder's forward is the frozen one's kernel: only forward+backward is new
         for wgrad in WGRAD_MODES:
             weights = decoder_weights(fused, trainable=True)
@@ -165,7 +170,7 @@ def _fit_data(s: Setup, workdir: Path) -> Path:
 def _default_store() -> TriplaneStore:
     """The default model's tri-plane store (its decoder and first subjects)."""
     from humanliff.pretrained import default_model
-    from humanliff.training.store import open_store
+    from humanliff.store import open_store
 
     return open_store(default_model()[1])
 
@@ -182,7 +187,7 @@ def _default_decoder(dev: torch.device) -> tuple[torch.nn.Module, str]:
 def bench_fit(rep: Report, s: Setup, workdir: Path) -> dict:
     """Stage-B iterations at the original settings: ours (1 and 8 subjects at once) vs the original step."""
     from humanliff.data.loader import load_dataset, split_views
-    from humanliff.training.fit import StageBFitter
+    from humanliff.training.fit_b import StageBFitter
     from humanliff.training.fit_step import draw_rays, plane_targets
 
     dev = s.device
@@ -247,7 +252,7 @@ class _OriginalStageAStep(OriginalFitStep):
 def _stage_a_fitter(cfg: Config, targets: PlaneTargets, fused: bool) -> StageAFitter:
     """A one-rank stage-A fitter over every plane of ``targets`` with a fresh default FusedDecoder: the fused
     kernel (``render.fused_kernel``) or the torch path (compiled as ``fit.compile``)."""
-    from humanliff.training.fit import StageAFitter, StageAState
+    from humanliff.training.fit_a import StageAFitter, StageAState
     from humanliff.training.fit_step import RenderLoss
     from humanliff.training.sparse_adam import RowAdam
 
@@ -402,7 +407,7 @@ def bench_unet(rep: Report, s: Setup) -> dict:
 def bench_sampling(rep: Report, s: Setup, u: dict) -> None:
     """A whole 4-layer human: DPM-Solver++ / DDIM at several step counts and the original's 250-step DDPM."""
     dev = s.device
-    acp = alphas_cumprod(linear_betas()).to(dev)
+    acp = linear_schedule().to(dev)
     shape = (1, 27, s.resolution, s.resolution)
     base_eval = u["baseline_ms"][1]
     runs = [("dpmpp", 10), ("dpmpp", 20), ("dpmpp_sde", 20), ("ddim", 50), ("ddpm", 250)] if dev.type == "cuda" else \
@@ -421,44 +426,6 @@ def bench_sampling(rep: Report, s: Setup, u: dict) -> None:
                                           generator=human_generators(0, batch)), dev)
     rep.add("sampling", f"4-layer humans, dpmpp 20 steps, batch {batch}, per human", seconds / batch, "s",
             4 * 250 * base_eval / 1e3)
-
-
-def bench_train(rep: Report, s: Setup) -> None:
-    """Diffusion training samples/s: the original step (fp16 + GradScaler, microbatch 2) vs ours."""
-    from humanliff.training.distributed import DistInfo
-    from humanliff.training.train import DiffusionTrainer
-
-    dev = s.device
-    batch = 8 if dev.type == "cuda" else 2
-    x0, t, x_cond, y = _unet_inputs(s, batch)
-    x0 = x0.clamp(-1, 1)
-    acp = alphas_cumprod(linear_betas()).float().to(dev)
-    if dev.type == "cuda":
-        original = OriginalTrainStep(_unet(s).train(), acp)
-        tm = time_fn(lambda: original.step(x0, x_cond, y), warmup=2, repeats=5, device=dev)
-        rep.add("train", f"original step, batch {batch}, fp16 autocast, microbatch 2",
-                batch / tm.median_ms * 1e3, "samples/s", note=f"peak {tm.peak_mb:.0f} MB")
-        base = batch / tm.median_ms * 1e3
-        del original
-        torch.cuda.empty_cache()
-    else:
-        base = None
-    info = DistInfo(rank=0, world_size=1, local_rank=0, device=dev)
-    for micro, compile_ in ((batch, False), (batch, dev.type == "cuda")):
-        tc = dataclasses.replace(s.cfg.train, batch_size=batch, microbatch=micro, compile=compile_,
-                                 precision="bf16" if dev.type == "cuda" else "fp32")
-        trainer = DiffusionTrainer(dataclasses.replace(s.cfg, train=tc), info)
-        start = time.perf_counter()
-        trainer.train_step(x0, x_cond, y)
-        _sync(dev)
-        first = time.perf_counter() - start
-        tm = time_fn(lambda trainer=trainer: trainer.train_step(x0, x_cond, y), warmup=2, repeats=5, device=dev)
-        rep.add("train", f"ours, batch {batch}, microbatch {micro}, {tc.precision}"
-                         f"{', compiled' if compile_ else ', eager'}", batch / tm.median_ms * 1e3, "samples/s",
-                base, note=f"first step {first:.0f} s, peak {tm.peak_mb:.0f} MB")
-        del trainer
-        if dev.type == "cuda":
-            torch.cuda.empty_cache()
 
 
 def _bench_runtime(rep: Report, s: Setup, workdir: Path, fitted: dict | None) -> None:
@@ -513,7 +480,7 @@ def main(argv: list[str] | None = None) -> None:
         unet = None  # free the compiled UNet before training
         if s.device.type == "cuda":
             torch.cuda.empty_cache()
-        _section(rep, sections, "train", lambda: bench_train(rep, s))
+        _section(rep, sections, "train", lambda: bench_train(rep, s, lambda: _unet(s)))
         _section(rep, sections, "runtime", lambda: _bench_runtime(rep, s, work, fitted))
     print(rep.markdown())
 

@@ -22,14 +22,15 @@ import torch
 from benchmarks.report import Report
 from benchmarks.timing import time_fn
 from humanliff.config import Config, RenderConfig
-from humanliff.deploy import engine_field, load_artifacts, sample_planes
+from humanliff.ema_file import EMA_FILE, write_ema
 from humanliff.export.artifacts import export_artifacts
-from humanliff.models.checkpoint import EMA_KEYS
+from humanliff.pipeline import Pipeline
+from humanliff.run_pipeline import engine_field, load_artifacts, run_config
 from humanliff.runtime.cameras import orbit_cameras
 from humanliff.runtime.engines import graphed
 from humanliff.runtime.occupancy import build_occupancy
 from humanliff.runtime.render import render_image
-from humanliff.training.store import create_store
+from humanliff.store import create_store
 
 STARTUP_CHILD = r"""
 import json, sys, time
@@ -39,7 +40,7 @@ from humanliff.runtime.manifest import read_manifest
 from humanliff.runtime.unet_engine import load_unet
 t1 = time.time()
 folder, fmt, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
-dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+dev = default_device()
 unet = load_unet(folder, read_manifest(folder), (fmt,), dev)
 torch.cuda.synchronize() if dev.type == "cuda" else None
 t2 = time.time()
@@ -61,9 +62,7 @@ def _store_and_ema(workdir: Path, unet: torch.nn.Module, decoder: torch.nn.Modul
     store.planes[0] = planes.detach().cpu().half().numpy()
     store.planes.flush()
     store_manifest = json.loads((workdir / "store" / "manifest.json").read_text())
-    torch.save(dict(zip(EMA_KEYS, (unet.state_dict(), cfg.to_dict(), store_manifest), strict=True)),
-               workdir / "ema.pt")
-    return workdir / "ema.pt", workdir / "store"
+    return write_ema(workdir / EMA_FILE, unet.state_dict(), cfg.to_dict(), store_manifest), workdir / "store"
 
 
 def _startup(rep: Report, arts: Path, fmt: str, workdir: Path, size: int) -> None:
@@ -145,10 +144,11 @@ def _engine_timings(rep: Report, device: torch.device, arts: Path, fmt: str, res
         rep.add("runtime", f"{fmt}: UNet call (engines, two-stream CUDA graph), batch {batch}", t.median_ms,
                 "ms", note=f"{t.median_ms / batch:.2f} ms per human; engines {loaded.unet.format}")
     render_cfg = dataclasses.replace(RenderConfig(**loaded.manifest["render"]), chunk=size * size)
+    pipe = Pipeline(loaded, run_config(arts, loaded.manifest))
     K, R, T = (x[0].to(device) for x in orbit_cameras(bounds, 1, size))
 
     def human() -> None:
-        planes = sample_planes(loaded, 1, "dpmpp", 20, 0, [0, 1, 2, 3])
+        planes = pipe(1, [0, 1, 2, 3], sampler="dpmpp", steps=20, seed=0).planes
         field = engine_field(loaded.decoder, planes[-1])
         occupancy = build_occupancy(field, render_cfg.occupancy_resolution, render_cfg.occupancy_threshold,
                                     device=device)

@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from humanliff import NUM_LAYERS
 from humanliff.config import Config, DecoderConfig
+from humanliff.ema_file import read_schedule
 from humanliff.errors import HumanLiffError
 from humanliff.export.spec import (
     MAX_POINTS,
@@ -32,19 +32,21 @@ from humanliff.export.spec import (
     decoder_spec,
     unet_part_specs,
     unet_spec,
+    with_compute_weights,
 )
-from humanliff.io import atomic_path
-from humanliff.models.checkpoint import load_ema, read_schedule
+from humanliff.io import atomic_path, removed_if_killed
+from humanliff.models.checkpoint import load_ema
 from humanliff.models.decoder import build_decoder
 from humanliff.runtime.cameras import orbit_cameras
 from humanliff.runtime.formats import FORMATS, EngineUnavailable
 from humanliff.runtime.formats.aoti_compiler import candidates
-from humanliff.runtime.formats.base import WriteJob
+from humanliff.runtime.formats.base import Reference, WriteJob, max_rel_error
 from humanliff.runtime.formats.onnx import OPSETS
+from humanliff.runtime.layers import NUM_LAYERS
 from humanliff.runtime.manifest import sha256_file, write_manifest
 from humanliff.runtime.render import ray_chunk
 from humanliff.runtime.triplane import CHANNELS
-from humanliff.training.store import TriplaneStore, open_store
+from humanliff.store import TriplaneStore, open_store
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +95,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _export_format(name: str, job: WriteJob, feeds: Mapping[str, torch.Tensor],
-                   reference: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+                   reference: Reference) -> dict[str, Any]:
     """Write one format of one network, then check it; returns the manifest's record of the artifact."""
     fmt = FORMATS[name]
     start = time.perf_counter()
@@ -123,6 +125,29 @@ def _export_format(name: str, job: WriteJob, feeds: Mapping[str, torch.Tensor],
     return record
 
 
+def _outputs(graph: torch.nn.Module, spec: ExportSpec, feeds: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    with torch.inference_mode():
+        out = graph(*feeds.values())
+    return dict(zip([s.name for s in spec.outputs], out if isinstance(out, tuple) else (out,), strict=True))
+
+
+def float32_reference(graph: torch.nn.Module, spec: ExportSpec, feeds: Mapping[str, torch.Tensor]) -> Reference:
+    """``graph`` (a spec graph with a compute ``dtype``) on ``feeds`` in float32, and torch's own error.
+
+    The engines are judged against float32; torch's eager path in the compute dtype is measured against
+    the same reference, so the check allows an engine what torch itself loses to bf16 / fp16 rounding.
+    """
+    compute = graph.dtype
+    if compute == torch.float32:
+        return Reference(_outputs(graph, spec, feeds))
+    graph.dtype = torch.float32
+    try:
+        exact = _outputs(graph, spec, {k: v.float() if v.is_floating_point() else v for k, v in feeds.items()})
+    finally:
+        graph.dtype = compute
+    return Reference(exact, max_rel_error(_outputs(graph, spec, feeds), exact))
+
+
 def export_network(graph: torch.nn.Module, spec: ExportSpec, opt: Mapping[str, int], folder: Path,
                    formats: Sequence[str], device: torch.device, precision: str,
                    options: dict[str, Any] | None = None, progress: bool = False) -> dict[str, Any]:
@@ -134,15 +159,13 @@ def export_network(graph: torch.nn.Module, spec: ExportSpec, opt: Mapping[str, i
     trace_sizes = {k: min(max(2, low), high) if k == "batch" else min(64, high)
                    for k, (low, high) in spec.dims.items()}
     example = spec.sample_inputs(trace_sizes, torch.Generator().manual_seed(0), device)
+    check_sizes = {k: min(3, high) if k == "batch" else min(777, high) for k, (_, high) in spec.dims.items()}
+    feeds = spec.sample_inputs(check_sizes, torch.Generator().manual_seed(CHECK_SEED), device)
+    reference = float32_reference(graph, spec, feeds)
+    graph = with_compute_weights(graph)
     start = time.perf_counter()
     program = torch.export.export(graph, tuple(example.values()), dynamic_shapes=spec.dynamic_shapes())
     trace_s = time.perf_counter() - start
-    check_sizes = {k: min(3, high) if k == "batch" else min(777, high) for k, (_, high) in spec.dims.items()}
-    feeds = spec.sample_inputs(check_sizes, torch.Generator().manual_seed(CHECK_SEED), device)
-    with torch.inference_mode():
-        out = graph(*feeds.values())
-    out = out if isinstance(out, tuple) else (out,)
-    reference = dict(zip([s.name for s in spec.outputs], out, strict=True))
     network = spec.network_spec(opt)
     options = {} if options is None else options
     artifacts: dict[str, Any] = {}
@@ -226,7 +249,7 @@ def export_artifacts(unet_ckpt: str | Path, store: str | Path, out_dir: str | Pa
     options: dict[str, Any] = {"opset": opset, "cxx": cxx}
     bounds = triplanes.subject_bounds(0)
     K, R, T = orbit_cameras(bounds, cfg.sample.views, cfg.sample.image_size)
-    with atomic_path(out_dir) as tmp:
+    with atomic_path(out_dir) as tmp, removed_if_killed(tmp):  # a C++ abort leaves no temporary folder
         tmp.mkdir()
         networks = {spec.name: export_network(graph, spec, opt, tmp, formats, device, dtype, options, progress)
                     for graph, spec, opt in jobs}

@@ -9,6 +9,7 @@ graph), ids are int64; the UNet parts hand activations to each other in the comp
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,26 @@ MIN_POINTS = 2
 def _autocast(device: torch.device, dtype: torch.dtype) -> torch.autocast:
     """Autocast to ``dtype`` on ``device`` (off for float32): weights stay float32 in the artifacts."""
     return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+
+AUTOCAST_LOWERED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+"""Modules whose weights autocast casts to the compute dtype on every call (torch's autocast op lists)."""
+
+
+def with_compute_weights(graph: nn.Module) -> nn.Module:
+    """A copy of a spec graph whose convolution and linear weights are stored in its compute ``dtype``.
+
+    Autocast casts exactly these weights to the compute dtype at every call, so the outputs are
+    unchanged; the engines skip that cast and their files halve (norms and embeddings stay float32).
+    A float32 graph is returned as it is.
+    """
+    if graph.dtype == torch.float32:
+        return graph
+    lowered = copy.deepcopy(graph)
+    for module in lowered.modules():
+        if isinstance(module, AUTOCAST_LOWERED):
+            module.to(graph.dtype)
+    return lowered
 
 
 class UNetGraph(nn.Module):

@@ -1,11 +1,22 @@
 """HumanLiff toolkit: layer-wise 3D human generation with tri-plane diffusion.
 
-Kept light on purpose: importing ``humanliff`` (or ``humanliff.runtime``) pulls in no training code.
+``humanliff.Pipeline`` (generation), ``humanliff.fit`` and ``humanliff.train`` are loaded on first use:
+importing ``humanliff`` (or ``humanliff.runtime``) stays light and pulls in no training code.
 """
+
+from typing import Any
 
 __version__ = "0.1.0"
 
-LAYER_NAMES = ("person", "person-pants", "person-pants-shirt", "person-pants-shirt-shoes")
-"""Folder names of the four layers in the SynBody layout, layer id = index."""
+_LAZY = {"Pipeline": "humanliff.pipeline", "GenerationResult": "humanliff.generation_result",
+         "fit": "humanliff.workflows", "train": "humanliff.workflows"}
+__all__ = ["__version__", *_LAZY]
 
-NUM_LAYERS = len(LAYER_NAMES)
+
+def __getattr__(name: str) -> Any:
+    """``humanliff.Pipeline``, ``GenerationResult``, ``fit``, ``train``: imported when first used."""
+    if name not in _LAZY:
+        raise AttributeError(f"module 'humanliff' has no attribute '{name}'")
+    import importlib
+
+    return getattr(importlib.import_module(_LAZY[name]), name)

@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import errno
 import functools
-import logging
 import sys
 from collections.abc import Callable
 from typing import Any
 
 import click
 
-from humanliff.config import LIMITS, SYNTH_BODIES, Config, load_config
+from humanliff.config import LIMITS, SYNTH_BODIES, Config, load_config, preset_names
+from humanliff.console import ConsoleStream, setup_console
 from humanliff.errors import HumanLiffError
 from humanliff.run_folder import check_count, check_device, guard_file_output, guard_output, hold_run_folder
 
+LAYOUT_NAMES = LIMITS["data"]["layout"].choices
+"""``--layout`` choices: the keys of ``humanliff.data.loader.LAYOUTS`` (kept in the config so that the CLI
+imports no data code; a test checks the two agree)."""
 SAMPLER_NAMES = LIMITS["sample"]["sampler"].choices
 """``--sampler`` choices: the keys of ``humanliff.runtime.sampling.SAMPLERS`` (kept in the config so that
 the CLI imports without torch; a test checks the two agree)."""
@@ -35,29 +38,13 @@ DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
 """OSErrors reported as one line (the temporary output is already removed by ``atomic_path``)."""
 
 
-class _LineTracker:
-    """Wraps stderr and remembers whether the text written last ended a line (progress bars do not)."""
-
-    def __init__(self, stream: Any) -> None:
-        self._stream = stream
-        self.fresh = True
-
-    def write(self, text: str) -> int:
-        if text:
-            self.fresh = text.endswith("\n")
-        return self._stream.write(text)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
-
-
 def _error(message: str) -> None:
     """Close any progress bar, print ``error: message`` at the start of a line, exit with code 1."""
     from tqdm import tqdm
 
     for bar in list(getattr(tqdm, "_instances", ())):
         bar.close()
-    fresh = not isinstance(sys.stderr, _LineTracker) or sys.stderr.fresh
+    fresh = not isinstance(sys.stderr, ConsoleStream) or sys.stderr.fresh
     click.echo(("" if fresh else "\n") + f"error: {message}", err=True)
     sys.exit(1)
 
@@ -84,19 +71,29 @@ force_option = click.option("--force", is_flag=True,
                             help="Replace --out when it exists (only a folder written by humanliff).")
 
 
-def config_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Add ``--config`` and ``--set`` to a command; the command receives ``cfg: Config``."""
+def config_options(example: str, *, resolve: bool = True) -> Callable[..., Any]:
+    """Add ``--config`` and ``--set`` (help with ``example``, an override that belongs to the command); the
+    command receives ``cfg: Config``, or with ``resolve=False`` the raw ``preset`` and ``overrides``."""
 
-    @click.option("--config", "preset", default=None, metavar="PRESET|FILE",
-                  help="Preset name (synbody, tightcap, demo, tiny) or a YAML file.")
-    @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
-                  help="Override one config value; repeatable (e.g. --set fit.iterations_b=500).")
-    @functools.wraps(fn)
-    def wrapper(*args: Any, preset: str | None, overrides: tuple[str, ...], **kwargs: Any) -> Any:
-        cfg: Config = load_config(preset, overrides)
-        return fn(*args, cfg=cfg, **kwargs)
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @click.option("--config", "preset", default=None, metavar="PRESET|FILE",
+                      help=f"Preset name ({', '.join(preset_names())}) or a YAML file.")
+        @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+                      help=f"Override one config value; repeatable (e.g. --set {example}).")
+        @functools.wraps(fn)
+        def wrapper(*args: Any, preset: str | None, overrides: tuple[str, ...], **kwargs: Any) -> Any:
+            if not resolve:
+                return fn(*args, preset=preset, overrides=overrides, **kwargs)
+            return fn(*args, cfg=load_config(preset, overrides), **kwargs)
 
-    return wrapper
+        return wrapper
+
+    return decorate
+
+
+def as_overrides(values: dict[str, Any]) -> list[str]:
+    """Options that stand for config keys (``{"sample.views": 2}``) as ``--set`` strings (None: not given)."""
+    return [f"{key}={value}" for key, value in values.items() if value is not None]
 
 
 def command(group: click.Group, name: str | None = None, **kwargs: Any) -> Callable[..., Any]:
@@ -119,9 +116,7 @@ def app(verbose: bool) -> None:
     Few-step:  train -> distill -> generate --sampler distilled
     Deploy:    export -> run   (ONNX / AOTInductor / TensorRT engines, no training code)
     """
-    if not isinstance(sys.stderr, _LineTracker):
-        sys.stderr = _LineTracker(sys.stderr)
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(message)s")
+    sys.stderr = setup_console(sys.stderr, verbose)
 
 
 @app.group()
@@ -131,66 +126,82 @@ def data() -> None:
 
 @app.group("eval")
 def eval_group() -> None:
-    """Evaluate reconstructions and generations."""
+    """Evaluate reconstructions (recon: PSNR / SSIM on held-out views) and generations (gen: FID / KID,
+    tri-plane Frechet distance, precision / recall, containment, identity drift, haze)."""
+
+
+def generation_options(out_dir: str) -> Callable[..., Any]:
+    """The options ``generate`` and ``run`` share, with the same names, forms and defaults (``--out``: the
+    command's own folder, so that the two never replace each other's)."""
+    options = [
+        click.option("--out", "out_dir", default=out_dir, show_default=True, metavar="DIR",
+                     help="Output folder (written when complete; an existing one needs --force)."),
+        force_option,
+        click.option("--humans", type=int, default=None, help="Humans to generate (default: sample.batch)."),
+        click.option("--layers", "layer_spec", default=None, metavar="LO-HI",
+                     help="Layers to generate, e.g. 0-3 or 0-1 (default: all; above --from's layer)."),
+        click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default=None,
+                     help="Sampler (default: sample.sampler)."),
+        click.option("--steps", type=int, default=None, help="Sampling steps per layer (default: sample.steps)."),
+        click.option("--seed", type=int, default=None, help="Human i uses seed + i (default: sample.seed, 0)."),
+        click.option("--views", type=int, default=None, help="Views per human and layer (default: sample.views)."),
+        click.option("--size", type=int, default=None, help="Image side in pixels (default: sample.image_size)."),
+        click.option("--device", default=None, help="torch device (default: cuda if available, else cpu)."),
+    ]
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
+def _check_generation_counts(humans: int | None, steps: int | None, views: int | None, size: int | None) -> None:
+    check_count("--humans", humans)
+    check_count("--steps", steps)
+    check_count("--views", views)
+    check_count("--size", size, 8)
 
 
 @command(app, "generate")
-@config_options
 @click.option("--unet", "unet_ckpt", default=None, metavar="CKPT",
-              help="The training run's ema.pt (or the run folder).")
+              help="A training run's ema.pt, its run folder or a packed model folder (default: the shipped "
+                   "model in humanliff/assets/default, with its own settings).")
 @click.option("--store", default=None, metavar="STORE",
-              help="Tri-plane store: its decoder renders, its first subject's box frames the humans.")
-@click.option("--out", "out_dir", default="generated", show_default=True, metavar="DIR",
-              help="Output folder (written when complete; an existing one needs --force).")
-@force_option
-@click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default=None,
-              help="Sampler (default: sample.sampler).")
-@click.option("--steps", type=int, default=None, help="Sampling steps per layer (default: sample.steps).")
-@click.option("--seed", type=int, default=None, help="Human i uses seed + i (default: sample.seed).")
-@click.option("--batch", type=int, default=None, help="Humans generated at once (default: sample.batch).")
-@click.option("--layers", "layer_spec", default=None, metavar="LO-HI",
-              help="Layers to generate, e.g. 0-3 or 1-2 (default: 0-3, or those above --from).")
+              help="Tri-plane store the UNet was trained on: its decoder renders, its first subject's box frames "
+                   "the humans (not needed for the shipped or a packed model).")
+@config_options("sample.mesh_level=10", resolve=False)
+@generation_options("generated")
 @click.option("--from", "from_spec", default=None, metavar="STORE:SUBJECT:LAYER",
               help="Keep a fitted layer fixed (e.g. a body) and generate the layers above it.")
-@click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")
-def generate_command(cfg: Config, unet_ckpt: str | None, store: str | None, out_dir: str, force: bool,
-                     sampler: str | None, steps: int | None, seed: int | None, batch: int | None,
-                     layer_spec: str | None, from_spec: str | None, device: str | None) -> None:
-    """Generate layered humans: layer 0 from noise, each next layer conditioned on the one below.
+@click.option("--batch", "batch", type=int, default=None, hidden=True, help="Deprecated: --humans.")
+def generate_command(unet_ckpt: str | None, store: str | None, preset: str | None, overrides: tuple[str, ...],
+                     out_dir: str, force: bool, humans: int | None, layer_spec: str | None,
+                     sampler: str | None, steps: int | None, seed: int | None, views: int | None,
+                     size: int | None, device: str | None, from_spec: str | None, batch: int | None) -> None:
+    """Generate layered humans with the torch models: layer 0 from noise, each next layer conditioned on the
+    one below.
 
-    Writes the tri-planes, views, a contact sheet, turntables and meshes to --out.
+    Without --unet and --store the shipped default model is used. The settings are the model's own (the
+    config its training recorded) unless --config is given, then --set, then the options. Writes the
+    tri-planes, views, a contact sheet, turntables, meshes and viewer.html to --out.
     """
-    import dataclasses
+    from humanliff.pipeline import Pipeline, parse_from, resolve_layers
 
-    from humanliff.config import validate
-    from humanliff.generate import generate, parse_from, resolve_layers
-    from humanliff.run_folder import generation_bytes
-    from humanliff.runtime.layered import parse_layers
-
-    if unet_ckpt is None and store is None:
-        from humanliff.pretrained import default_model, model_config
-
-        unet_ckpt, store = default_model()
-        params = click.get_current_context().params
-        if params.get("preset") is None:  # the default model's own sizes, not the full-size defaults
-            cfg = model_config(unet_ckpt).with_overrides(params.get("overrides", ()))
-    check_count("--steps", steps)
-    check_count("--engine-batch", batch)
-    if sampler == "distilled" and steps is None and unet_ckpt is not None:  # the student's own step count
-        from humanliff.models.checkpoint import read_schedule
-
-        schedule = read_schedule(unet_ckpt)
-        steps = schedule.steps if schedule is not None else None
-    chosen = {"sampler": sampler, "steps": steps, "seed": seed, "batch": batch}
-    cfg = validate(dataclasses.replace(cfg, sample=dataclasses.replace(
-        cfg.sample, **{k: v for k, v in chosen.items() if v is not None})))
-    layers = parse_layers(layer_spec) if layer_spec is not None else None
+    if batch is not None:
+        click.echo("warning: --batch is deprecated, use --humans", err=True)
+    pipe = Pipeline.from_pretrained(unet_ckpt, store=store, device=device, config=preset,
+                                    overrides=[*overrides, *as_overrides({"sample.views": views,
+                                                                          "sample.image_size": size})])
+    humans = humans if humans is not None else batch
+    _check_generation_counts(humans, steps, views, size)
     start = parse_from(from_spec) if from_spec else None
-    resolve_layers(layers, start)
-    guard_output(out_dir, [unet_ckpt, store, start and start.store], force=force,
-                 needed_bytes=generation_bytes(cfg.sample, cfg.sample.batch, cfg.triplane.resolution))
-    result = generate(cfg, unet_ckpt, store, out_dir, layers, from_spec, device=device)
-    click.echo(f"wrote {result['folder']} (contact sheet: {result['contact_sheet']})")
+    layers = resolve_layers(layer_spec, start)
+    out = pipe.check_output(out_dir, humans, force=force, inputs=[start and start.store])
+    result = pipe(humans, layers, sampler=sampler, steps=steps, seed=seed, start=start, progress=True)
+    paths = result.save(out, force=force, progress=True)
+    click.echo(f"wrote {paths['folder']} (contact sheet: {paths['contact_sheet']}; viewer: {paths['viewer']})")
 
 
 @command(app, "distill")
@@ -225,7 +236,7 @@ def distill_command(teacher: str, store: str, run_dir: str, steps: int | None, m
 
 
 @command(app, "train")
-@config_options
+@config_options("train.steps=1000")
 @click.option("--store", required=True, metavar="STORE", help="Tri-plane store folder (from fit).")
 @click.option("--out", "run_dir", required=True, metavar="RUN_DIR",
               help="Run folder (config.yaml, checkpoint.pt, ema.pt); resumes when it holds checkpoint.pt.")
@@ -234,16 +245,13 @@ def distill_command(teacher: str, store: str, run_dir: str, steps: int | None, m
               help="Resume a checkpoint written with other training settings (seed, batch, lr, ...).")
 def train_command(cfg: Config, store: str, run_dir: str, device: str | None, resume_anyway: bool) -> None:
     """Train the layered diffusion UNet on a tri-plane store (under torchrun: one process per GPU)."""
-    from humanliff.training.train import train
+    from humanliff.workflows import train
 
-    guard_output(run_dir, [store], replaced=False)
-    with hold_run_folder(run_dir):
-        path = train(cfg, store, run_dir, device, resume_anyway=resume_anyway)
-    click.echo(f"wrote {path}")
+    click.echo(f"wrote {train(store, run_dir, config=cfg, device=device, resume_anyway=resume_anyway)}")
 
 
 @command(data, "synth")
-@config_options
+@config_options("synth.bodies=anny")
 @click.option("--out", "out_dir", required=True, metavar="DIR",
               help="Dataset folder to write (an existing one needs --force).")
 @force_option
@@ -260,7 +268,7 @@ def data_synth_command(cfg: Config, out_dir: str, force: bool, subjects: int | N
 
     from humanliff.config import validate
     from humanliff.data.synth import synthesize_from_config
-    from humanliff.run_folder import dataset_bytes
+    from humanliff.output_sizes import dataset_bytes
 
     chosen = {"subjects": subjects, "views": views, "resolution": resolution, "seed": seed, "bodies": bodies}
     synth = dataclasses.replace(cfg.synth, **{k: v for k, v in chosen.items() if v is not None})
@@ -270,9 +278,9 @@ def data_synth_command(cfg: Config, out_dir: str, force: bool, subjects: int | N
 
 
 @command(data, "check")
-@config_options
+@config_options("data.layout=tightcap")
 @click.argument("root", metavar="DIR")
-@click.option("--layout", type=click.Choice(["synbody", "tightcap"]), default=None,
+@click.option("--layout", type=click.Choice(LAYOUT_NAMES), default=None,
               help="Dataset layout (default: data.layout).")
 def data_check_command(cfg: Config, root: str, layout: str | None) -> None:
     """Validate a dataset: list every problem found (exit code 1 if any)."""
@@ -291,10 +299,10 @@ def data_check_command(cfg: Config, root: str, layout: str | None) -> None:
 
 
 @command(data, "preview")
-@config_options
+@config_options("data.image_scaling=0.5")
 @click.argument("root", metavar="DIR")
 @click.option("--out", required=True, metavar="PNG", help="Contact sheet to write.")
-@click.option("--layout", type=click.Choice(["synbody", "tightcap"]), default=None,
+@click.option("--layout", type=click.Choice(LAYOUT_NAMES), default=None,
               help="Dataset layout (default: data.layout).")
 @click.option("--views", type=int, default=3, show_default=True, help="Views per layer.")
 @click.option("--subjects", type=int, default=8, show_default=True, help="Rows (the first subjects).")
@@ -338,12 +346,15 @@ def export_command(unet_ckpt: str, store: str, out_dir: str, force: bool, format
                    unet_layout: str, cxx: str | None, opset: int, device: str | None,
                    overrides: tuple[str, ...]) -> None:
     """Export the UNet and the decoder to engines (checked against torch) plus a manifest."""
-    from humanliff.export.artifacts import export_artifacts
-    from humanliff.run_folder import artifacts_bytes
+    import torch
+
+    from humanliff.export.artifacts import export_artifacts, parse_formats
+    from humanliff.output_sizes import artifacts_bytes
 
     check_count("--engine-batch", batch)
+    written = parse_formats(formats, torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")))
     guard_output(out_dir, [unet_ckpt, store], force=force,
-                 needed_bytes=artifacts_bytes(unet_ckpt, store, 3 if formats == "auto" else formats.count(",") + 1))
+                 needed_bytes=artifacts_bytes(unet_ckpt, store, written, unet_layout))
 
     manifest = export_artifacts(unet_ckpt, store, out_dir, formats, batch, dtype, overrides=overrides,
                                 device=device, opset=opset, unet_layout=unet_layout, cxx=cxx)
@@ -360,51 +371,44 @@ def export_command(unet_ckpt: str, store: str, out_dir: str, force: bool, format
 
 @command(app, "run")
 @click.argument("artifacts", metavar="[ARTIFACTS]", required=False)
-@click.option("--out", "out_dir", default="generated_rt", show_default=True, metavar="DIR",
-              help="Output folder (written when complete; an existing one needs --force).")
-@force_option
-@click.option("--humans", type=int, default=4, show_default=True, help="Humans to generate.")
-@click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default=None,
-              help="Sampler (default: the manifest's sample.sampler).")
-@click.option("--steps", type=int, default=None, help="Sampling steps per layer (default: sample.steps).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Human i uses seed + i.")
-@click.option("--layers", "layer_spec", default=None, metavar="0-HI",
-              help="Layers to generate (default: all).")
+@generation_options("generated_rt")
 @click.option("--engine", "engines", default=",".join(FORMAT_NAMES), show_default=True, metavar="LIST",
               help="Engine formats to try, best first.")
-@click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")
 @click.option("--compile", "compile_", is_flag=True,
               help="On CUDA, compile ep (torch.export) engines with Inductor when they are what loads "
                    "(minutes at the first call); the other formats are compiled at export.")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
-              help="Change a sample / render setting of the manifest (e.g. sample.views=1); repeatable.")
-def run_command(artifacts: str, out_dir: str, force: bool, humans: int, sampler: str | None, steps: int | None,
-                seed: int, layer_spec: str | None, engines: str, device: str | None, compile_: bool,
-                overrides: tuple[str, ...]) -> None:
+              help="Change a sample / render setting of the manifest; repeatable (e.g. --set sample.mesh_level=10).")
+def run_command(artifacts: str | None, out_dir: str, force: bool, humans: int | None, layer_spec: str | None,
+                sampler: str | None, steps: int | None, seed: int | None, views: int | None, size: int | None,
+                device: str | None, engines: str, compile_: bool, overrides: tuple[str, ...]) -> None:
     """Generate layered humans from an artifacts folder (from export), without the training code.
 
-    Without ARTIFACTS, the default model is exported once per device type (--formats auto) into ~/.cache/humanliff.
+    The same pipeline as generate, through the engines; the settings are the manifest's, then --set, then
+    the options. Without ARTIFACTS, the default model is exported once per device type (--formats auto)
+    into ~/.cache/humanliff.
     """
-    from humanliff.deploy import run_artifacts, run_config
-    from humanliff.run_folder import generation_bytes
+    import time
 
-    check_count("--humans", humans)
-    check_count("--steps", steps)
+    from humanliff.pipeline import Pipeline, resolve_layers
+
+    started = time.perf_counter()
+    _check_generation_counts(humans, steps, views, size)
     if artifacts is None:
         from humanliff.export.default import default_artifacts
 
         artifacts = str(default_artifacts(device))
-    from humanliff.runtime.layered import parse_layers
-
-    cfg = run_config(artifacts, overrides, humans, sampler, steps, seed)
-    guard_output(out_dir, [artifacts], force=force,
-                 needed_bytes=generation_bytes(cfg.sample, humans, cfg.triplane.resolution))
-    layers = parse_layers(layer_spec) if layer_spec is not None else None
     prefer = [e.strip() for e in engines.split(",") if e.strip()]
-    result = run_artifacts(artifacts, out_dir, humans, sampler, steps, seed, layers, device, prefer=prefer,
-                           overrides=overrides, compile=compile_)
-    used = ", ".join(f"{k}: {v}" for k, v in result["engines"].items())
-    click.echo(f"wrote {result['folder']} ({used}; {result['timings']['total_s']:.2f} s)")
+    pipe = Pipeline.from_pretrained(artifacts, device=device, prefer=prefer, compile=compile_, engines_only=True,
+                                    overrides=[
+        *overrides, *as_overrides({"sample.views": views, "sample.image_size": size})])
+    layers = resolve_layers(layer_spec, None)
+    out = pipe.check_output(out_dir, humans, force=force)
+    result = pipe(humans, layers, sampler=sampler, steps=steps, seed=seed, progress=True)
+    paths = result.save(out, force=force, progress=True)
+    pipe.close()
+    used = ", ".join(f"{k}: {v}" for k, v in pipe.models.engines.items())
+    click.echo(f"wrote {paths['folder']} ({used}; {time.perf_counter() - started:.2f} s)")
 
 
 @command(app, "view")
@@ -440,7 +444,7 @@ def view_command(target: str, port: int, host: str, store: str | None, mesh_reso
 
 
 @command(app, "fit")
-@config_options
+@config_options("fit.iterations_b=500")
 @click.option("--stage", type=click.Choice(["a", "b"]), required=True,
               help="a: shared decoder + planes (torchrun for N GPUs); b: per-subject planes, frozen decoder.")
 @click.option("--out", "out_dir", required=True, metavar="DIR",
@@ -453,28 +457,18 @@ def view_command(target: str, port: int, host: str, store: str | None, mesh_reso
 def fit_command(cfg: Config, stage: str, out_dir: str, store: str | None, device: str | None,
                 resume_anyway: bool) -> None:
     """Fit tri-planes to the multi-view layered images of data.root (writes a tri-plane store)."""
-    from pathlib import Path
-
-    from humanliff.run_folder import ensure_space
     from humanliff.training import distributed
-    from humanliff.training.fit import fit_bytes, fit_stage_a, fit_stage_b
+    from humanliff.workflows import fit
 
-    guard_output(out_dir, [cfg.data.root, store], replaced=False)
-    ensure_space(out_dir, fit_bytes(cfg, stage))
-    with hold_run_folder(out_dir):
-        if stage == "a":
-            path = fit_stage_a(cfg, out_dir, device, resume_anyway=resume_anyway)
-            if distributed.is_main():
-                click.echo(f"wrote {path}")
-            distributed.cleanup()
-        else:
-            path = fit_stage_b(cfg, store or Path(out_dir) / "store_a", out_dir, device,
-                               resume_anyway=resume_anyway)
-            click.echo(f"wrote {path}")
+    path = fit(stage, out_dir, config=cfg, store=store, device=device, resume_anyway=resume_anyway)
+    if distributed.is_main():
+        click.echo(f"wrote {path}")
+    if stage == "a":
+        distributed.cleanup()
 
 
 @command(app, "render")
-@config_options
+@config_options("render.n_samples=64")
 @click.argument("ref", metavar="STORE:SUBJECT:LAYER")
 @click.option("--out", required=True, metavar="PATH", help="PNG (views tiled), GIF or MP4 (a frame a view).")
 @click.option("--cameras", default=None, metavar="JSON",
@@ -500,7 +494,7 @@ def render_command(cfg: Config, ref: str, out: str, cameras: str | None, camera_
 
 
 @command(eval_group, "recon")
-@config_options
+@config_options("render.n_samples=64")
 @click.option("--store", required=True, metavar="STORE", help="Tri-plane store to evaluate (from fit).")
 @click.option("--out", "out_dir", required=True, metavar="DIR", help="Folder for metrics.json and the PNG.")
 @click.option("--subjects", default=None, metavar="LIST", help="Comma-separated names (default: all shared).")
@@ -512,20 +506,22 @@ def eval_recon_command(cfg: Config, store: str, out_dir: str, subjects: str | No
     """PSNR / SSIM per layer of a store's tri-planes on held-out views of data.root."""
     import torch
 
-    from humanliff.evaluation.recon import evaluate_recon
+    from humanliff.evaluation.recon import RECON_FILES, evaluate_recon
+    from humanliff.run_folder import guard_run_files
 
     check_count("--max-views", max_views, 0)
     guard_output(out_dir, [store, cfg.data.root], replaced=False)
+    guard_run_files(out_dir, RECON_FILES)
     names = [s.strip() for s in subjects.split(",") if s.strip()] if subjects else ()
     with hold_run_folder(out_dir):
         result = evaluate_recon(cfg, store, out_dir, names, max_views, torch.device(device) if device else None)
     for layer, values in result["layers"].items():
         click.echo(f"layer {layer}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
-    click.echo(f"wrote {out_dir}/metrics.json, {out_dir}/side_by_side.png")
+    click.echo("wrote " + ", ".join(f"{out_dir}/{name}" for name in RECON_FILES))
 
 
 @command(eval_group, "gen")
-@config_options
+@config_options("render.occupancy_largest=true")
 @click.argument("gen_dir", metavar="GEN_DIR")
 @click.option("--store", required=True, metavar="STORE", help="Reference tri-plane store (the training data).")
 @click.option("--inception", default=None, metavar="PATH",
@@ -537,15 +533,19 @@ def eval_recon_command(cfg: Config, store: str, out_dir: str, subjects: str | No
 def eval_gen_command(cfg: Config, gen_dir: str, store: str, inception: str | None, out_dir: str, views: int,
                      size: int, device: str | None) -> None:
     """Generation quality per layer (FID/KID, tri-plane FD, precision/recall, containment, drift, haze)."""
-    from humanliff.evaluation.generation import evaluate_generation, format_table
+    from humanliff.evaluation.generation import GENERATION_FILES, evaluate_generation, format_table
+    from humanliff.run_folder import guard_run_files
 
-    result = evaluate_generation(gen_dir, store, out_dir, render_cfg=cfg.render, inception=inception, views=views,
-                                 size=size, device=device)
+    guard_output(out_dir, [gen_dir, store, inception], replaced=False)
+    guard_run_files(out_dir, GENERATION_FILES)
+    with hold_run_folder(out_dir):
+        result = evaluate_generation(gen_dir, store, out_dir, render_cfg=cfg.render, inception=inception,
+                                     views=views, size=size, device=device)
     if result["fid"] != "computed":
         click.echo(result["fid"])
     for line in format_table(result):
         click.echo(line)
-    click.echo(f"wrote {out_dir}/metrics.json, {out_dir}/renders.png")
+    click.echo("wrote " + ", ".join(f"{out_dir}/{name}" for name in GENERATION_FILES))
 
 
 @app.group("store")
@@ -554,7 +554,7 @@ def store_group() -> None:
 
 
 @command(store_group, "import")
-@config_options
+@config_options("data.root=data/synbody")
 @click.argument("stage_a", metavar="STAGE_A_TAR")
 @click.argument("stage_b", nargs=-1, metavar="[STAGE_B_TAR...]")
 @click.option("--out", required=True, metavar="STORE",
@@ -591,7 +591,6 @@ def model_pack_command(unet_ckpt: str, store: str, out: str, force: bool, subjec
 
     check_count("--subjects", subjects)
     guard_output(out, [unet_ckpt, store], force=force)
-
     click.echo(f"wrote {pack_model(unet_ckpt, store, out, subjects)}")
 
 

@@ -18,9 +18,10 @@ from typing import Any
 import yaml
 
 from humanliff.errors import HumanLiffError, InputFileError
+from humanliff.runtime.compute import PRECISIONS
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-"""Where the named presets (``synbody``, ``tightcap``, ``demo``, ``tiny``) live in a source checkout."""
+"""Where the named presets (``preset_names``) live in a source checkout."""
 
 
 @dataclass
@@ -109,11 +110,7 @@ class RenderConfig:
     fused_kernel: bool = True
     """Evaluate a FusedDecoder with the fused Triton kernel under bf16 on CUDA: frozen (rendering, occupancy
     grids, evaluation, generation, stage B) or trainable (stage A: the kernel's backward also gives the
-    decoder's weight gradients); ``false`` keeps the torch path everywhere."""
-
-    def fused_choice(self) -> bool | None:
-        """``make_field``'s ``fused``: None (the kernel where it applies) when ``fused_kernel``, else False."""
-        return None if self.fused_kernel else False
+    decoder's weight gradients); ``false`` keeps the torch path everywhere (``make_field``'s ``fused``)."""
 
 
 @dataclass
@@ -200,11 +197,25 @@ class TrainConfig:
     """Clip the gradient norm (0: off)."""
     precision: str = "bf16"
     compile: bool = False
+    compile_scope: str = "model"
+    """With ``compile``: ``model`` compiles the whole UNet as one graph; ``blocks`` compiles each residual and
+    attention block on its own (identical blocks share their code, so the first step compiles far less)."""
+    cuda_graph: bool = True
+    """On one CUDA device (no DDP), replay each optimizer step (forward, backward, clipping, AdamW, EMA) as
+    one captured CUDA graph from the second step on; the math is unchanged. Ignored on the CPU."""
     cond_noise: float = 0.0
     """Std of noise added to the conditioning layer while training (narrows the train/test gap, D5)."""
     checkpoint_every: int = 5000
     log_every: int = 100
     seed: int = 0
+
+
+MESH_LEVEL = 20.0
+"""Default ``sample.mesh_level``, measured on the shipped default model (README, "Meshes")."""
+MESH_KEEP = 0.05
+"""Default ``sample.mesh_keep``."""
+BACKGROUNDS = ("black", "white", "transparent")
+"""``sample.background`` choices (``humanliff.outputs.images.composite``)."""
 
 
 @dataclass
@@ -240,14 +251,25 @@ class SampleConfig:
     """Share of the box's height, from the top, that layer k keeps from layer k-1 (RePaint on the planes'
     height rows at every step; 0.125 is the head band, above every garment); 0: off."""
     batch: int = 4
+    """Humans generated (``--humans``); human i uses ``seed + i`` whatever the batch."""
     seed: int = 0
     image_size: int = 512
     """Rendered view side in pixels."""
     views: int = 4
     """Views per human and layer in the contact sheet and view folders."""
+    background: str = "black"
+    """Background of the views and turntables: ``black``, ``white`` or ``transparent`` (PNG and GIF; the
+    contact sheet, MP4 and viewer page show it white)."""
     turntable_frames: int = 36
+    turntable_seconds: float = 3.0
+    """Duration of one turn of the turntables (frames per second = turntable_frames / this)."""
     mesh_resolution: int = 256
     """Marching-cubes grid cells per side."""
+    mesh_level: float = MESH_LEVEL
+    """Iso-level of the meshes on the density (softplus of raw sigma). The original's level (raw sigma 0)
+    is log 2 = 0.69, which wraps the shipped model's humans in a box of haze; see ``MESH_LEVEL``."""
+    mesh_keep: float = MESH_KEEP
+    """Drop mesh components with fewer faces than this share of the largest one's (0: keep all)."""
     precision: str = "bf16"
     """UNet and decoder compute precision on CUDA (the CPU runs fp32)."""
     compile: bool = True
@@ -352,7 +374,7 @@ class Limit:
 
 POSITIVE, NON_NEGATIVE, PROBABILITY = Limit(1), Limit(0), Limit(0.0, 1.0)
 GREATER_THAN_0 = Limit(0.0, above=True)
-PRECISION_CHOICES = Limit(choices=("bf16", "fp32"))
+PRECISION_CHOICES = Limit(choices=PRECISIONS)
 LIMITS: dict[str, dict[str, Limit]] = {
     "data": {"image_scaling": GREATER_THAN_0, "max_subjects": NON_NEGATIVE, "holdout_every": NON_NEGATIVE,
              "layout": Limit(choices=("synbody", "tightcap"))},
@@ -376,12 +398,15 @@ LIMITS: dict[str, dict[str, Limit]] = {
     "train": {"steps": POSITIVE, "batch_size": POSITIVE, "microbatch": NON_NEGATIVE, "lr": GREATER_THAN_0,
               "lr_final": NON_NEGATIVE, "lr_anneal_steps": NON_NEGATIVE, "weight_decay": NON_NEGATIVE,
               "ema_rate": PROBABILITY, "grad_clip": NON_NEGATIVE, "precision": PRECISION_CHOICES,
-              "cond_noise": NON_NEGATIVE, "checkpoint_every": POSITIVE, "log_every": POSITIVE},
+              "compile_scope": Limit(choices=("model", "blocks")), "cond_noise": NON_NEGATIVE,
+              "checkpoint_every": POSITIVE, "log_every": POSITIVE},
     "distill": {"method": Limit(choices=("progressive", "consistency")), "steps": POSITIVE,
                 "teacher_steps": Limit(2), "weight_cap": Limit(1.0)},
     "sample": {"sampler": Limit(choices=("ddpm", "ddim", "dpmpp", "dpmpp_sde", "distilled")), "steps": POSITIVE,
                "eta": NON_NEGATIVE, "batch": POSITIVE, "image_size": Limit(8), "views": POSITIVE,
-               "turntable_frames": POSITIVE, "mesh_resolution": Limit(2), "precision": PRECISION_CHOICES},
+               "turntable_frames": POSITIVE, "turntable_seconds": GREATER_THAN_0, "mesh_resolution": Limit(2),
+               "mesh_level": GREATER_THAN_0, "mesh_keep": PROBABILITY, "background": Limit(choices=BACKGROUNDS),
+               "precision": PRECISION_CHOICES},
 }
 """Allowed values of the config keys, checked wherever a config is read (``--set``, YAML, checkpoints)."""
 
@@ -430,9 +455,13 @@ def preset_path(preset: str | Path) -> Path:
     if path.suffix not in (".yaml", ".yml"):
         path = CONFIG_DIR / f"{preset}.yaml"
     if not path.is_file():
-        known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-        raise InputFileError(path, f"no such config (presets: {', '.join(known)})")
+        raise InputFileError(path, f"no such config (presets: {', '.join(preset_names())})")
     return path
+
+
+def preset_names() -> list[str]:
+    """The named presets in ``configs/`` (``default``, ``demo``, ``demo_gpu``, ``synbody``, ...), sorted."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 
 
 def load_config(preset: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:

@@ -31,12 +31,15 @@ import yaml
 
 from humanliff.config import Config, dump_config
 from humanliff.data.synth import synthesize_from_config
+from humanliff.ema_file import EMA_FILE
 from humanliff.errors import HumanLiffError
 from humanliff.evaluation.recon import evaluate_recon
 from humanliff.generate import generate
 from humanliff.io import atomic_path, read_torch_file
-from humanliff.training.checkpoint import CHECKPOINT, EMA_FILE
-from humanliff.training.fit import fit_stage_a, fit_stage_b
+from humanliff.runtime.compute import default_device
+from humanliff.training.checkpoint import CHECKPOINT
+from humanliff.training.fit_a import fit_stage_a
+from humanliff.training.fit_b import fit_stage_b
 from humanliff.training.train import train
 
 log = logging.getLogger(__name__)
@@ -174,7 +177,7 @@ def run_demo(cfg: Config, out_dir: str | Path, device: str | None = None) -> dic
     _check_config(p.root, cfg)
     summary_path = p.root / SUMMARY
     previous = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    summary: dict[str, Any] = {"device": device or ("cuda" if torch.cuda.is_available() else "cpu"),
+    summary: dict[str, Any] = {"device": str(default_device(device)),
                                "stages": dict(previous.get("stages", {}))}
     results: dict[str, Any] = {}
     stages = _stages(cfg, p, device, results)
@@ -204,13 +207,16 @@ def run_demo(cfg: Config, out_dir: str | Path, device: str | None = None) -> dic
     summary["paths"] = {
         "data": p.data, "store_a": p.store_a, "store_b": p.store_b, "metrics": p.eval / "metrics.json",
         "unet": p.train / EMA_FILE, "contact_sheet": generation / "contact_sheet.png",
+        "viewer": generation / "viewer.html",
         "turntables": sorted(str(x) for x in (generation / "turntable").glob("human_*.gif")),
         "meshes": sorted(str(x) for x in generation.glob("layer_*/human_*.glb")),
     }
     total = sum(s.get("seconds", 0.0) for s in summary["stages"].values())
-    summary["message"] = (f"demo done in {total / 60:.1f} min: contact sheet {generation}/contact_sheet.png, "
-                          f"turntables {generation}/turntable/human_*.gif, "
-                          f"meshes {generation}/layer_*/human_*.ply|.glb")
+    summary["message"] = (f"demo done in {total / 60:.1f} min. Look at:\n"
+                          f"  viewer (open in a browser): {generation}/viewer.html\n"
+                          f"  contact sheet:              {generation}/contact_sheet.png\n"
+                          f"  turntables:                 {generation}/turntable/human_*.gif\n"
+                          f"  meshes:                     {generation}/layer_*/human_*.ply|.glb")
     _write_summary(summary_path, summary)
     psnr = ", ".join(f"layer {k} {v['psnr']:.2f} dB" for k, v in recon["layers"].items())
     log.info("held-out PSNR: %s", psnr)

@@ -1,133 +1,108 @@
-"""Layered generation with the torch models: sample tri-planes layer after layer, then render and save them.
+"""The torch models of a pipeline: a training run's EMA UNet and a tri-plane store's decoder.
 
-The UNet comes from a training run's ``ema.pt`` (with its config), the decoder and the reference box from
-a tri-plane store. Generated planes are decoded in the box of the store's first subject (the original's
-reference subject), or in the given subject's box when dressing an existing body (``from_spec``).
+The UNet comes from a run's ``ema.pt`` (with its config), the decoder and the reference box from a
+tri-plane store. Generated planes are decoded in the box of the store's first subject (the original's
+reference subject). ``humanliff.Pipeline.from_pretrained`` imports this module only for torch sources, so
+that the ``run`` pipeline's engines load without the model and training code.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from humanliff.config import Config
-from humanliff.errors import HumanLiffError
-from humanliff.io import require_finite
-from humanliff.models.checkpoint import load_ema, read_schedule
+from humanliff.ema_file import EMA_FILE, read_schedule
+from humanliff.errors import HumanLiffError, InputFileError
+from humanliff.models.checkpoint import load_ema
 from humanliff.models.inference import inference_unet
-from humanliff.outputs.writer import write_generation
-from humanliff.pretrained import default_model
+from humanliff.pipeline import Pipeline
+from humanliff.pretrained import DEFAULT_MODEL, default_model
 from humanliff.runtime.field import Field, make_field
-from humanliff.runtime.layered import LAYER_TITLES, human_generators, sample_layers
-from humanliff.runtime.sampling import check_sampler
-from humanliff.runtime.schedule import alphas_cumprod, linear_betas
-from humanliff.training.store import TriplaneStore, open_store
-
-log = logging.getLogger(__name__)
+from humanliff.runtime.layered import UNetFn
+from humanliff.runtime.schedule import DistilledSchedule, linear_schedule
+from humanliff.store import check_layout, open_store
 
 NO_MODEL = "no --unet given (pass a training run's ema.pt, or neither --unet nor --store for the default model)"
 NO_STORE = "no --store given (pass the tri-plane store the UNet was trained on, or neither for the default model)"
+PACKED_STORE = "store"
+"""A packed model folder's store (``humanliff model pack``), beside its ``ema.pt``."""
+
+
+def resolve_model(source: str | Path | None, store: str | Path | None) -> tuple[Path, Path]:
+    """``(ema.pt, store folder)`` of a pipeline source: ``"default"``, a packed model folder, a run folder or
+    its ``ema.pt`` (then ``store`` is needed). A missing ``source`` is named before anything else."""
+    if source is None and store is not None:
+        raise HumanLiffError(NO_MODEL)
+    if source is None or (str(source) == "default" and not Path(source).exists()):
+        if store is not None:
+            raise HumanLiffError(f"--store {store}: the default model has its own store; give --unet too")
+        return default_model()
+    path = Path(source)
+    if not path.exists():
+        raise InputFileError(path, "no such file or folder (pass a training run's ema.pt or its folder)")
+    ema = path / EMA_FILE if path.is_dir() else path
+    if not ema.is_file():
+        raise InputFileError(ema, "no such file (a training run folder holds ema.pt)")
+    if store is None and path.is_dir() and (path / PACKED_STORE / "manifest.json").is_file():
+        store = path / PACKED_STORE
+    if store is None:
+        raise HumanLiffError(NO_STORE)
+    return ema, Path(store)
 
 
 @dataclass
-class StartSpec:
-    """A ``--from STORE:SUBJECT:LAYER`` request: dress the given layer of a fitted subject."""
+class TorchModels:
+    """The torch UNet (``unet_fn``) and decoder on ``device``; see ``humanliff.pipeline.Models``."""
 
-    store: Path
-    subject: str
-    layer: int
+    unet_fn: UNetFn
+    decoder: torch.nn.Module
+    alphas_cumprod: torch.Tensor
+    bounds: torch.Tensor
+    channels: int
+    resolution: int
+    precision: str
+    fused: bool
+    device: torch.device
+    inputs: tuple[Path, ...]
+    schedule: DistilledSchedule | None = None
+    """A distilled student's schedule (its ``ema.pt``'s ``distilled``), None for a diffusion model."""
+    group: int = 0
+    engines: dict[str, str] = field(default_factory=lambda: {"unet": "torch", "decoder": "torch"})
 
+    def unet_for(self, humans: int) -> UNetFn:
+        return self.unet_fn
 
-def parse_from(spec: str) -> StartSpec:
-    """Parse ``STORE:SUBJECT:LAYER`` (the store path may itself contain ``:``); LAYER is 0..2."""
-    parts = spec.rsplit(":", 2)
-    if len(parts) != 3 or not all(parts):
-        raise HumanLiffError(f"--from '{spec}' is not of the form STORE:SUBJECT:LAYER")
-    store, subject, layer = parts
-    if not layer.isdigit() or not 0 <= int(layer) < len(LAYER_TITLES) - 1:
-        raise HumanLiffError(f"--from '{spec}': LAYER must be 0..{len(LAYER_TITLES) - 2} "
-                             f"(the fixed layer; generation continues above it)")
-    return StartSpec(Path(store), subject, int(layer))
+    def field(self, planes: torch.Tensor) -> Field:
+        return make_field(planes.to(self.device), self.decoder, precision=self.precision, fused=self.fused)
 
-
-def resolve_layers(layers: Sequence[int] | None, start: StartSpec | None) -> list[int]:
-    """The layers to sample: all of 0..3 (or those above ``start``) by default; they must follow ``start``."""
-    first = 0 if start is None else start.layer + 1
-    layers = list(range(first, len(LAYER_TITLES))) if layers is None else [int(k) for k in layers]
-    if not layers or layers[0] != first:
-        if start is None:
-            raise HumanLiffError(f"--layers must start at 0 (or give --from STORE:SUBJECT:LAYER for the "
-                                 f"layer below), got {layers}")
-        raise HumanLiffError(f"--layers must start at {first}, the layer above --from's {start.layer}, "
-                             f"got {layers}")
-    return layers
+    def close(self) -> None:
+        """Nothing to release."""
 
 
-def _check_store(store: TriplaneStore, cfg: Config, unet_ckpt: Path) -> None:
-    expected = (cfg.triplane.channels, cfg.triplane.resolution)
-    if (store.channels, store.resolution) != expected:
-        raise HumanLiffError(f"{store.path}: tri-planes are {store.channels}x{store.resolution}^2 but the "
-                             f"UNet in {unet_ckpt} was trained on {expected[0]}x{expected[1]}^2")
+def load_torch_models(unet_ckpt: Path, store: Path, device: torch.device, precision: str, *,
+                      compile: bool = False, fused: bool = True) -> TorchModels:
+    """Load a run's EMA UNet and the store's decoder on ``device``; the store must match the UNet's planes."""
+    unet, unet_cfg = load_ema(unet_ckpt, device)
+    triplanes = open_store(store)
+    check_layout(unet_cfg.triplane, triplanes, f"the UNet in {unet_ckpt}")
+    expected = (unet_cfg.triplane.channels, unet_cfg.triplane.resolution)
+    d = unet_cfg.diffusion
+    abar = linear_schedule(d.steps, d.beta_start, d.beta_end).to(device)
+    inputs = (unet_ckpt, store) if not unet_ckpt.is_relative_to(DEFAULT_MODEL) else (DEFAULT_MODEL,)
+    return TorchModels(inference_unet(unet, precision=precision, compile=compile), triplanes.load_decoder(device),
+                       abar, triplanes.subject_bounds(0), expected[0], expected[1], precision, fused, device, inputs,
+                       read_schedule(unet_ckpt))
 
 
 def generate(cfg: Config, unet_ckpt: str | Path | None, store: str | Path | None, out_dir: str | Path,
              layers: Sequence[int] | None = None, from_spec: str | None = None, *,
              device: torch.device | str | None = None, progress: bool = True) -> dict[str, Any]:
-    """Generate ``cfg.sample.batch`` humans, layer after layer, and write them to ``out_dir``.
-
-    ``cfg.sample`` sets the sampler, steps, seed (human i uses seed + i), batch, precision and the
-    outputs' sizes; ``cfg.render`` the renderer. ``layers`` defaults to 0..3, or to the layers above
-    ``from_spec`` (``STORE:SUBJECT:LAYER``: that fitted layer is kept fixed, shown as the first column).
-    Returns the written paths (see ``humanliff.outputs.writer.write_generation``).
-    """
-    if unet_ckpt is None and store is None:
-        unet_ckpt, store = default_model()
-    if unet_ckpt is None:
-        raise HumanLiffError(NO_MODEL)
-    if store is None:
-        raise HumanLiffError(NO_STORE)
-    if cfg.sample.batch < 1:
-        raise HumanLiffError(f"sample.batch must be at least 1, got {cfg.sample.batch}")
-    start = parse_from(from_spec) if from_spec else None
-    layers = resolve_layers(layers, start)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    precision = cfg.sample.precision if device.type == "cuda" else "fp32"
-    schedule = read_schedule(unet_ckpt)
-    check_sampler(cfg.sample.sampler, schedule, cfg.sample.steps, unet_ckpt)
-    unet, unet_cfg = load_ema(unet_ckpt, device)
-    triplanes = open_store(store)
-    _check_store(triplanes, unet_cfg, Path(unet_ckpt))
-    decoder = triplanes.load_decoder(device)
-    batch, res = cfg.sample.batch, unet_cfg.triplane.resolution
-    shape = (batch, unet_cfg.triplane.channels, res, res)
-    bounds = triplanes.subject_bounds(0)
-    start_planes = None
-    if start is not None:
-        source = triplanes if start.store.resolve() == Path(store).resolve() else open_store(start.store)
-        _check_store(source, unet_cfg, Path(unet_ckpt))
-        start_planes = source.layer(start.subject, start.layer, device).expand(shape).contiguous()
-        bounds = source.subject_bounds(start.subject)
-
-    unet_fn = inference_unet(unet, precision=precision, compile=cfg.sample.compile and device.type == "cuda")
-    diffusion = unet_cfg.diffusion
-    abar = alphas_cumprod(linear_betas(diffusion.steps, diffusion.beta_start, diffusion.beta_end)).to(device)
-    log.info("sampling %d humans, layers %s, %s with %d steps", batch, layers, cfg.sample.sampler,
-             cfg.sample.steps)
-    planes = sample_layers(unet_fn, shape, abar, layers, cfg.sample.sampler, cfg.sample.steps,
-                           generator=human_generators(cfg.sample.seed, batch), start=start_planes,
-                           eta=cfg.sample.eta, keep_top=cfg.sample.keep_top, progress=progress, schedule=schedule)
-    require_finite(planes, "the sampled tri-planes", f"{unet_ckpt}: the UNet")
-    if start_planes is not None:
-        planes = torch.cat([start_planes[None], planes])
-        layers = [start.layer, *layers]
-
-    def field_factory(p: torch.Tensor) -> Field:
-        return make_field(p.to(device), decoder, precision=precision, fused=cfg.render.fused_choice())
-
-    return write_generation(out_dir, planes, layers, field_factory, bounds, cfg.sample, cfg.render,
-                            progress=progress)
+    """Generate ``cfg.sample.batch`` humans with the torch models and write them to ``out_dir``: the
+    one-call form of ``Pipeline`` (the demo's); returns ``GenerationResult.save``'s paths."""
+    pipe = Pipeline.from_pretrained(unet_ckpt, store=store, device=device, config=cfg)
+    return pipe(layers=layers, start=from_spec, progress=progress).save(out_dir, force=True, progress=progress)

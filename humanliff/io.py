@@ -16,6 +16,8 @@ import fcntl
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
@@ -179,6 +181,39 @@ def atomic_path(path: str | Path, point: str | None = None) -> Iterator[Path]:
     finally:
         if tmp.exists() or tmp.is_symlink():
             _remove(tmp)
+
+
+_WATCHER = """
+import fcntl, os, shutil, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+if sys.stdin.buffer.read() != b"done":
+    path = sys.argv[1]
+    fd = os.open(os.path.dirname(path), os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.lexists(path):
+        os.unlink(path)
+"""
+"""Waits on a pipe from its parent; end of file without ``done`` means the parent died: it deletes the
+path under the parent folder's lock (as ``recover_swap`` does, so the two never race)."""
+
+
+@contextlib.contextmanager
+def removed_if_killed(path: str | Path) -> Iterator[None]:
+    """Delete ``path`` (a temporary output) as soon as this process dies inside the block, even by a signal
+    that runs no clean-up code (SIGABRT from a C++ library, a segmentation fault, SIGKILL, the OOM killer).
+
+    A watcher process (plain Python, no torch; about 20 ms to start) holds a pipe from this one; when the
+    pipe closes without the word that the block's normal end writes, it deletes ``path``.
+    """
+    watcher = subprocess.Popen([sys.executable, "-I", "-S", "-c", _WATCHER, str(Path(path).absolute())],
+                               stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    try:
+        yield
+    finally:
+        watcher.communicate(b"done")
 
 
 def require_finite(values: torch.Tensor | np.ndarray | dict[str, Any], what: str, where: str | Path) -> None:

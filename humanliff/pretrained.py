@@ -11,13 +11,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from humanliff.config import Config
+from humanliff.ema_file import EMA_FILE, EMA_KEYS, read_ema, resolve_ema, write_ema
 from humanliff.errors import HumanLiffError
-from humanliff.io import atomic_path, read_torch_file, require_finite
-from humanliff.models.checkpoint import EMA_KEYS
-from humanliff.training.store import PLANES, create_store, open_store
+from humanliff.io import atomic_path, require_finite
+from humanliff.store import PLANES, create_store, open_store
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "assets" / "default"
 """Where the default model lives in the package."""
@@ -25,7 +23,7 @@ DEFAULT_MODEL = Path(__file__).resolve().parent / "assets" / "default"
 
 def default_model() -> tuple[Path, Path]:
     """``(ema.pt, store folder)`` of the default model, or a one-line error when it is not installed."""
-    ema, store = DEFAULT_MODEL / "ema.pt", DEFAULT_MODEL / "store"
+    ema, store = DEFAULT_MODEL / EMA_FILE, DEFAULT_MODEL / "store"
     if not ema.is_file() or not (store / "manifest.json").is_file():
         raise HumanLiffError(f"no --unet/--store given and no default model installed at {DEFAULT_MODEL}")
     return ema, store
@@ -33,12 +31,8 @@ def default_model() -> tuple[Path, Path]:
 
 def pack_model(unet_ckpt: str | Path, store_path: str | Path, out: str | Path, subjects: int = 4) -> Path:
     """Write a packed model folder ``out`` from a run's ``ema.pt`` and a store (first ``subjects`` kept)."""
-    unet_ckpt = Path(unet_ckpt)
-    if unet_ckpt.is_dir():
-        unet_ckpt = unet_ckpt / "ema.pt"
-    blob = read_torch_file(unet_ckpt)
-    if not isinstance(blob, dict) or any(k not in blob for k in EMA_KEYS):
-        raise HumanLiffError(f"{unet_ckpt}: not a humanliff ema.pt (expected keys {', '.join(EMA_KEYS)})")
+    unet_ckpt = resolve_ema(unet_ckpt)
+    blob = read_ema(unet_ckpt)
     if subjects < 1:
         raise HumanLiffError(f"--subjects {subjects}: must be at least 1 (the subjects of the store kept)")
     require_finite(blob["state_dict"], "the UNet weights", unet_ckpt)
@@ -54,14 +48,11 @@ def pack_model(unet_ckpt: str | Path, store_path: str | Path, out: str | Path, s
         small.planes[:] = store.planes[:keep]
         small.planes.flush()
         state = {k: v.half() if v.is_floating_point() else v for k, v in blob["state_dict"].items()}
-        torch.save({**blob, "state_dict": state}, tmp / "ema.pt")
+        extra = {k: v for k, v in blob.items() if k not in EMA_KEYS}  # a student's ``distilled`` schedule
+        write_ema(tmp / EMA_FILE, state, blob["config"], blob["store_manifest"], extra)
     return Path(out)
 
 
 def model_config(unet_ckpt: str | Path) -> Config:
     """The resolved config a training run recorded in its ``ema.pt`` (sizes, sampler and render settings)."""
-    unet_ckpt = Path(unet_ckpt)
-    blob = read_torch_file(unet_ckpt)
-    if not isinstance(blob, dict) or "config" not in blob:
-        raise HumanLiffError(f"{unet_ckpt}: not a humanliff ema.pt (no recorded config)")
-    return Config.from_dict(blob["config"], source=f"{unet_ckpt}: config")
+    return Config.from_dict(read_ema(unet_ckpt)["config"], source=f"{resolve_ema(unet_ckpt)}: config")

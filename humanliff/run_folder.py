@@ -4,8 +4,8 @@
 an input of the command, that is the working directory or one of its parents, that is a file, that is
 a non-empty folder without the ``MARKER`` file (not written by humanliff), or, unless ``force``, any
 non-empty folder to be replaced. It also refuses an unwritable place or one with too little free disk
-for an estimate of the output. ``hold_run_folder`` takes the run folder's ``flock`` (``fit``, ``train``):
-a second writer gets one line naming the holder's pid.
+for the estimated output (``humanliff.output_sizes``). ``hold_run_folder`` takes the run folder's
+``flock`` (``fit``, ``train``): a second writer gets one line naming the holder's pid.
 """
 
 from __future__ import annotations
@@ -17,38 +17,12 @@ import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from humanliff.config import SampleConfig, SynthConfig
 from humanliff.errors import HumanLiffError
 from humanliff.io import MARKER, recover_swap, write_marker
 
 LOCK_FILE = ".lock"
 """The run folder's lock file (holds the holder's pid)."""
 MB = 1 << 20
-LAYERS = 4
-PLANE_CHANNELS = 27
-
-
-def generation_bytes(sample: SampleConfig, humans: int, resolution: int) -> int:
-    """A rough size of a generation folder: fp16 planes, PNG views (a third of raw RGB, twice: the views
-    and the grid), GIF turntables (about a byte a pixel) and meshes (two formats, ~64 bytes a cell face)."""
-    pixels = sample.image_size ** 2
-    per_layer = 2 * sample.views * pixels + sample.turntable_frames * pixels + 128 * sample.mesh_resolution ** 2
-    planes = LAYERS * PLANE_CHANNELS * resolution ** 2 * 2
-    return humans * LAYERS * (per_layer + planes)
-
-
-def dataset_bytes(synth: SynthConfig) -> int:
-    """A rough size of a synthetic dataset: per view and layer a PNG image and mask (half of raw RGBA)."""
-    return synth.subjects * LAYERS * synth.views * 2 * synth.resolution ** 2
-
-
-def artifacts_bytes(unet_ckpt: str | Path, store: str | Path, formats: int) -> int:
-    """A rough size of an artifacts folder: each format holds the UNet and the decoder weights twice
-    (fp32 and a build copy)."""
-    unet, store = Path(unet_ckpt), Path(store)
-    unet = unet / "ema.pt" if unet.is_dir() else unet
-    weights = sum(p.stat().st_size for p in (unet, store / "decoder.pt") if p.is_file())
-    return 2 * formats * weights
 
 
 def _existing_ancestor(path: Path) -> Path:
@@ -124,9 +98,21 @@ def guard_file_output(out: str | Path, inputs: Iterable[str | Path | None] = (),
     out = Path(out)
     if out.is_dir():
         raise HumanLiffError(f"{option} {out}: is a folder; give a file name")
+    if out.exists() or out.is_symlink():
+        raise HumanLiffError(f"{option} {out}: exists; nothing was changed, delete it or choose another name")
     _check_place(out, option, True, inputs)
     ensure_space(out, 0, option)
     return out
+
+
+def guard_run_files(out: str | Path, names: Iterable[str], option: str = "--out") -> None:
+    """Refuse, before any work, a run folder ``out`` where a file the command writes (``names``) is a folder
+    (the files themselves are replaced atomically by their writers)."""
+    for name in names:
+        path = Path(out) / name
+        if path.is_dir() and not path.is_symlink():
+            raise HumanLiffError(f"{option} {out}: {path} is a folder, where this command writes a file; move it "
+                                 "away or choose another folder")
 
 
 @contextlib.contextmanager

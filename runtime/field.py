@@ -6,12 +6,12 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 
 import torch
 
 from humanliff.runtime import fused_field
+from humanliff.runtime.compute import autocast_context
 from humanliff.runtime.triplane import sample_features
 
 Field = Callable[[torch.Tensor, "torch.Tensor | None"], "tuple[torch.Tensor | None, torch.Tensor]"]
@@ -19,18 +19,6 @@ Field = Callable[[torch.Tensor, "torch.Tensor | None"], "tuple[torch.Tensor | No
 
 Decoder = Callable[..., "tuple[torch.Tensor, torch.Tensor] | torch.Tensor"]
 """``decoder(features [N,27], viewdirs [N,3] | None) -> (rgb_raw, sigma_raw)``, or ``sigma_raw`` alone."""
-
-PRECISIONS = ("fp32", "bf16")
-
-
-def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on ``device`` (CUDA or CPU) for ``precision='bf16'``, else a no-op."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision '{precision}' is not one of {PRECISIONS}")
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-
 
 def decode_points(
     planes: torch.Tensor, decoder: Decoder, points: torch.Tensor, viewdirs: torch.Tensor | None
@@ -51,23 +39,24 @@ def decode_points(
 
 
 def make_field(planes: torch.Tensor, decoder: Decoder, *, precision: str = "fp32",
-               compile: bool = False, fused: bool | None = None) -> Field:
+               compile: bool = False, fused: bool = True, require_fused: bool = False) -> Field:
     """The field of tri-planes ``[B, 27, R, R]`` decoded by ``decoder``.
 
     ``precision='bf16'`` runs plane sampling and the MLP under bf16 autocast (outputs stay float32);
     ``compile=True`` runs them as one ``torch.compile``d graph (dynamic point count). Gradients flow to
     ``planes`` (and the decoder's parameters) in every mode.
 
-    ``fused`` picks the fused Triton kernel of ``runtime.fused_field`` (bf16; gradients to ``planes`` and
-    the decoder's parameters, none to points; neither planes nor decoder may change in place meanwhile):
-    None (default) uses it for ``precision='bf16'`` where ``fused_field.field_weights`` accepts the decoder
-    (CUDA, a FusedDecoder, frozen or trainable), True requires it, False never uses it.
+    ``fused`` (``render.fused_kernel``) uses the fused Triton kernel of ``runtime.fused_field`` (bf16;
+    gradients to ``planes`` and the decoder's parameters, none to points; neither planes nor decoder may
+    change in place meanwhile) for ``precision='bf16'`` where ``fused_field.field_weights`` accepts the
+    decoder (CUDA, a FusedDecoder, frozen or trainable); False never uses it. ``require_fused`` uses it
+    whatever the precision and device (the kernel's tests and benchmarks).
     """
-    if fused is None:
+    if fused and not require_fused:
         weights = fused_field.field_weights(decoder, planes.device) if precision == "bf16" else None
         if weights is not None:
             return fused_field.make_fused_field(planes, weights)
-    elif fused:
+    elif require_fused:
         trainable = fused_field.is_trainable(decoder)
         weights = fused_field.decoder_weights(decoder, trainable=trainable).to(planes.device)
         return fused_field.make_fused_field(planes, weights)

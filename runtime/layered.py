@@ -12,10 +12,10 @@ import torch
 from tqdm.auto import tqdm
 
 from humanliff.runtime.errors import HumanLiffError
+from humanliff.runtime.layers import NUM_LAYERS
 from humanliff.runtime.sampling import sample
 from humanliff.runtime.schedule import DistilledSchedule
 
-LAYER_TITLES = ("body", "+pants", "+shirt", "+shoes")
 """Column titles of the four layers (layer id = index): what each layer adds."""
 
 UNetFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -29,8 +29,8 @@ def parse_layers(spec: str) -> list[int]:
         hi = int(last) if sep else lo
     except ValueError:
         raise HumanLiffError(f"'{spec}' is not a layer range like 0-3 or 2") from None
-    if not 0 <= lo <= hi < len(LAYER_TITLES):
-        raise HumanLiffError(f"'{spec}' is not a layer range within 0-{len(LAYER_TITLES) - 1} (low-high)")
+    if not 0 <= lo <= hi < NUM_LAYERS:
+        raise HumanLiffError(f"'{spec}' is not a layer range within 0-{NUM_LAYERS - 1} (low-high)")
     return list(range(lo, hi + 1))
 
 
@@ -105,8 +105,8 @@ def sample_layers(
     layers = list(layers)
     if not layers or layers != list(range(layers[0], layers[0] + len(layers))):
         raise HumanLiffError(f"layers must be a contiguous ascending range, got {layers}")
-    if not 0 <= layers[0] <= layers[-1] < len(LAYER_TITLES):
-        raise HumanLiffError(f"layers must lie in 0..{len(LAYER_TITLES) - 1}, got {layers}")
+    if not 0 <= layers[0] <= layers[-1] < NUM_LAYERS:
+        raise HumanLiffError(f"layers must lie in 0..{NUM_LAYERS - 1}, got {layers}")
     if (start is None) != (layers[0] == 0):
         raise HumanLiffError(
             f"layer {layers[0]} needs the planes of layer {layers[0] - 1} as start"

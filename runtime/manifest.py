@@ -41,6 +41,7 @@ from typing import Any
 import torch
 
 from humanliff.runtime.errors import InputFileError
+from humanliff.runtime.files import read_json
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "humanliff-artifacts"
@@ -83,14 +84,6 @@ def sha256_file(path: str | Path) -> str:
         while block := f.read(1 << 23):
             digest.update(block)
     return digest.hexdigest()
-
-
-def read_json(path: Path) -> Any:
-    """Parse a JSON file; one-line ``InputFileError`` naming it when it is not valid JSON."""
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputFileError(path, f"not valid JSON ({exc.__class__.__name__})") from exc
 
 
 def read_manifest(artifacts_dir: str | Path) -> dict[str, Any]:

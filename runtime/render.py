@@ -26,6 +26,9 @@ from humanliff.runtime.triplane import normalize_points
 LAST_INTERVAL = 1e10
 """Length of the last interval of every ray (the original's)."""
 TRANSMITTANCE_EPS = 1e-7
+"""Added to ``1 - alpha`` in the transmittance of the composite (the original's ``render_core``)."""
+UPSAMPLE_TRANSMITTANCE_EPS = 1e-10
+"""The same for the coarse weights that importance sampling draws from (the original's ``up_sample``)."""
 PDF_EPS = 1e-5
 """Added to the coarse weights before inverse-CDF sampling (the original's)."""
 
@@ -113,17 +116,18 @@ def _sorted_keys(x: torch.Tensor) -> torch.Tensor:
     return torch.cummax(x, dim=-1).values
 
 
-def alpha_weights(density: torch.Tensor, z: torch.Tensor, dir_norm: torch.Tensor | None) -> torch.Tensor:
+def alpha_weights(density: torch.Tensor, z: torch.Tensor, dir_norm: torch.Tensor | None,
+                  eps: float = TRANSMITTANCE_EPS) -> torch.Tensor:
     """Compositing weights ``[..., S]`` of densities at sorted depths ``z [..., S]``.
 
     Intervals are ``z[i+1] - z[i]`` (the last ``1e10``), times ``dir_norm [...]`` when given (metric);
-    ``w = alpha * T`` with ``T`` the exclusive cumprod of ``1 - alpha + 1e-7``.
+    ``w = alpha * T`` with ``T`` the exclusive cumprod of ``1 - alpha + eps``.
     """
     dists = torch.cat([z[..., 1:] - z[..., :-1], torch.full_like(z[..., :1], LAST_INTERVAL)], dim=-1)
     if dir_norm is not None:
         dists = dists * dir_norm[..., None]
     alpha = 1.0 - torch.exp(-density * dists)
-    trans = torch.cat([torch.ones_like(alpha[..., :1]), 1.0 - alpha + TRANSMITTANCE_EPS], dim=-1).cumprod(-1)
+    trans = torch.cat([torch.ones_like(alpha[..., :1]), 1.0 - alpha + eps], dim=-1).cumprod(-1)
     return alpha * trans[..., :-1]
 
 
@@ -202,13 +206,14 @@ def importance_depths(sigma_raw: torch.Tensor, z: torch.Tensor, dir_norm: torch.
                       generator: torch.Generator | None = None) -> torch.Tensor:
     """Fine depths ``[B, N, n]`` from coarse samples, no gradient (the original's up_sample + sample_pdf).
 
-    The coarse weights use metric intervals and no noise; ``weights[..., 1:-1] + 1e-5`` on the midpoints.
+    The coarse weights use metric intervals, no noise and the transmittance epsilon 1e-10 of the original's
+    ``up_sample`` (its composite uses 1e-7); ``weights[..., 1:-1] + 1e-5`` on the midpoints.
     """
     with torch.no_grad():
         density = F.softplus(sigma_raw.detach())
         if occupied is not None:
             density = density * occupied
-        w = alpha_weights(density, z, dir_norm)
+        w = alpha_weights(density, z, dir_norm, UPSAMPLE_TRANSMITTANCE_EPS)
         mids = 0.5 * (z[..., 1:] + z[..., :-1])
         return sample_pdf(mids, w[..., 1:-1] + PDF_EPS, n, det, generator)
 
@@ -317,3 +322,15 @@ def render_image(field: Field, K: torch.Tensor, R: torch.Tensor, T: torch.Tensor
         depth[pix] = out["depth"][0]
     return {"rgb": rgb.reshape(height, width, 3), "acc": acc.reshape(height, width),
             "depth": depth.reshape(height, width)}
+
+
+def render_views(field: Field, K: torch.Tensor, R: torch.Tensor, T: torch.Tensor, height: int, width: int,
+                 bounds: torch.Tensor, cfg: RenderSettings, *, occupancy: torch.Tensor | None = None,
+                 progress: bool = False) -> torch.Tensor:
+    """``render_image`` of each camera ``K [V,3,3], R [V,3,3], T [V,3]`` (moved to ``bounds``' device):
+    float32 ``[V, H, W, 3]`` in [0, 1] on the CPU (black background)."""
+    device = bounds.device
+    frames = [render_image(field, K[v].to(device), R[v].to(device), T[v].to(device), height, width, bounds, cfg,
+                           occupancy=occupancy)["rgb"].float().cpu()
+              for v in tqdm(range(len(K)), desc="views", unit="view", disable=not progress, leave=False)]
+    return torch.stack(frames)

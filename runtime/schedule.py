@@ -28,11 +28,19 @@ def alphas_cumprod(betas: torch.Tensor) -> torch.Tensor:
     return torch.cumprod(1.0 - betas.double(), dim=0)
 
 
+def linear_schedule(steps: int = 1000, start: float = 1e-4, end: float = 0.02) -> torch.Tensor:
+    """The diffusion process's ``alphas_cumprod`` for linear betas ``start..end`` over ``steps``: float64
+    ``[steps]`` (the one build of the schedule that training, generation and the runtime use)."""
+    return alphas_cumprod(linear_betas(steps, start, end))
+
+
 def space_timesteps(num_timesteps: int, section_counts: str | Sequence[int]) -> set[int]:
     """The original's ``space_timesteps``: which of ``num_timesteps`` steps a respaced process keeps.
 
     ``section_counts`` is a list of step counts, one per equal section of the process (``[250]`` or
-    ``"250"``; ``"10,15"``), or ``"ddimN"`` for a strided set of exactly N steps.
+    ``"250"``; ``"10,15"``), or ``"ddimN"`` for a strided set of exactly N steps. Within a section the
+    positions are accumulated (``position += stride``) and rounded, exactly as the original does: at 278
+    of the counts 1..1000 (21, 23, 31, ...) that picks other steps than rounding ``stride * j``.
     """
     if isinstance(section_counts, str):
         if section_counts.startswith("ddim"):
@@ -49,7 +57,10 @@ def space_timesteps(num_timesteps: int, section_counts: str | Sequence[int]) -> 
         if size < count:
             raise ValueError(f"cannot divide a section of {size} steps into {count}")
         stride = 1.0 if count <= 1 else (size - 1) / (count - 1)
-        steps += [start + round(stride * j) for j in range(count)]
+        position = 0.0
+        for _ in range(count):  # a running float sum, as the original: ``stride * j`` rounds differently
+            steps.append(start + round(position))
+            position += stride
         start += size
     return set(steps)
 

@@ -52,8 +52,8 @@ def sample_features(planes: torch.Tensor, points: torch.Tensor,
     step = 1.0 / res
     shifts = uv.new_tensor([[0.0, 0.0], [step, 0.0], [0.0, step]])  # [3 groups, 2]
     grid = uv[:, :, None] + shifts[None, None, :, None, :]  # [B, 3, 3, M, 2]
-    grid = grid.reshape(b * N_PLANES * N_GROUPS, 1, m, 2)
-    texels = planes.reshape(b * N_PLANES * N_GROUPS, GROUP_CHANNELS, res, res)
+    grid = grid.reshape(-1, 1, m, 2)  # [B*9, 1, M, 2]; -1, not b * 9: no size arithmetic in traced graphs
+    texels = planes.reshape(-1, GROUP_CHANNELS, res, res)
     out = F.grid_sample(texels, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     # [B*9, 3, 1, M] -> [B, 9 (plane, group), 3 (c), M] -> [B, M, 27]
     return out.reshape(b, N_PLANES * N_GROUPS, GROUP_CHANNELS, m).permute(0, 3, 1, 2).reshape(b, m, CHANNELS)

@@ -1,15 +1,25 @@
 """Config precedence, presets and error messages."""
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 from humanliff.config import Config, dump_config, load_config
 from humanliff.errors import HumanLiffError, InputFileError
 
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
-@pytest.mark.parametrize("preset", ["synbody", "tightcap", "demo", "tiny"])
-def test_presets_load(preset):
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in CONFIGS.glob("*.yaml")))
+def test_presets_load_every_value_they_set(preset):
     cfg = load_config(preset)
-    assert cfg.triplane.channels == 27
+    written = yaml.safe_load((CONFIGS / f"{preset}.yaml").read_text())
+    assert written, preset
+    for section, values in written.items():
+        for key, value in values.items():
+            loaded = getattr(getattr(cfg, section), key)
+            assert (list(loaded) if isinstance(loaded, tuple) else loaded) == value, f"{preset}: {section}.{key}"
 
 
 def test_precedence_defaults_preset_overrides():
@@ -48,6 +58,6 @@ def test_missing_preset_names_file():
         load_config("nope")
 
 
-def test_fused_kernel_switch_maps_to_make_fields_choice():
-    assert load_config(None).render.fused_choice() is None  # the kernel wherever it applies
-    assert load_config(None, ["render.fused_kernel=false"]).render.fused_choice() is False
+def test_background_is_checked():
+    with pytest.raises(HumanLiffError, match="sample.background='grey' is not allowed"):
+        load_config(None, ["sample.background=grey"])

@@ -12,9 +12,9 @@ from humanliff.cli import app
 from humanliff.config import DataConfig
 from humanliff.data.check import check_dataset
 from humanliff.data.images import read_mask
-from humanliff.data.loader import load_dataset
+from humanliff.data.loader import LAYOUTS, get_layout, load_dataset, subject_list_path
 from humanliff.data.synth import synthesize_dataset
-from humanliff.errors import InputFileError
+from humanliff.errors import HumanLiffError, InputFileError
 
 SUBJECT = "seq_000000"
 
@@ -134,3 +134,17 @@ def test_cli_synth_check_preview(tmp_path):
     assert Image.open(sheet).size == (4 * 2 * 20, 14 + 20)
     result = runner.invoke(app, ["data", "check", str(tmp_path / "nowhere")])
     assert result.exit_code == 1 and "human_list.txt: missing" in result.output
+
+
+def test_layout_registry_and_the_choices_that_copy_it(tmp_path):
+    from humanliff.cli import LAYOUT_NAMES
+    from humanliff.config import LIMITS
+
+    assert LAYOUT_NAMES == LIMITS["data"]["layout"].choices == tuple(LAYOUTS)
+    assert subject_list_path(tmp_path, "tightcap") == tmp_path / "human_list.txt"  # neither exists: the first
+    (tmp_path / "TightCap_human_list.txt").write_text("a\n")
+    assert subject_list_path(tmp_path, "tightcap") == tmp_path / "TightCap_human_list.txt"
+    assert subject_list_path(tmp_path, "synbody") == tmp_path / "human_list.txt"
+    assert get_layout("synbody").mask_file(tmp_path, 1, 7) == tmp_path / "person-pants/mask/camera0007/0000.png"
+    with pytest.raises(HumanLiffError, match="unknown layout 'nope' \\(valid: synbody, tightcap\\)"):
+        get_layout("nope")

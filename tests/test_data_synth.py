@@ -12,9 +12,9 @@ from humanliff.data.bounds import read_bounds
 from humanliff.data.figures import figure_bounds, random_figure
 from humanliff.data.loader import load_dataset, split_views
 from humanliff.data.synth import synthesize_dataset
-from humanliff.data.types import LAYERS
 from humanliff.errors import HumanLiffError
 from humanliff.runtime.cameras import project_points
+from humanliff.runtime.layers import LAYER_NAMES
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_masks_agree_with_images_and_layers_grow(dataset):
         raw = np.stack(
             [
                 np.asarray(Image.open(dataset / s.name / layer / "img" / f"camera{v:04d}" / "0000.jpg"))
-                for layer in LAYERS
+                for layer in LAYER_NAMES
                 for v in range(4)
             ]
         ).reshape(4, 4, 32, 32, 3)

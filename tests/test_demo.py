@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -35,9 +36,13 @@ def test_demo_writes_every_stage(first_run):
     assert list(saved["stages"]) == STAGES
     assert all(not s["skipped"] and s["seconds"] >= 0 for s in saved["stages"].values())
     assert set(saved["recon"]) == {"0", "1", "2", "3"} and all("psnr" in v for v in saved["recon"].values())
-    assert len(saved["paths"]["turntables"]) == 1 and len(saved["paths"]["meshes"]) <= 4
+    assert len(saved["paths"]["turntables"]) == 1
+    glbs = sorted((out / "generated").glob("layer_*/human_*.glb"))
+    assert [Path(p) for p in saved["paths"]["meshes"]] == glbs  # exactly the meshes it wrote
+    assert sorted((out / "generated").glob("layer_*/human_*.ply")) == [p.with_suffix(".ply") for p in glbs]
     assert summary["message"].startswith("demo done in ")
-    assert f"contact sheet {out / 'generated' / 'contact_sheet.png'}" in summary["message"]
+    assert f"contact sheet:              {out / 'generated' / 'contact_sheet.png'}" in summary["message"]
+    assert f"viewer (open in a browser): {out / 'generated' / 'viewer.html'}" in summary["message"]
 
 
 def test_second_call_skips_finished_stages(first_run, monkeypatch):

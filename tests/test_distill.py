@@ -16,26 +16,26 @@ from tiny_models import FAST, make_tiny_models
 
 from humanliff.cli import DISTILL_METHODS, app
 from humanliff.config import load_config
-from humanliff.deploy import run_artifacts
+from humanliff.ema_file import read_schedule
 from humanliff.errors import HumanLiffError, InputFileError
 from humanliff.export.artifacts import export_artifacts
 from humanliff.generate import generate
-from humanliff.models.checkpoint import load_ema, read_schedule
+from humanliff.models.checkpoint import load_ema
 from humanliff.models.inference import inference_unet
+from humanliff.pipeline import Pipeline
 from humanliff.runtime.layered import human_generators, sample_layers
-from humanliff.runtime.manifest import MANIFEST_NAME, read_manifest
+from humanliff.runtime.manifest import read_manifest
 from humanliff.runtime.sampling import check_sampler, sample
 from humanliff.runtime.schedule import (
     DistilledSchedule,
-    alphas_cumprod,
-    linear_betas,
+    linear_schedule,
     read_distilled,
     trailing_timesteps,
 )
 from humanliff.training.checkpoint import CHECKPOINT
 from humanliff.training.distill import METHODS, TEACHER_PLANES, distill
 
-ABAR = alphas_cumprod(linear_betas())
+ABAR = linear_schedule()
 RUN = ("train.steps=4", "distill.teacher_steps=8", "train.log_every=1", "train.checkpoint_every=2")
 
 
@@ -200,14 +200,17 @@ def test_export_and_run_a_student(students, tiny, tmp_path):
                      progress=False)
     manifest = read_manifest(arts)
     assert manifest["distilled"]["timesteps"] == [999, 499] and manifest["sample"]["sampler"] == "distilled"
-    ran = run_artifacts(arts, tmp_path / "rt", humans=2, device="cpu", progress=False)
+    engines = Pipeline.from_pretrained(arts, device="cpu", engines_only=True)
+    ran = engines(2)
     cfg = load_config("tiny", [*FAST, "sample.sampler=distilled", "sample.steps=2", "sample.batch=2"])
     generate(cfg, student, store, tmp_path / "gen", progress=False)
-    torch.testing.assert_close(torch.from_numpy(np.load(ran["planes"])["planes"]),
-                               torch.from_numpy(np.load(tmp_path / "gen" / "planes.npz")["planes"]),
+    torch.testing.assert_close(ran.planes.half().float(),
+                               torch.from_numpy(np.load(tmp_path / "gen" / "planes.npz")["planes"]).float(),
                                rtol=0, atol=2e-3)  # fp16 storage
-    with pytest.raises(InputFileError, match=f"{MANIFEST_NAME}: is a distilled student .*not 'dpmpp'"):
-        run_artifacts(arts, tmp_path / "rt2", humans=2, sampler="dpmpp", steps=20, device="cpu", progress=False)
+    with pytest.raises(InputFileError, match="artifacts: is a distilled student .*not 'dpmpp'"):
+        engines(2, sampler="dpmpp", steps=20)
+    with pytest.raises(InputFileError, match="artifacts: the distilled student samples in 2 calls a layer, not 3"):
+        engines(2, steps=3)
 
 
 def test_wrong_sampler_for_the_model_is_one_line(students, tiny, tmp_path):
@@ -232,7 +235,7 @@ def test_bad_teachers_and_steps(tiny, students, tmp_path):
     with pytest.raises(InputFileError, match="no_diffusion.pt: the teacher has no diffusion config"):
         distill(no_diffusion, store, tmp_path / "x", device="cpu")
     torch.save(blob["state_dict"], tmp_path / "bare.pt")
-    with pytest.raises(InputFileError, match="bare.pt: not a diffusion run's ema.pt"):
+    with pytest.raises(InputFileError, match="bare.pt: not a humanliff ema.pt"):
         distill(tmp_path / "bare.pt", store, tmp_path / "x", device="cpu")
     with pytest.raises(InputFileError, match="ema.pt: is already a distilled student"):
         distill(students["consistency"], store, tmp_path / "x", device="cpu")

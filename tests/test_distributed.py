@@ -12,9 +12,9 @@ import torch.multiprocessing as mp
 from humanliff.config import load_config
 from humanliff.data.synth import synthesize_dataset
 from humanliff.models.decoder import build_decoder
+from humanliff.store import open_store
 from humanliff.training import distributed as d
-from humanliff.training.fit import fit_stage_a
-from humanliff.training.store import open_store
+from humanliff.training.fit_a import fit_stage_a
 
 
 def _free_port() -> int:

@@ -17,10 +17,10 @@ from humanliff.data.synth import synthesize_dataset
 from humanliff.errors import HumanLiffError
 from humanliff.evaluation import metrics
 from humanliff.evaluation.metrics import Lpips, crop_box, psnr, ssim
-from humanliff.evaluation.recon import evaluate_recon, parse_triplane_ref, read_camera_file, render_triplane
+from humanliff.evaluation.recon import evaluate_recon, read_camera_file, render_triplane
 from humanliff.io import atomic_path
 from humanliff.models.decoder import build_decoder
-from humanliff.training.store import create_store
+from humanliff.store import create_store, parse_triplane_ref
 
 
 def test_psnr_on_region():
@@ -102,7 +102,7 @@ def test_render_triplane(tiny, tmp_path):
     png = render_triplane(cfg, f"{store}:0:0", tmp_path / "v.png", cameras=cameras, size=32,
                           device=torch.device("cpu"))
     assert imageio.imread(png).shape == (32, 64, 3)  # two views tiled in a 2-column grid, one row
-    with pytest.raises(HumanLiffError, match="is not STORE:SUBJECT:LAYER"):
+    with pytest.raises(HumanLiffError, match="is not of the form STORE:SUBJECT:LAYER"):
         parse_triplane_ref("store:seq")
     with pytest.raises(HumanLiffError, match="not comma-separated integers"):
         read_camera_file(root / "seq_000000" / "cameras.json", "a,b")

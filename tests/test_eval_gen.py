@@ -25,7 +25,7 @@ from humanliff.evaluation.metrics import (
     knn_precision_recall,
 )
 from humanliff.runtime.occupancy import build_occupancy, largest_component
-from humanliff.training.store import open_store
+from humanliff.store import open_store
 
 RNG = np.random.default_rng(0)
 

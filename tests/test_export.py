@@ -14,17 +14,32 @@ from tiny_models import make_tiny_models
 from humanliff.cli import app
 from humanliff.config import load_config
 from humanliff.errors import HumanLiffError
-from humanliff.export.artifacts import export_network, parse_formats, torch_decoder
-from humanliff.export.spec import DecoderGraph, UNetGraph, decoder_spec, unet_part_specs, unet_spec
+from humanliff.export.artifacts import export_network, float32_reference, parse_formats, torch_decoder
+from humanliff.export.spec import (
+    DecoderGraph,
+    UNetGraph,
+    decoder_spec,
+    unet_part_specs,
+    unet_spec,
+    with_compute_weights,
+)
 from humanliff.models.decoder import build_decoder
 from humanliff.models.unet import build_unet
+from humanliff.output_sizes import artifacts_bytes
 from humanliff.runtime.formats import EngineUnavailable
 from humanliff.runtime.formats.aoti_compiler import candidates, choose_compiler
-from humanliff.runtime.formats.base import TOLERANCE, WriteJob, max_rel_error, run_isolated
+from humanliff.runtime.formats.base import (
+    TOLERANCE,
+    TORCH_ERROR_FACTOR,
+    WriteJob,
+    check_outputs,
+    max_rel_error,
+    run_isolated,
+)
 from humanliff.runtime.formats.onnx import write_onnx
 from humanliff.runtime.formats.tensorrt import build_plan, profile
 from humanliff.runtime.manifest import MANIFEST_VERSION, read_manifest, sha256_file
-from humanliff.training.store import open_store
+from humanliff.store import open_store
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 
@@ -40,6 +55,13 @@ def exported(tmp_path_factory):
                                       "--unet-layout", "whole", "--set", "sample.image_size=20"])
     assert result.exit_code == 0, result.output
     return out, result.output
+
+
+def test_disk_estimate_of_the_artifacts_matches_the_real_size(exported):
+    out, _ = exported
+    estimate = artifacts_bytes(out.parent / "ema.pt", out.parent / "store", ["ep", "onnx"], "whole")
+    real = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
+    assert 0.75 * real <= estimate <= 1.25 * real, (estimate, real)
 
 
 def test_unet_spec_inputs_profile_and_limits():
@@ -230,3 +252,43 @@ def test_unet_graph_computes_in_bf16_with_float32_io():
     out = graph(*feeds.values())
     assert out.dtype == torch.float32
     assert 1e-4 < max_rel_error({"eps": out}, {"eps": reference(*feeds.values())}) < TOLERANCE["bf16"]
+
+
+def test_bf16_engines_are_checked_against_float32_with_torch_own_error_allowed():
+    torch.manual_seed(0)
+    unet = build_unet(load_config("tiny").unet, 16)
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    spec = unet_spec(16, 27, 4, 1000, 2)
+    feeds = spec.sample_inputs({"batch": 2}, torch.Generator().manual_seed(0))
+    exact = float32_reference(UNetGraph(copy.deepcopy(unet)), spec, feeds)
+    assert exact.torch_rel_err == 0.0
+    graph = UNetGraph(unet, torch.bfloat16)
+    reference = float32_reference(graph, spec, feeds)
+    assert graph.dtype == torch.bfloat16  # restored after the float32 pass
+    assert torch.equal(reference.outputs["eps"], exact.outputs["eps"])
+    assert 1e-4 < reference.torch_rel_err < TOLERANCE["bf16"]
+    eager = graph(*feeds.values())
+    check = check_outputs({"eps": eager}, reference, "bf16")
+    assert check["passed"] and check["max_rel_err"] == pytest.approx(reference.torch_rel_err)
+    scale = exact.outputs["eps"].abs().max()
+    far = exact.outputs["eps"] + 1.01 * max(TOLERANCE["bf16"], TORCH_ERROR_FACTOR * reference.torch_rel_err) * scale
+    assert not check_outputs({"eps": far}, reference, "bf16")["passed"]
+
+
+def test_compute_weights_copy_gives_the_autocast_outputs_with_half_the_conv_bytes():
+    torch.manual_seed(0)
+    graph = UNetGraph(build_unet(load_config("tiny").unet, 16), torch.bfloat16)
+    feeds = unet_spec(16, 27, 4, 1000, 2).sample_inputs({"batch": 2}, torch.Generator().manual_seed(0))
+    lowered = with_compute_weights(graph)
+    assert torch.equal(lowered(*feeds.values()), graph(*feeds.values()))
+    kinds = {torch.nn.Conv2d: set(), torch.nn.Linear: set(), torch.nn.GroupNorm: set()}
+    for module in lowered.modules():
+        for kind, seen in kinds.items():
+            if isinstance(module, kind):
+                seen.add(module.weight.dtype)
+    assert kinds == {torch.nn.Conv2d: {torch.bfloat16}, torch.nn.Linear: {torch.bfloat16},
+                     torch.nn.GroupNorm: {torch.float32}}
+    assert all(p.dtype == torch.float32 for p in graph.parameters())  # the original is left as it was
+    assert with_compute_weights(UNetGraph(graph.unet)).unet is graph.unet  # float32: nothing copied

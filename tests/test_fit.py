@@ -17,12 +17,13 @@ from humanliff.data.raysampler import RayBatch
 from humanliff.data.synth import synthesize_dataset
 from humanliff.errors import InputFileError
 from humanliff.models.decoder import build_decoder
-from humanliff.training.fit import StageBFitter, fit_stage_a, fit_stage_b
+from humanliff.store import open_store
+from humanliff.training.fit_a import fit_stage_a
+from humanliff.training.fit_b import StageBFitter, fit_stage_b
 from humanliff.training.fit_losses import plane_losses, total_variation
 from humanliff.training.fit_step import draw_rays, plane_targets
 from humanliff.training.schedules import decoder_lr_a, planes_lr_a, planes_lr_b
 from humanliff.training.sparse_adam import RowAdam
-from humanliff.training.store import open_store
 
 
 def test_row_adam_matches_torch_adam_on_touched_rows():

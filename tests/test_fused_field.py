@@ -157,7 +157,7 @@ def test_make_fused_field_and_empty_points():
     torch.testing.assert_close(sigma, sigma2)
     rgb0, sigma0 = field(points[:, :0], dirs[:, :0])
     assert rgb0.shape == (B, 0, 3) and sigma0.shape == (B, 0, 1)
-    rgb3, sigma3 = make_field(planes, dec, precision="bf16", fused=True)(points, dirs)  # forced on
+    rgb3, sigma3 = make_field(planes, dec, precision="bf16", require_fused=True)(points, dirs)  # forced on
     rgb_ref, sigma_ref = decode_points(planes, dec, points, dirs)
     assert rel_err(rgb3, rgb_ref) < TOL and rel_err(sigma3, sigma_ref) < TOL
 

@@ -10,12 +10,21 @@ import torch
 from humanliff.config import load_config
 from humanliff.data.synth import synthesize_dataset
 from humanliff.evaluation.recon import evaluate_recon
-from humanliff.training.fit import fit_stage_a
+from humanliff.runtime import fused_field
+from humanliff.training.fit_a import fit_stage_a
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 
-def test_stage_a_fused_matches_torch_path(tmp_path):
+def test_stage_a_fused_matches_torch_path(tmp_path, monkeypatch):
+    trained_fields = []  # fused fields built with gradients into the decoder: the path under test ran
+    real = fused_field.make_fused_field
+
+    def counting(planes, weights, *args, **kwargs):
+        trained_fields.append(weights.trainable)
+        return real(planes, weights, *args, **kwargs)
+
+    monkeypatch.setattr(fused_field, "make_fused_field", counting)
     root = tmp_path / "data"
     synthesize_dataset(root, subjects=2, views=8, resolution=64, seed=0, workers=1)
     psnr = {}
@@ -25,7 +34,9 @@ def test_stage_a_fused_matches_torch_path(tmp_path):
                                    "fit.checkpoint_every=0", "fit.log_every=100", "render.n_samples=32",
                                    "render.n_importance=32", f"render.fused_kernel={str(fused).lower()}"])
         run = tmp_path / f"fused_{fused}"
+        trained_fields.clear()
         store = fit_stage_a(cfg, run, device="cuda")
+        assert any(trained_fields) is fused, trained_fields[:4]
         metrics = evaluate_recon(cfg, store, run / "eval", device=torch.device("cuda"))
         psnr[fused] = [metrics["layers"][str(layer)]["psnr"] for layer in range(4)]
     for layer, (fast, ref) in enumerate(zip(psnr[True], psnr[False], strict=True)):

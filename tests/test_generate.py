@@ -4,25 +4,20 @@
 import imageio.v3 as iio
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 from tiny_models import make_tiny_models
 
 from humanliff.cli import app
 from humanliff.config import load_config
+from humanliff.ema_file import write_ema
 from humanliff.errors import HumanLiffError
-from humanliff.generate import NO_MODEL, NO_STORE, generate, parse_from, resolve_layers
+from humanliff.generate import generate
 from humanliff.models.unet import build_unet
-from humanliff.training.store import open_store
+from humanliff.pipeline import parse_from, resolve_layers
+from humanliff.store import open_store
 
 FAST = ["sample.views=1", "sample.turntable_frames=2", "sample.image_size=16", "sample.mesh_resolution=12",
         "render.occupancy_resolution=0"]
-
-
-def _save_ema(path, unet, cfg):
-    """An ema.pt as ``humanliff train`` writes it (see humanliff.models.checkpoint)."""
-    torch.save({"state_dict": unet.state_dict(), "config": cfg.to_dict(), "store_manifest": {}}, path)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -119,11 +114,10 @@ def test_missing_model_and_mismatched_store(models, tmp_path):
         generate(cfg, None, store, tmp_path / "out")
     with pytest.raises(HumanLiffError, match="no --store given"):
         generate(cfg, ema, None, tmp_path / "out")
-    assert NO_MODEL.startswith("no --unet") and NO_STORE.startswith("no --store")
     with pytest.raises(HumanLiffError, match=r"sample.batch=0 is not allowed \(allowed: at least 1\)"):
         generate(load_config("tiny", ["sample.batch=0"]), ema, store, tmp_path / "out")
     big = load_config("tiny", ["triplane.resolution=32"])
-    wrong = _save_ema(tmp_path / "ema.pt", build_unet(big.unet, 32), big)
+    wrong = write_ema(tmp_path / "ema.pt", build_unet(big.unet, 32).state_dict(), big.to_dict(), {})
     with pytest.raises(HumanLiffError, match="tri-planes are 27x16\\^2 but the UNet"):
         generate(cfg, wrong, store, tmp_path / "out")
 
@@ -134,7 +128,7 @@ def test_cli_generate(models, tmp_path):
     overrides = [x for item in FAST for x in ("--set", item)]
     base = ["generate", "--config", "tiny", *overrides, "--unet", str(ema), "--store", str(store),
             "--out", str(tmp_path / "out"), "--device", "cpu"]
-    ok = runner.invoke(app, [*base, "--batch", "1", "--steps", "2", "--sampler", "ddim", "--seed", "3",
+    ok = runner.invoke(app, [*base, "--humans", "1", "--steps", "2", "--sampler", "ddim", "--seed", "3",
                              "--layers", "0-1"])
     assert ok.exit_code == 0, ok.output
     assert "contact sheet" in ok.output

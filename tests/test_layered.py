@@ -5,16 +5,15 @@ import torch
 
 from humanliff.errors import HumanLiffError
 from humanliff.runtime.layered import (
-    LAYER_TITLES,
     human_generators,
     parse_layers,
     sample_layers,
     top_rows_mask,
 )
 from humanliff.runtime.sampling import ddpm_step
-from humanliff.runtime.schedule import alphas_cumprod, linear_betas, space_timesteps
+from humanliff.runtime.schedule import linear_schedule, space_timesteps
 
-ABAR = alphas_cumprod(linear_betas())
+ABAR = linear_schedule()
 SHAPE = (2, 27, 4, 4)
 
 
@@ -166,7 +165,3 @@ def test_parse_layers(spec, layers):
 def test_parse_layers_rejects(spec):
     with pytest.raises(HumanLiffError, match="layer range"):
         parse_layers(spec)
-
-
-def test_layer_titles():
-    assert LAYER_TITLES == ("body", "+pants", "+shirt", "+shoes")

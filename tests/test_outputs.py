@@ -16,7 +16,7 @@ from humanliff.outputs.images import contact_sheet, save_png, to_uint8, view_gri
 from humanliff.outputs.meshes import write_mesh
 from humanliff.outputs.video import mp4_available, write_video
 from humanliff.outputs.writer import write_generation
-from humanliff.runtime.layered import LAYER_TITLES
+from humanliff.runtime.layers import LAYER_TITLES
 
 
 def test_to_uint8_rounds_and_clips():

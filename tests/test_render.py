@@ -167,6 +167,32 @@ def test_alpha_weights_compositing_rule():
     torch.testing.assert_close(w, torch.tensor([[0.0, a1, (1 - a1 + 1e-7)]]), rtol=1e-6, atol=1e-7)
 
 
+def _original_up_sample_weights(density, z, dir_norm):
+    """The original ``up_sample``'s coarse weights, restated: metric intervals (the last 1e10) and the
+    exclusive transmittance ``cumprod(1 - alpha + 1e-10)``."""
+    dists = torch.cat([z[..., 1:] - z[..., :-1], torch.full_like(z[..., :1], 1e10)], dim=-1) * dir_norm[..., None]
+    alpha = 1.0 - torch.exp(-density * dists)
+    trans = torch.cumprod(torch.cat([torch.ones_like(alpha[..., :1]), 1.0 - alpha + 1e-10], dim=-1), dim=-1)
+    return alpha * trans[..., :-1]
+
+
+def test_importance_weights_use_the_original_up_sample_epsilon():
+    """In float64, where 1e-10 and 1e-7 are apart: the fine depths are the original's to 1e-12, and the
+    composite's 1e-7 would move the samples behind the opaque one (in float32 the move is ~1e-7)."""
+    z = torch.linspace(0.0, 2.0, 16, dtype=torch.float64).expand(1, 3, 16).contiguous()
+    sigma_raw = torch.full((1, 3, 16), -20.0, dtype=torch.float64)
+    sigma_raw[..., 4] = 17.0  # nearly opaque: the samples behind it get a transmittance of about eps
+    sigma_raw[..., 9] = 3.0
+    dir_norm = torch.tensor([[1.0, 1.5, 0.7]], dtype=torch.float64)
+    density, mids = torch.nn.functional.softplus(sigma_raw), 0.5 * (z[..., 1:] + z[..., :-1])
+    fine = importance_depths(sigma_raw, z, dir_norm, 24, det=True)
+    w = _original_up_sample_weights(density, z, dir_norm)
+    torch.testing.assert_close(fine, sample_pdf(mids, w[..., 1:-1] + 1e-5, 24, det=True), rtol=0, atol=1e-12)
+    w_composite_eps = alpha_weights(density, z, dir_norm)
+    moved = sample_pdf(mids, w_composite_eps[..., 1:-1] + 1e-5, 24, det=True)
+    assert (moved - fine).abs().max() > 1e-8
+
+
 def test_occupancy_skipping_gives_the_same_image_with_fewer_evaluations():
     field = make_field(blob_planes(), blob_decoder)
     occ = build_occupancy(field, 16, 0.01)

@@ -1,10 +1,10 @@
 """``humanliff run``: manifest checks, engines and their fallback, the lean pipeline against ``generate``."""
 
-import importlib.util
 import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
@@ -13,10 +13,11 @@ import torch
 from tiny_models import FAST, make_tiny_models
 
 from humanliff.config import load_config
-from humanliff.deploy import engine_field, run_artifacts
 from humanliff.errors import HumanLiffError, InputFileError
 from humanliff.export.artifacts import export_artifacts
 from humanliff.generate import generate
+from humanliff.pipeline import Pipeline
+from humanliff.run_pipeline import engine_field
 from humanliff.runtime.engines import graphed, load_engine
 from humanliff.runtime.formats import FORMATS, PREFERENCE, EngineUnavailable
 from humanliff.runtime.formats.aoti import AOTIEngine
@@ -112,9 +113,10 @@ def test_engines_agree_and_fall_back(artifacts):
         load_engine(folder, "unet", prefer=("trt",))
 
 
-def test_engines_without_their_package_or_loader_are_skipped(artifacts, tmp_path):
+def test_engines_without_their_package_or_loader_are_skipped(artifacts, tmp_path, monkeypatch):
     spec = NetworkSpec((), (), {})
-    if importlib.util.find_spec("tensorrt") is None:
+    with monkeypatch.context() as patch:
+        patch.setitem(sys.modules, "tensorrt", None)  # `import tensorrt` raises ImportError, installed or not
         with pytest.raises(EngineUnavailable, match="tensorrt is not installed"):
             TensorRTEngine(tmp_path / "unet.plan", spec, "cpu").load()
     crashed = {"device": "cpu", "checked_on": device_key(torch.device("cpu")), "loader": "crashed (signal 11)"}
@@ -174,10 +176,9 @@ def test_run_reproduces_generate(artifacts, tmp_path, sampler, eta, layers):
     cfg = load_config("tiny", [*FAST, f"sample.sampler={sampler}", f"sample.eta={eta}", "sample.seed=7",
                                "sample.batch=3"])
     expected = generate(cfg, ema, store, tmp_path / "gen", layers, device="cpu", progress=False)
-    result = run_artifacts(folder, tmp_path / "run", humans=3, sampler=sampler, steps=cfg.sample.steps, seed=7,
-                           layers=layers, device="cpu", prefer=("onnx",), overrides=[f"sample.eta={eta}"],
-                           progress=False)
-    assert result["engines"] == {"unet": "onnx", "decoder": "onnx"}
+    pipe = Pipeline.from_pretrained(folder, device="cpu", prefer=("onnx",), overrides=[f"sample.eta={eta}"])
+    result = pipe(3, layers, sampler=sampler, steps=cfg.sample.steps, seed=7).save(tmp_path / "run")
+    assert pipe.models.engines == {"unet": "onnx", "decoder": "onnx"}
     a = np.load(expected["planes"])["planes"].astype(np.float32)
     b = np.load(result["planes"])["planes"].astype(np.float32)
     n_layers = 4 if layers is None else len(layers)
@@ -200,20 +201,37 @@ def test_run_cli_imports_no_training_code(artifacts, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     modules = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert "humanliff.deploy" in modules
+    assert {"humanliff.pipeline", "humanliff.run_pipeline"} <= set(modules)
     assert not [m for m in modules if m.startswith(FORBIDDEN)]
     assert np.load(tmp_path / "out" / "planes.npz")["planes"].shape == (2, 1, 27, 16, 16)
 
 
 def test_run_rejects_layers_not_from_zero(artifacts, tmp_path):
     with pytest.raises(HumanLiffError, match="--layers must start at 0"):
-        run_artifacts(artifacts[2], tmp_path / "x", humans=1, steps=1, layers=[1, 2], device="cpu",
-                      progress=False)
+        Pipeline.from_pretrained(artifacts[2], device="cpu")(1, [1, 2], steps=1)
 
 
-def test_graphs_only_on_cuda(artifacts):
-    engine = load_engine(artifacts[2], "unet", prefer=("ep",))
-    assert graphed(engine, {}, engine.device, True) is engine  # CPU: no CUDA graph
+def test_graphs_only_graphable_engines_on_cuda():
+    def call(**feeds):
+        raise AssertionError("graphed() must not run the engine when it does not capture")
+
+    assert graphed(call, {}, torch.device("cpu"), True) is call
+    assert graphed(call, {}, torch.device("cuda"), False) is call  # a format that cannot be captured (onnx)
+
+
+def test_ruff_bans_training_imports_in_the_runtime():
+    ruff = shutil.which("ruff") or shutil.which("ruff", path=str(Path(sys.executable).parent))
+    if ruff is None:
+        pytest.skip("ruff is not installed (pip install -e .[dev])")
+    root = Path(__file__).resolve().parents[1]
+    source = ("from humanliff.training.fit_a import fit_stage_a\nimport humanliff.models.unet\n"
+              "from humanliff import data\n")
+    banned = subprocess.run([ruff, "check", "--select", "TID251", "--stdin-filename", "runtime/probe.py", "-"],
+                            input=source, capture_output=True, text=True, cwd=root)
+    assert banned.returncode == 1 and banned.stdout.count("TID251") == 3, banned.stdout
+    allowed = subprocess.run([ruff, "check", "--select", "TID251", "--stdin-filename", "humanliff/probe.py", "-"],
+                             input=source, capture_output=True, text=True, cwd=root)
+    assert allowed.returncode == 0, allowed.stdout
 
 
 def test_unet_parts_match_the_whole_graph_in_every_format(artifacts):
@@ -268,9 +286,9 @@ def test_run_compiles_nothing(artifacts, tmp_path, monkeypatch):
     monkeypatch.setattr(torch._dynamo, "optimize", forbidden)
     monkeypatch.setattr(torch._inductor.compile_fx, "compile_fx", forbidden)
     for fmt in ("torchscript", "onnx", "ep"):
-        result = run_artifacts(artifacts[2], tmp_path / fmt, humans=1, steps=2, layers=[0, 1], device="cpu",
-                               prefer=(fmt,), progress=False)
-        assert result["engines"]["unet"] == fmt
+        pipe = Pipeline.from_pretrained(artifacts[2], device="cpu", prefer=(fmt,))
+        pipe(1, [0, 1], steps=2).save(tmp_path / fmt)
+        assert pipe.models.engines["unet"] == fmt
 
 
 def test_format_registry_drives_cli_and_preference():

@@ -15,7 +15,7 @@ from tiny_models import make_tiny_models
 from humanliff.cli import app
 from humanliff.config import load_config
 from humanliff.errors import HumanLiffError
-from humanliff.io import MARKER, atomic_path, recover_swap
+from humanliff.io import MARKER, atomic_path, recover_swap, write_marker
 from humanliff.run_folder import LOCK_FILE, hold_run_folder
 
 FAST = ["sample.views=1", "sample.turntable_frames=1", "sample.image_size=8", "sample.mesh_resolution=4",
@@ -31,7 +31,7 @@ def models(tmp_path_factory):
 def _generate(ema, store, out, *extra):
     sets = [x for item in FAST for x in ("--set", item)]
     return CliRunner().invoke(app, ["generate", "--config", "tiny", *sets, "--unet", str(ema), "--store",
-                                    str(store), "--out", str(out), "--device", "cpu", "--batch", "1",
+                                    str(store), "--out", str(out), "--device", "cpu", "--humans", "1",
                                     "--steps", "1", "--layers", "0-0", *extra])
 
 
@@ -105,7 +105,7 @@ def test_out_file_unwritable_and_full_disk_fail_before_sampling(models, tmp_path
     monkeypatch.undo()
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr("humanliff.run_folder.shutil.disk_usage", lambda _: usage(1 << 30, 1 << 30, 1000))
-    monkeypatch.setattr("humanliff.generate.sample_layers", lambda *a, **k: pytest.fail("sampled"))
+    monkeypatch.setattr("humanliff.pipeline.sample_layers", lambda *a, **k: pytest.fail("sampled"))
     _one_error(_generate(ema, store, tmp_path / "full"), "needs about", "MB free")
     assert not (tmp_path / "full").exists()
 
@@ -238,7 +238,36 @@ def test_file_outputs_never_land_inside_or_on_an_input(tmp_path):
     assert inside.exit_code == 1 and f"lies inside the input {store}" in inside.output
     folder = runner.invoke(app, ["render", f"{store}:a:0", "--out", str(tmp_path), "--config", "tiny"])
     assert folder.exit_code == 1 and "is a folder; give a file name" in folder.output
+    (tmp_path / "mine.png").write_text("the user's")
+    mine = runner.invoke(app, ["render", f"{store}:a:0", "--out", str(tmp_path / "mine.png"), "--config", "tiny"])
+    assert mine.exit_code == 1 and "exists; nothing was changed" in mine.output
+    assert (tmp_path / "mine.png").read_text() == "the user's"
     (tmp_path / "data").mkdir()
     sheet = runner.invoke(app, ["data", "preview", str(tmp_path / "data"), "--out", str(tmp_path / "data" / "s.png")])
     assert sheet.exit_code == 1 and "lies inside the input" in sheet.output
     assert sorted(p.name for p in store.iterdir()) == before and not any((tmp_path / "data").iterdir())
+
+
+def test_eval_outputs_are_guarded_before_any_work(models, tmp_path, monkeypatch):
+    """eval gen and eval recon: no foreign folder, no input, not the working directory, no folder where their
+    files go; a user's metrics.json is never replaced."""
+    _, store = models
+    runner = CliRunner()
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "metrics.json").write_text("the user's")
+    gen = ["eval", "gen", str(tmp_path / "generated"), "--store", str(store), "--out"]
+    _one_error(runner.invoke(app, [*gen, str(user)]), "not written by humanliff")
+    _one_error(runner.invoke(app, [*gen, str(store)]), "is an input of this command")
+    _one_error(runner.invoke(app, [*gen, str(tmp_path / "generated" / "eval")]), "lies inside the input")
+    ours = tmp_path / "ours"
+    (ours / "renders.png").mkdir(parents=True)
+    (ours / "side_by_side.png").mkdir()
+    write_marker(ours)
+    _one_error(runner.invoke(app, [*gen, str(ours)]), "renders.png is a folder")
+    recon = ["eval", "recon", "--config", "tiny", "--store", str(store), "--out", str(ours)]
+    monkeypatch.setattr("humanliff.evaluation.recon.evaluate_recon", lambda *a, **k: pytest.fail("evaluated"))
+    _one_error(runner.invoke(app, recon), "side_by_side.png is a folder")
+    monkeypatch.chdir(user)
+    _one_error(runner.invoke(app, [*gen, "."]), "is the working directory")
+    assert (user / "metrics.json").read_text() == "the user's"

@@ -12,9 +12,10 @@ from tiny_models import make_tiny_models
 from humanliff.cli import app
 from humanliff.config import load_config
 from humanliff.data.synth import synthesize_dataset
+from humanliff.ema_file import read_ema, write_ema
 from humanliff.errors import InputFileError
-from humanliff.training.fit import StageAFitter
-from humanliff.training.store import open_store
+from humanliff.store import open_store
+from humanliff.training.fit_a import StageAFitter
 from humanliff.training.train import DiffusionTrainer, train
 
 
@@ -102,12 +103,12 @@ def test_fit_stops_at_the_first_nan_loss(data, tmp_path, monkeypatch):
 
 def test_non_finite_weights_and_planes_are_refused(models, tmp_path):
     ema, store = models
-    blob = torch.load(ema, weights_only=True)
+    blob = read_ema(ema)
     name = next(iter(blob["state_dict"]))
-    blob["state_dict"][name] = blob["state_dict"][name].clone().fill_(float("inf"))
-    torch.save(blob, tmp_path / "ema.pt")
+    state = {**blob["state_dict"], name: blob["state_dict"][name].clone().fill_(float("inf"))}
+    write_ema(tmp_path / "ema.pt", state, blob["config"], blob["store_manifest"])
     sets = ["--set", "sample.image_size=8", "--set", "sample.turntable_frames=1", "--set", "sample.views=1"]
-    base = ["generate", "--config", "tiny", *sets, "--device", "cpu", "--batch", "1", "--steps", "1"]
+    base = ["generate", "--config", "tiny", *sets, "--device", "cpu", "--humans", "1", "--steps", "1"]
     result = CliRunner().invoke(app, [*base, "--unet", str(tmp_path / "ema.pt"), "--store", str(store), "--out",
                                       str(tmp_path / "g")])
     _one_error(result, "ema.pt", "the UNet weights hold NaN or infinite values", name)

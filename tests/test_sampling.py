@@ -11,15 +11,14 @@ import torch
 from humanliff.errors import HumanLiffError
 from humanliff.runtime.sampling import SAMPLERS, SCHEDULED, ddim_step, ddpm_step, sample
 from humanliff.runtime.schedule import (
-    alphas_cumprod,
-    linear_betas,
+    linear_schedule,
     logsnr_timesteps,
     respaced_schedule,
     space_timesteps,
 )
 
 GOLDEN = np.load(Path(__file__).parent / "data" / "diffusion.npz")
-ABAR = alphas_cumprod(linear_betas())
+ABAR = linear_schedule()
 
 
 def _rel(a: torch.Tensor, b: np.ndarray) -> float:

@@ -51,6 +51,36 @@ def test_space_timesteps_sections_and_ddim():
         space_timesteps(100, "ddim33")
 
 
+def _original_space_timesteps(num_timesteps, section_counts):
+    """The original's ``space_timesteps`` (improved-diffusion ``respace.py``) restated for the list form: in
+    each section a float position starts at 0, is rounded into a step, then grows by the fractional stride."""
+    size_per, extra = num_timesteps // len(section_counts), num_timesteps % len(section_counts)
+    start, taken = 0, []
+    for i, count in enumerate(section_counts):
+        size = size_per + (1 if i < extra else 0)
+        stride = 1 if count <= 1 else (size - 1) / (count - 1)
+        position = 0.0
+        for _ in range(count):
+            taken.append(start + round(position))
+            position += stride
+        start += size
+    return set(taken)
+
+
+def test_space_timesteps_is_the_original_for_every_count():
+    differs_from_products = []
+    for count in range(1, 1001):
+        expected = _original_space_timesteps(1000, [count])
+        assert space_timesteps(1000, str(count)) == expected, count
+        assert len(expected) == count
+        stride = 1.0 if count <= 1 else 999 / (count - 1)
+        if expected != {round(stride * j) for j in range(count)}:
+            differs_from_products.append(count)
+    assert len(differs_from_products) == 278 and differs_from_products[:4] == [21, 23, 31, 35]
+    for sections in ([10, 15, 20], [1, 500], [334, 333, 333]):
+        assert space_timesteps(1000, sections) == _original_space_timesteps(1000, sections), sections
+
+
 def test_q_sample_formula():
     abar = alphas_cumprod(linear_betas())
     x0, noise = torch.rand(2, 27, 4, 4) * 2 - 1, torch.randn(2, 27, 4, 4)

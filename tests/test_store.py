@@ -16,8 +16,8 @@ from humanliff.data.bounds import read_bounds
 from humanliff.data.synth import synthesize_dataset
 from humanliff.errors import InputFileError
 from humanliff.io import atomic_path
+from humanliff.store import create_store, open_store
 from humanliff.training.import_original import import_original
-from humanliff.training.store import create_store, open_store
 
 DATA = Path(__file__).parent / "data"
 

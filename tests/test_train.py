@@ -17,10 +17,11 @@ from humanliff.config import Config, TrainConfig, load_config
 from humanliff.errors import HumanLiffError, InputFileError
 from humanliff.io import atomic_path
 from humanliff.models.checkpoint import load_ema, read_store_manifest
+from humanliff.models.unet import AttentionBlock, ResBlock
+from humanliff.store import create_store
 from humanliff.training.checkpoint import CHECKPOINT
 from humanliff.training.distributed import DistInfo
 from humanliff.training.ema import EMA
-from humanliff.training.store import create_store
 from humanliff.training.train import (
     DiffusionTrainer,
     LayerPairs,
@@ -154,6 +155,26 @@ def test_compile_switch_wraps_the_model(monkeypatch):
     assert calls == [trainer.model] and np.isfinite(loss)
 
 
+def test_compile_blocks_wraps_each_block_with_the_same_math(monkeypatch):
+    calls = []
+    real = torch.compile
+
+    def fake_compile(fn, **kwargs):
+        calls.append((fn.__self__, kwargs))
+        return real(fn, backend="eager", **kwargs)
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    torch._dynamo.reset()
+    trainer, loss, grad_norm = _one_step(_tiny("train.compile=true", "train.compile_scope=blocks"), randomize=True)
+    blocks = [m for m in trainer.model.modules() if isinstance(m, (ResBlock, AttentionBlock))]
+    assert [m for m, _ in calls] == blocks and all(kw == {"dynamic": False} for _, kw in calls)
+    assert trainer.forward is trainer.model and not trainer.graphed  # the CPU runs no CUDA graph
+    assert torch._dynamo.config.recompile_limit >= 256
+    _, plain_loss, plain_norm = _one_step(_tiny(), randomize=True)
+    assert loss == plain_loss and grad_norm == pytest.approx(plain_norm, rel=1e-6)
+    torch._dynamo.reset()
+
+
 def test_train_writes_a_run_and_resumes_exactly(store, tmp_path):
     straight = train(_tiny(), store, tmp_path / "a")
     run = tmp_path / "a"
@@ -201,7 +222,7 @@ def test_ddp_gloo_matches_one_process(store, tmp_path):
 
 
 def test_bad_inputs(store, tmp_path):
-    with pytest.raises(InputFileError, match="tri-plane resolution 16 differs from the model's 32"):
+    with pytest.raises(InputFileError, match=r"tri-planes are 27x16\^2 but the model's config .* expects 27x32\^2"):
         train(_tiny("triplane.resolution=32"), store, tmp_path / "r")
     with pytest.raises(HumanLiffError, match="train.precision='fp16' is not allowed \\(allowed: one of bf16, fp32"):
         _tiny("train.precision=fp16")
@@ -225,4 +246,4 @@ def test_cli_train(store, tmp_path):
     assert (tmp_path / "run" / "ema.pt").is_file() and "ema.pt" in result.output
     result = CliRunner().invoke(app, ["train", "--store", str(store), "--out", str(tmp_path / "x")])
     assert result.exit_code == 1 and "error:" in result.output
-    assert "differs from the model's 256" in result.output
+    assert "but the model's config (use the config the store was fitted with) expects 27x256^2" in result.output

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from humanliff.config import Config, UNetConfig, load_config
+from humanliff.ema_file import write_ema
 from humanliff.errors import HumanLiffError, InputFileError
 from humanliff.models.checkpoint import load_ema, load_unet
 from humanliff.models.inference import inference_unet
@@ -149,8 +150,7 @@ def test_load_original_state_dict(tmp_path):
 
 def test_load_ema_round_trip(tmp_path):
     cfg = _golden_config()
-    torch.save({"state_dict": GOLDEN_STATE, "config": cfg.to_dict(), "store_manifest": {"subjects": ["a"]}},
-               tmp_path / "ema.pt")
+    write_ema(tmp_path / "ema.pt", GOLDEN_STATE, cfg.to_dict(), {"subjects": ["a"]})
     unet, loaded = load_ema(tmp_path)
     assert loaded == cfg and _rel(_run(unet), GOLDEN["out"]) < 1e-5
 

@@ -6,10 +6,11 @@ import numpy as np
 import torch
 
 from humanliff.config import load_config
+from humanliff.ema_file import EMA_FILE, write_ema
 from humanliff.io import atomic_path
 from humanliff.models.decoder import build_decoder
 from humanliff.models.unet import build_unet
-from humanliff.training.store import create_store
+from humanliff.store import create_store
 
 FAST = ["sample.views=1", "sample.turntable_frames=2", "sample.image_size=16", "sample.mesh_resolution=12",
         "render.occupancy_resolution=0"]
@@ -36,6 +37,4 @@ def make_tiny_models(root, decoder_backend="torch"):
     with torch.no_grad():
         for p in unet.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    blob = {"state_dict": unet.state_dict(), "config": cfg.to_dict(), "store_manifest": {}}
-    torch.save(blob, root / "ema.pt")
-    return root / "ema.pt", root / "store", decoder
+    return write_ema(root / EMA_FILE, unet.state_dict(), cfg.to_dict(), {}), root / "store", decoder

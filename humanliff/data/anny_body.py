@@ -1,7 +1,7 @@
 """Realistic random bodies from the ``anny`` parametric model (optional: ``pip install humanliff[anny]``).
 
 ``anny`` (MakeHuman/MPFB2 assets) gives a 13,718-vertex body with 6 phenotype parameters and a 104-bone rig.
-Its first use in a cache folder builds ~0.8 GB of blend-shape data (minutes on 2 cores); the folder is
+Its first use in a cache folder builds 51 MB of blend-shape data (``anny_cache``); the folder is
 ``$ANNY_CACHE_DIR`` or ``~/.cache/humanliff/anny``. World frame as the rest of the toolkit: +y up, the body faces
 +z, its left is +x; metres. Each vertex gets a body part (from its strongest skinning bone) used by the garments.
 """
@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from humanliff.data.anny_cache import build_cached
 from humanliff.errors import HumanLiffError
 
 MISSING = "--bodies: anny is not installed (pip install humanliff[anny])"
@@ -42,20 +41,13 @@ def require_anny() -> None:
         raise HumanLiffError(MISSING)
 
 
-def cache_dir() -> Path:
-    """anny's blend-shape cache: ``$ANNY_CACHE_DIR`` or ``~/.cache/humanliff/anny``."""
-    return Path(os.environ.get("ANNY_CACHE_DIR") or Path.home() / ".cache" / "humanliff" / "anny")
-
-
 @functools.lru_cache(maxsize=1)
 def anny_model() -> Any:
     """The anny model (default rig and topology, plain linear blend skinning), built once per process."""
     require_anny()
     import anny
-    import anny.paths
 
-    anny.paths.set_anny_cache_path(cache_dir())
-    return anny.Anny(skinning_method="lbs")
+    return build_cached(lambda: anny.Anny(skinning_method="lbs"))
 
 
 @dataclass(frozen=True)

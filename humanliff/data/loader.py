@@ -3,37 +3,86 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
 
-from humanliff.config import DataConfig
-from humanliff.data import synbody, tightcap
 from humanliff.data.files import read_subject_list
-from humanliff.data.types import SubjectData
 from humanliff.errors import HumanLiffError
+from humanliff.runtime.layers import LAYER_NAMES
+
+if TYPE_CHECKING:
+    from humanliff.config import DataConfig
+    from humanliff.data.types import SubjectData
 
 log = logging.getLogger(__name__)
-LAYOUTS = ("synbody", "tightcap")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A dataset layout: its subject list file names (the first that exists is read), how one subject is
+    read, and which file holds a layer's mask of a view (named in errors)."""
+
+    name: str
+    subject_lists: tuple[str, ...]
+    read_subject: Callable[[DataConfig, Path, list[str] | None], SubjectData | None]
+    """``(data_cfg, subject_dir, problems)``; ``problems`` as ``synbody.load_subject``."""
+    mask_file: Callable[[Path, int, int], Path]
+    """``(subject_dir, layer, view id) -> path``."""
+
+
+# The readers import their modules when called, so that the config and the CLI read LAYOUTS without torch.
+def _read_synbody(data_cfg: DataConfig, subject_dir: Path, problems: list[str] | None) -> SubjectData | None:
+    from humanliff.data import synbody
+
+    return synbody.load_subject(subject_dir, data_cfg.image_scaling, data_cfg.smpl_dir, problems)
+
+
+def _read_tightcap(data_cfg: DataConfig, subject_dir: Path, problems: list[str] | None) -> SubjectData | None:
+    from humanliff.data import tightcap
+
+    return tightcap.load_subject(subject_dir, data_cfg.image_scaling, data_cfg.smpl_dir, data_cfg.canonical,
+                                 problems)
+
+
+def _synbody_mask(subject_dir: Path, layer: int, view: int) -> Path:
+    from humanliff.data.synbody import view_file
+
+    return view_file(subject_dir / LAYER_NAMES[layer], "mask", view)
+
+
+def _tightcap_mask(subject_dir: Path, layer: int, view: int) -> Path:
+    """TightCap's layers 0-2 are synthesized from several garment masks: no one file, so name layer and view."""
+    return subject_dir / f"layer {layer} view {view}"
+
+
+LAYOUTS: dict[str, Layout] = {
+    "synbody": Layout("synbody", ("human_list.txt",), _read_synbody, _synbody_mask),
+    "tightcap": Layout("tightcap", ("human_list.txt", "TightCap_human_list.txt"), _read_tightcap, _tightcap_mask),
+}
+"""The dataset layouts by ``data.layout`` name."""
+
+
+def get_layout(name: str) -> Layout:
+    """The registered layout ``name``; a one-line error listing the valid ones otherwise."""
+    if name not in LAYOUTS:
+        raise HumanLiffError(f"data.layout: unknown layout '{name}' (valid: {', '.join(LAYOUTS)})")
+    return LAYOUTS[name]
 
 
 def subject_list_path(root: str | Path, layout: str) -> Path:
-    """The subject list of a dataset: ``human_list.txt`` (TightCap: or ``TightCap_human_list.txt``)."""
-    if layout not in LAYOUTS:
-        raise HumanLiffError(f"data.layout: unknown layout '{layout}' (valid: {', '.join(LAYOUTS)})")
-    root = Path(root)
-    names = tightcap.SUBJECT_LISTS if layout == "tightcap" else ("human_list.txt",)
+    """The subject list of a dataset: the first of its layout's ``subject_lists`` that exists."""
+    root, names = Path(root), get_layout(layout).subject_lists
     return next((root / n for n in names if (root / n).is_file()), root / names[0])
 
 
 def load_subject(data_cfg: DataConfig, name: str, problems: list[str] | None = None) -> SubjectData | None:
     """One subject of ``data_cfg.root`` in ``data_cfg.layout``; ``problems`` as ``synbody.load_subject``."""
-    subject_dir = Path(data_cfg.root) / name
-    if data_cfg.layout == "tightcap":
-        return tightcap.load_subject(subject_dir, data_cfg.image_scaling, data_cfg.smpl_dir,
-                                     data_cfg.canonical, problems)
-    return synbody.load_subject(subject_dir, data_cfg.image_scaling, data_cfg.smpl_dir, problems)
+    return get_layout(data_cfg.layout).read_subject(data_cfg, Path(data_cfg.root) / name, problems)
 
 
 def load_dataset(data_cfg: DataConfig, progress: bool = True) -> list[SubjectData]:

@@ -12,7 +12,8 @@ import numpy as np
 import trimesh
 
 from humanliff.data.garments import MeshPart
-from humanliff.data.raycast import N_LAYERS, resolve_supersampled, shade, supersampled_rays
+from humanliff.data.raycast import resolve_supersampled, shade, supersampled_rays
+from humanliff.runtime.layers import NUM_LAYERS
 
 
 class LayeredScene:
@@ -23,7 +24,7 @@ class LayeredScene:
 
         self.parts = parts
         self.layers = []
-        for layer in range(N_LAYERS):
+        for layer in range(NUM_LAYERS):
             chosen = [p for p in parts if p.layer <= layer]
             offsets = np.cumsum([0] + [len(p.vertices) for p in chosen])
             vertices = np.concatenate([p.vertices for p in chosen])
@@ -41,8 +42,8 @@ class LayeredScene:
         dirs = dirs.reshape(-1, 3)
         dirs = dirs / np.linalg.norm(dirs, axis=1, keepdims=True)
         origins = np.broadcast_to(origin, dirs.shape)
-        hit = np.zeros((N_LAYERS, len(dirs)), dtype=bool)
-        colour = np.zeros((N_LAYERS, len(dirs), 3))
+        hit = np.zeros((NUM_LAYERS, len(dirs)), dtype=bool)
+        colour = np.zeros((NUM_LAYERS, len(dirs), 3))
         for layer, (intersector, mesh, normals, owner, chosen) in enumerate(self.layers):
             tri = intersector.intersects_first(origins, dirs)
             rays = np.flatnonzero(tri >= 0)

@@ -14,9 +14,9 @@ import torch
 
 from humanliff.data.primitives import Primitive
 from humanliff.runtime.cameras import project_points
+from humanliff.runtime.layers import NUM_LAYERS
 from humanliff.runtime.rays import camera_rays
 
-N_LAYERS = 4
 LIGHTS = ((np.array([0.35, 0.80, 0.50]), 0.70), (np.array([-0.45, 0.55, -0.70]), 0.35))
 """Directional lights (towards the light, world) and their strengths."""
 AMBIENT, SKY = 0.30, 0.20
@@ -51,8 +51,8 @@ def render_layers(figure: list[Primitive], K: np.ndarray, R: np.ndarray, T: np.n
     pixels, depth = (a.double().numpy() for a in project_points(k_t, r_t, t_t, centres))
     focal = float(max(K_fine[0, 0], K_fine[1, 1]))
 
-    depth_buf = np.full((N_LAYERS, fine * fine), np.inf)
-    colour_buf = np.zeros((N_LAYERS, fine * fine, 3))
+    depth_buf = np.full((NUM_LAYERS, fine * fine), np.inf)
+    colour_buf = np.zeros((NUM_LAYERS, fine * fine, 3))
     for prim, (_, radius), (u, v), z in zip(figure, spheres, pixels, depth, strict=True):
         reach = 1.25 * focal * radius / max(z - radius, 1e-3) + 2.0
         c0, c1 = max(math.floor(u - reach), 0), min(math.ceil(u + reach) + 1, fine)
@@ -68,7 +68,7 @@ def render_layers(figure: list[Primitive], K: np.ndarray, R: np.ndarray, T: np.n
         t = t[hit]
         points = origin + t[:, None] * dirs[rows + r0, cols + c0]
         colour = shade(prim.material.albedo(points), prim.normal(points))
-        for layer in range(prim.layer, N_LAYERS):
+        for layer in range(prim.layer, NUM_LAYERS):
             closer = t < depth_buf[layer, index]
             depth_buf[layer, index[closer]] = t[closer]
             colour_buf[layer, index[closer]] = colour[closer]

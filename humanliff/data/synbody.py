@@ -19,8 +19,9 @@ from humanliff.data.files import (
 )
 from humanliff.data.images import read_pair, scale_intrinsics
 from humanliff.data.smpl import smplx_bounds
-from humanliff.data.types import LAYERS, SubjectData
+from humanliff.data.types import SubjectData
 from humanliff.errors import InputFileError
+from humanliff.runtime.layers import LAYER_NAMES, NUM_LAYERS
 
 POSE = 0
 """Only pose 0000 is used, as the original."""
@@ -49,8 +50,8 @@ def load_subject(subject_dir: str | Path, image_scaling: float = 1.0, smpl_dir: 
     """
     subject_dir = Path(subject_dir)
     count = len(problems) if problems is not None else 0
-    attempt(problems, check_folders, subject_dir, LAYERS)
-    layers = [subject_dir / name for name in LAYERS if (subject_dir / name).is_dir()]
+    attempt(problems, check_folders, subject_dir, LAYER_NAMES)
+    layers = [subject_dir / name for name in LAYER_NAMES if (subject_dir / name).is_dir()]
     cameras = attempt(problems, read_cameras, subject_dir / "cameras.json")
     views = attempt(problems, common_views, [layer / "img" for layer in layers])
     bounds = attempt(problems, subject_bounds, subject_dir, smpl_dir)
@@ -62,7 +63,7 @@ def load_subject(subject_dir: str | Path, image_scaling: float = 1.0, smpl_dir: 
     pairs = attempt_all(problems, read_pair, jobs)
     if problems is not None and len(problems) > count:
         return None
-    stacked = attempt(problems, stack_views, subject_dir, pairs, len(LAYERS))
+    stacked = attempt(problems, stack_views, subject_dir, pairs, NUM_LAYERS)
     if stacked is None or K_R_T is None or bounds is None:
         return None
     (images, masks), (K, R, T) = stacked, K_R_T

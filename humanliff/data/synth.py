@@ -24,10 +24,10 @@ from humanliff.config import SYNTH_BODIES, SynthConfig
 from humanliff.data.bounds import BOUNDS_FILE, SYNBODY_Y_PAD, pad_box, write_bounds
 from humanliff.data.figures import figure_bounds, random_figure
 from humanliff.data.raycast import render_layers
-from humanliff.data.types import LAYERS
 from humanliff.errors import HumanLiffError
 from humanliff.io import atomic_path
 from humanliff.runtime.cameras import sphere_cameras
+from humanliff.runtime.layers import LAYER_NAMES, NUM_LAYERS
 
 log = logging.getLogger(__name__)
 JPEG_QUALITY = 95
@@ -65,7 +65,7 @@ def write_subject(subject_dir: Path, seed: int, index: int, views: int, resoluti
     (subject_dir / "cameras.json").write_text(json.dumps(cameras, indent=1) + "\n")
     for v in range(views):
         images, masks = render(K[v], R[v], T[v], resolution)
-        for layer, folder in enumerate(LAYERS):
+        for layer, folder in enumerate(LAYER_NAMES):
             img_dir = subject_dir / folder / "img" / f"camera{v:04d}"
             mask_dir = subject_dir / folder / "mask" / f"camera{v:04d}"
             img_dir.mkdir(parents=True)
@@ -120,7 +120,7 @@ def synthesize_dataset(out_dir: str | Path, subjects: int, views: int, resolutio
                     future.result()
                     bar.update()
         bar.close()
-    log.info("wrote %d subjects x %d layers x %d views at %d px to %s", subjects, len(LAYERS), views,
+    log.info("wrote %d subjects x %d layers x %d views at %d px to %s", subjects, NUM_LAYERS, views,
              resolution, out_dir)
     return out_dir
 

@@ -31,7 +31,6 @@ SKIN = (0.607186, 0.49289057, 0.43795943)
 REMOVED = (("top", "bottom", "shoes"), ("top", "shoes"), ("shoes",))
 """Garments removed to make layers 0, 1, 2 (layer 3 is the full image)."""
 SMPL_FILE = Path(FULL) / "outputs_re_fitting" / "refit_smpl_2nd.npz"
-SUBJECT_LISTS = ("human_list.txt", "TightCap_human_list.txt")
 
 
 def synthesize_layers(image: np.ndarray, full_mask: np.ndarray, body: np.ndarray,

@@ -10,10 +10,6 @@ import numpy as np
 if TYPE_CHECKING:
     from humanliff.data.smpl import CanonicalWarp
 
-LAYERS = ("person", "person-pants", "person-pants-shirt", "person-pants-shirt-shoes")
-"""SynBody's layer folders, layer id 0..3: body, + pants, + shirt, + shoes."""
-
-
 @dataclass
 class SubjectData:
     """One subject, decoded once and kept in memory.

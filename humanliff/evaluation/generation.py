@@ -31,12 +31,13 @@ from humanliff.io import atomic_path
 from humanliff.outputs.images import contact_sheet, save_png
 from humanliff.outputs.writer import render_occupancy
 from humanliff.runtime.cameras import orbit_cameras
+from humanliff.runtime.compute import default_device
 from humanliff.runtime.field import make_field
-from humanliff.runtime.layered import LAYER_TITLES
+from humanliff.runtime.layers import LAYER_TITLES
 from humanliff.runtime.mesh import DEFAULT_LEVEL, density_grid
 from humanliff.runtime.occupancy import lookup
 from humanliff.runtime.render import render_image
-from humanliff.training.store import TriplaneStore, open_store
+from humanliff.store import TriplaneStore, open_store
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,8 @@ GRID = 64
 PCA_COMPONENTS = 64
 """At most this many principal components per layer (at most the reference's subjects - 1)."""
 PICTURE_ROWS = 4
+GENERATION_FILES = ("metrics.json", "renders.png")
+"""What ``evaluate_generation`` writes into its folder (the picture first: ``metrics.json`` marks a finished run)."""
 
 
 @dataclass
@@ -109,7 +112,7 @@ class _Renderer:
     def human(self, planes: np.ndarray, bounds: np.ndarray) -> HumanLayer:
         """One tri-plane ``[C, R, R]`` in box ``bounds [2, 3]``: density grid, renders, head band."""
         p = torch.from_numpy(planes)[None].to(self.device)
-        field = make_field(p, self.decoder, precision="fp32", fused=self.cfg.fused_choice())
+        field = make_field(p, self.decoder, precision="fp32", fused=self.cfg.fused_kernel)
         cfg = self.cfg
         occupancy = render_occupancy(field, cfg, self.device)
 
@@ -160,7 +163,7 @@ def evaluate_generation(gen_dir: str | Path, store_path: str | Path, out_dir: st
     "views", "size", "head_band", "fid": "computed" | reason}``; a metric is absent where it does not apply
     (containment and drift at the first layer, FID / KID without the Inception weights).
     """
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = default_device(device)
     gen_path = Path(gen_dir)
     gen = read_generation(gen_path)
     store = open_store(store_path)
@@ -194,9 +197,9 @@ def evaluate_generation(gen_dir: str | Path, store_path: str | Path, out_dir: st
             entry[name] = {m: row[m] for m in GENERATION_METRICS if m in row}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "metrics.json") as tmp:
+    _write_picture(out / GENERATION_FILES[1], scored, gen.layers)
+    with atomic_path(out / GENERATION_FILES[0]) as tmp:
         tmp.write_text(json.dumps(result, indent=1))
-    _write_picture(out / "renders.png", scored, gen.layers)
     return result
 
 

@@ -1,6 +1,6 @@
 """Metrics: reconstruction's image metrics and the table of generation metrics ``eval gen`` loops over.
 
-Reconstruction, as the original (seed-architecture §2.8): PSNR over the pixels of a region mask (the
+Reconstruction (``RECON_METRICS``), as the original (seed-architecture §2.8): PSNR over the pixels of a region mask (the
 projected subject box), SSIM on the region's bounding rectangle. LPIPS needs the ``lpips`` package with its
 weights already on this machine; without them it is skipped, never downloaded.
 
@@ -92,6 +92,30 @@ class Lpips:
         a, b = (torch.from_numpy(np.ascontiguousarray(img[rows, cols], np.float32)).permute(2, 0, 1)[None]
                 for img in (pred, gt))
         return float(self.model(a * 2 - 1, b * 2 - 1).item())
+
+
+ImageMetric = Callable[[np.ndarray, np.ndarray, "np.ndarray | None"], float]
+"""``metric(pred [H,W,3], gt [H,W,3] float in [0, 1], region [H,W] bool | None) -> float``."""
+
+
+@dataclass(frozen=True)
+class ReconMetric:
+    """One row of ``RECON_METRICS``: what it measures, which way is better, and how to get it here."""
+
+    doc: str
+    better: str
+    """``lower`` or ``higher``."""
+    load: Callable[[], ImageMetric | None]
+    """The metric, or None where it cannot run on this machine (the reason is logged)."""
+
+
+RECON_METRICS: dict[str, ReconMetric] = {
+    "psnr": ReconMetric("PSNR (dB) over the region's pixels", "higher", lambda: psnr),
+    "ssim": ReconMetric("SSIM on the region's bounding rectangle", "higher", lambda: ssim),
+    "lpips": ReconMetric("LPIPS-VGG on the region's bounding box (needs lpips and its weights)", "lower",
+                         Lpips.load),
+}
+"""The reconstruction metrics by name; ``eval recon`` computes each available one per held-out view."""
 
 
 @dataclass

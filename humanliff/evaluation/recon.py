@@ -20,33 +20,23 @@ from tqdm import tqdm
 from humanliff.config import Config
 from humanliff.data.files import cameras_for, read_cameras
 from humanliff.data.loader import load_dataset, split_views
-from humanliff.data.types import LAYERS
 from humanliff.errors import HumanLiffError
-from humanliff.evaluation.metrics import Lpips, psnr, ssim
+from humanliff.evaluation.metrics import RECON_METRICS
 from humanliff.io import atomic_path
 from humanliff.outputs.images import contact_sheet, save_png, view_grid
 from humanliff.outputs.video import write_video
 from humanliff.runtime.cameras import orbit_cameras
+from humanliff.runtime.compute import default_device
 from humanliff.runtime.field import Field, make_field
+from humanliff.runtime.layers import LAYER_NAMES, NUM_LAYERS
 from humanliff.runtime.occupancy import build_occupancy
 from humanliff.runtime.rays import box_near_far, camera_rays
-from humanliff.runtime.render import render_image
-from humanliff.training.store import TriplaneStore, open_store
+from humanliff.runtime.render import render_views
+from humanliff.store import TriplaneStore, open_store, parse_triplane_ref
 
 log = logging.getLogger(__name__)
-
-
-def default_device() -> torch.device:
-    """CUDA when available, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def parse_triplane_ref(ref: str) -> tuple[Path, str, int]:
-    """``STORE:SUBJECT:LAYER`` -> (store folder, subject name or index, layer 0..3)."""
-    parts = ref.rsplit(":", 2)
-    if len(parts) != 3 or not parts[2].isdigit():
-        raise HumanLiffError(f"'{ref}' is not STORE:SUBJECT:LAYER (e.g. runs/fit/store_b:subject_0000:3)")
-    return Path(parts[0]), parts[1], int(parts[2])
+RECON_FILES = ("metrics.json", "side_by_side.png")
+"""What ``evaluate_recon`` writes into its folder (the picture first: ``metrics.json`` marks a finished run)."""
 
 
 def triplane_field(store: TriplaneStore, decoder: torch.nn.Module, subject: str | int, layer: int,
@@ -54,25 +44,12 @@ def triplane_field(store: TriplaneStore, decoder: torch.nn.Module, subject: str 
     """Field of one stored tri-plane, its world box ``[2, 3]``, an occupancy grid ``[1, G, G, G]`` or None."""
     planes = store.layer(subject, layer, device)[None]
     field = make_field(planes, decoder, precision=cfg.sample.precision if device.type == "cuda" else "fp32",
-                       fused=cfg.render.fused_choice())
+                       fused=cfg.render.fused_kernel)
     occupancy = None
     if cfg.render.occupancy_resolution > 0:
         occupancy = build_occupancy(field, cfg.render.occupancy_resolution, cfg.render.occupancy_threshold,
                                     largest=cfg.render.occupancy_largest, device=device)
     return field, store.subject_bounds(subject).to(device), occupancy
-
-
-def render_views(field: Field, bounds: torch.Tensor, K: torch.Tensor, R: torch.Tensor, T: torch.Tensor,
-                 height: int, width: int, cfg: Config, occupancy: torch.Tensor | None = None,
-                 progress: bool = False) -> np.ndarray:
-    """Render views ``K [V,3,3], R [V,3,3], T [V,3]`` of one field: float32 ``[V, H, W, 3]`` in [0, 1]."""
-    device = bounds.device
-    frames = []
-    for v in tqdm(range(len(K)), desc="views", unit="view", disable=not progress, leave=False):
-        out = render_image(field, K[v].to(device), R[v].to(device), T[v].to(device), height, width, bounds,
-                           cfg.render, occupancy=occupancy)
-        frames.append(out["rgb"].float().cpu().numpy())
-    return np.stack(frames)
 
 
 def box_region(K: np.ndarray, R: np.ndarray, T: np.ndarray, height: int, width: int,
@@ -97,7 +74,7 @@ def evaluate_recon(cfg: Config, store_path: str | Path, out_dir: str | Path, sub
         ``{"layers": {"0": {"psnr", "ssim"[, "lpips"]}, ...}, "subjects": {name: {layer: {...}}},
         "views": n}``.
     """
-    device = device or default_device()
+    device = default_device(device)
     store = open_store(store_path)
     decoder = store.load_decoder(device)
     dataset = {s.name: s for s in load_dataset(cfg.data)}
@@ -106,7 +83,7 @@ def evaluate_recon(cfg: Config, store_path: str | Path, out_dir: str | Path, sub
     if not names or missing:
         raise HumanLiffError(f"{store.path}: no subjects to evaluate in common with {cfg.data.root}"
                              + (f" (missing: {', '.join(missing[:5])})" if missing else ""))
-    lpips_metric = Lpips.load()
+    metrics = {key: fn for key, row in RECON_METRICS.items() if (fn := row.load()) is not None}
     scores: dict[str, dict[int, dict[str, list[float]]]] = {}
     picture: list[list[np.ndarray]] = []
     n_views = 0
@@ -123,25 +100,23 @@ def evaluate_recon(cfg: Config, store_path: str | Path, out_dir: str | Path, sub
         bounds = store.bounds[store.index(name)]
         regions = [box_region(subject.K[v], subject.R[v], subject.T[v], h, w, bounds) for v in held]
         scores[name] = {}
-        for layer in range(len(LAYERS)):
+        for layer in range(NUM_LAYERS):
             field, box, occupancy = triplane_field(store, decoder, name, layer, cfg, device)
-            preds = render_views(field, box, K, R, T, h, w, cfg, occupancy)
+            preds = render_views(field, K, R, T, h, w, box, cfg.render, occupancy=occupancy).numpy()
             gts = subject.images[layer, held].astype(np.float32) / 255.0
-            entry = scores[name][layer] = {"psnr": [], "ssim": []}
+            entry = scores[name][layer] = {key: [] for key in metrics}
             for pred, gt, region in zip(preds, gts, regions, strict=True):
-                entry["psnr"].append(psnr(pred, gt, region))
-                entry["ssim"].append(ssim(pred, gt, region))
-                if lpips_metric is not None:
-                    entry.setdefault("lpips", []).append(lpips_metric(pred, gt, region))
+                for key, metric in metrics.items():
+                    entry[key].append(metric(pred, gt, region))
             if name == names[0]:
                 picture.append([gts[0], preds[0]])
     result = _summarize(scores, n_views)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / "metrics.json") as tmp:
+    save_png(out_dir / RECON_FILES[1],
+             contact_sheet(np.asarray(picture), ["ground truth", "reconstruction"], list(LAYER_NAMES)))
+    with atomic_path(out_dir / RECON_FILES[0]) as tmp:
         tmp.write_text(json.dumps(result, indent=1))
-    save_png(out_dir / "side_by_side.png",
-             contact_sheet(np.asarray(picture), ["ground truth", "reconstruction"], list(LAYERS)))
     for layer, values in result["layers"].items():
         log.info("layer %s: %s", layer, ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
     return result
@@ -150,7 +125,7 @@ def evaluate_recon(cfg: Config, store_path: str | Path, out_dir: str | Path, sub
 def _summarize(scores: dict[str, dict[int, dict[str, list[float]]]], n_views: int) -> dict:
     """Means per subject and layer, and per layer over all subjects' views."""
     layers: dict[str, dict[str, float]] = {}
-    for layer in range(len(LAYERS)):
+    for layer in range(NUM_LAYERS):
         keys = next(iter(scores.values()))[layer].keys()
         layers[str(layer)] = {k: float(np.mean([v for s in scores.values() for v in s[layer][k]]))
                               for k in keys}
@@ -179,16 +154,17 @@ def render_triplane(cfg: Config, ref: str, out: str | Path, cameras: tuple[np.nd
             ``views`` cameras (default ``cfg.sample.turntable_frames``) at ``size`` (default
             ``cfg.sample.image_size``) around the subject box.
     """
-    device = device or default_device()
-    store_path, subject, layer = parse_triplane_ref(ref)
-    store = open_store(store_path)
+    device = default_device(device)
+    target = parse_triplane_ref(ref)
+    store = open_store(target.store)
     decoder = store.load_decoder(device)
-    field, bounds, occupancy = triplane_field(store, decoder, subject, layer, cfg, device)
+    field, bounds, occupancy = triplane_field(store, decoder, target.subject, target.layer, cfg, device)
     size = size or cfg.sample.image_size
     if cameras is None:
         cameras = orbit_cameras(bounds.cpu(), views or cfg.sample.turntable_frames, size)
     K, R, T = (torch.as_tensor(np.asarray(x), dtype=torch.float32) for x in cameras)
-    frames = render_views(field, bounds, K, R, T, size, size, cfg, occupancy, progress=True)
+    frames = render_views(field, K, R, T, size, size, bounds, cfg.render, occupancy=occupancy,
+                          progress=True).numpy()
     out = Path(out)
     if out.suffix.lower() == ".png":
         return save_png(out, view_grid(frames))

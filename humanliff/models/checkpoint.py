@@ -1,9 +1,7 @@
 """Reading UNet weights: a run's ``ema.pt`` or an original ``ema_0.9999_*.pt`` / ``model*.pt`` state dict.
 
-``ema.pt`` (written by ``humanliff train``) is ``{"state_dict", "config": Config.to_dict(),
-"store_manifest": the store's manifest.json}``, plus ``distilled`` (the schedule record of
-``runtime.schedule.DistilledSchedule``) for a student of ``humanliff distill``; an original file is a
-bare state dict, read with a config (the defaults are the original SynBody / TightCap UNet).
+``ema.pt`` is read through ``humanliff.ema_file`` (its one home); an original file is a bare state dict,
+read with a config (the defaults are the original SynBody / TightCap UNet).
 """
 
 from __future__ import annotations
@@ -14,13 +12,10 @@ from typing import Any
 import torch
 
 from humanliff.config import Config
+from humanliff.ema_file import read_ema, resolve_ema
 from humanliff.errors import HumanLiffError, InputFileError
 from humanliff.io import read_torch_file, require_finite
 from humanliff.models.unet import UNet, build_unet
-from humanliff.runtime.schedule import DistilledSchedule, read_distilled
-
-EMA_KEYS = ("state_dict", "config", "store_manifest")
-"""The keys of a run's ``ema.pt``."""
 
 
 def _list(keys: list[str]) -> str:
@@ -82,36 +77,9 @@ def _unet_from(blob: Any, path: str | Path, cfg: Config | None, device: torch.de
 
 def load_ema(path: str | Path, device: torch.device | str = "cpu") -> tuple[UNet, Config]:
     """The EMA UNet of a training run (its ``ema.pt``, or the run folder) with the run's config."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "ema.pt"
-    blob = read_torch_file(path)
-    if not isinstance(blob, dict) or any(k not in blob for k in EMA_KEYS):
-        raise InputFileError(path, f"not a humanliff ema.pt (expected keys {', '.join(EMA_KEYS)}); "
-                                   "an original ema_0.9999_*.pt loads with load_unet and a config")
-    return _unet_from(blob, path, None, device)
+    return _unet_from(read_ema(path), resolve_ema(path), None, device)
 
 
 def read_store_manifest(path: str | Path) -> dict[str, Any]:
     """The tri-plane store manifest recorded in a run's ``ema.pt`` (subjects, bounds, decoder config)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "ema.pt"
-    blob = read_torch_file(path)
-    if not isinstance(blob, dict) or not isinstance(blob.get("store_manifest"), dict):
-        raise InputFileError(path, "not a humanliff ema.pt (no store_manifest)")
-    return blob["store_manifest"]
-
-
-def read_schedule(path: str | Path) -> DistilledSchedule | None:
-    """A distilled student's schedule (its ``ema.pt``'s ``distilled`` record; ``humanliff distill``), or None
-    for a diffusion model."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "ema.pt"
-    blob = read_torch_file(path)
-    if not isinstance(blob, dict):
-        return None
-    cfg = blob.get("config") if isinstance(blob.get("config"), dict) else {}
-    total = int(cfg.get("diffusion", {}).get("steps", Config().diffusion.steps))
-    return read_distilled(blob.get("distilled"), path, total)
+    return read_ema(path)["store_manifest"]

@@ -8,8 +8,8 @@ from functools import partial
 import torch
 
 from humanliff.models.unet import UNet
+from humanliff.runtime.compute import autocast_context
 from humanliff.runtime.cuda_graph import capture_cuda_graph
-from humanliff.runtime.field import autocast_context
 
 UNetFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 Shapes = tuple[torch.Size, ...]

@@ -121,7 +121,7 @@ class AttentionBlock(nn.Module):
         b, c, height, width = x.shape
         tokens = self.norm(x).flatten(2).transpose(1, 2)  # [B, T, C]; a view for channels_last input
         qkv = F.linear(tokens, self.qkv.weight.squeeze(-1), self.qkv.bias)
-        q, k, v = qkv.view(b, height * width, self.num_heads, 3, c // self.num_heads).permute(3, 0, 2, 1, 4)
+        q, k, v = qkv.view(b, height * width, self.num_heads, 3, -1).permute(3, 0, 2, 1, 4)  # -1: c / heads
         h = F.scaled_dot_product_attention(q, k, v)  # [B, heads, T, d]
         h = F.linear(h.transpose(1, 2).reshape(b, height * width, c), self.proj_out.weight.squeeze(-1),
                      self.proj_out.bias)

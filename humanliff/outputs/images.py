@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from humanliff.config import BACKGROUNDS
 from humanliff.errors import HumanLiffError
 from humanliff.io import atomic_path
 
@@ -20,8 +21,30 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
+def composite(rgb: np.ndarray, acc: np.ndarray, background: str) -> np.ndarray:
+    """Rendered colour ``[..., 3]`` (over black, i.e. premultiplied) and opacity ``[...]`` in [0, 1] to uint8
+    on ``background``: ``[..., 3]`` for black or white, ``[..., 4]`` (straight alpha) for transparent."""
+    rgb, acc = np.asarray(rgb, np.float32), np.asarray(acc, np.float32)[..., None]
+    if background == "black":
+        return to_uint8(rgb)
+    if background == "white":
+        return to_uint8(rgb + (1.0 - acc))
+    if background == "transparent":
+        return to_uint8(np.concatenate([rgb / np.maximum(acc, 1e-6), acc], axis=-1))
+    raise HumanLiffError(f"background '{background}': use one of {', '.join(BACKGROUNDS)}")
+
+
+def opaque(image: np.ndarray) -> np.ndarray:
+    """uint8 ``[..., 3]`` as is, ``[..., 4]`` composited over white (for pictures without transparency)."""
+    image = to_uint8(image)
+    if image.shape[-1] != 4:
+        return image
+    alpha = image[..., 3:].astype(np.float32) / 255.0
+    return to_uint8(image[..., :3].astype(np.float32) / 255.0 * alpha + (1.0 - alpha))
+
+
 def save_png(path: str | Path, image: np.ndarray) -> Path:
-    """Write ``image`` (uint8 or float in [0, 1], ``[H, W, 3]``) as a PNG, atomically."""
+    """Write ``image`` (uint8 or float in [0, 1], ``[H, W, 3]`` or RGBA ``[H, W, 4]``) as a PNG, atomically."""
     path = Path(path)
     with atomic_path(path) as tmp:
         Image.fromarray(to_uint8(image)).save(tmp, format="PNG")
@@ -29,17 +52,18 @@ def save_png(path: str | Path, image: np.ndarray) -> Path:
 
 
 def view_grid(images: np.ndarray, columns: int | None = None) -> np.ndarray:
-    """Tile ``[N, H, W, 3]`` images row-major into one ``[rows*H, columns*W, 3]`` uint8 picture.
+    """Tile ``[N, H, W, C]`` images (C = 3, or 4 for RGBA) row-major into one ``[rows*H, columns*W, C]``
+    uint8 picture.
 
-    ``columns`` defaults to ``ceil(sqrt(N))``; unused cells stay black.
+    ``columns`` defaults to ``ceil(sqrt(N))``; unused cells stay black (transparent for RGBA).
     """
     images = to_uint8(images)
-    if images.ndim != 4 or images.shape[-1] != 3 or len(images) == 0:
+    if images.ndim != 4 or images.shape[-1] not in (3, 4) or len(images) == 0:
         raise HumanLiffError(f"view_grid: expected images [N, H, W, 3] with N > 0, got {images.shape}")
-    n, h, w, _ = images.shape
+    n, h, w, c = images.shape
     columns = columns or int(np.ceil(np.sqrt(n)))
     rows = -(-n // columns)
-    grid = np.zeros((rows * h, columns * w, 3), np.uint8)
+    grid = np.zeros((rows * h, columns * w, c), np.uint8)
     for i, image in enumerate(images):
         r, c = divmod(i, columns)
         grid[r * h:(r + 1) * h, c * w:(c + 1) * w] = image

@@ -1,17 +1,59 @@
-"""Meshes with vertex colours, written through trimesh: PLY or GLB (binary glTF) by suffix."""
+"""Meshes with vertex colours: the cleaned surface of a field, written through trimesh as PLY or GLB."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
+import torch
 import trimesh
 
 from humanliff.errors import HumanLiffError
 from humanliff.io import atomic_path
 from humanliff.outputs.images import to_uint8
+from humanliff.runtime.field import Field
+from humanliff.runtime.mesh import extract_mesh
+
+log = logging.getLogger(__name__)
 
 MESH_TYPES = ("ply", "glb")
+
+
+def keep_largest(mesh: trimesh.Trimesh, keep: float) -> trimesh.Trimesh:
+    """``mesh`` without the connected components smaller than ``keep`` times the largest one's face count
+    (floaters of haze); ``keep`` 0 returns it unchanged."""
+    if keep <= 0 or len(mesh.faces) == 0:
+        return mesh
+    parts = mesh.split(only_watertight=False)
+    if len(parts) <= 1:
+        return mesh
+    largest = max(len(p.faces) for p in parts)
+    return trimesh.util.concatenate([p for p in parts if len(p.faces) >= keep * largest])
+
+
+def touches_box(vertices: np.ndarray, bounds: np.ndarray, resolution: int) -> bool:
+    """True when a vertex lies within one grid cell of the box's walls (the surface is cut by the box)."""
+    lo, hi = np.asarray(bounds[0], np.float32), np.asarray(bounds[1], np.float32)
+    cell = (hi - lo) / max(resolution - 1, 1)
+    return bool(((vertices <= lo + cell) | (vertices >= hi - cell)).any())
+
+
+def surface_mesh(field: Field, bounds: torch.Tensor, resolution: int, level: float, keep: float, *,
+                 name: str = "mesh") -> trimesh.Trimesh | None:
+    """The ``level`` iso-surface of a one-human field's density (``runtime.mesh.extract_mesh`` on a grid of
+    ``resolution`` points a side over the world box ``bounds [2, 3]``), cleaned by ``keep_largest``; vertex
+    colours from the field. None when the density never reaches ``level``. Logs a warning naming ``name``
+    when the surface touches the box's walls (a level too low for the model: haze fills the box)."""
+    vertices, faces, colors = extract_mesh(field, bounds, resolution, level=level)
+    if len(faces) == 0:
+        return None
+    rgba = np.concatenate([colors, np.full((len(colors), 1), 255, np.uint8)], axis=1)
+    mesh = trimesh.Trimesh(vertices=vertices, faces=faces, vertex_colors=rgba, process=False)
+    mesh = keep_largest(mesh, keep)
+    if touches_box(mesh.vertices, bounds.cpu().numpy(), resolution):
+        log.warning("%s: the surface at level %g touches the box's walls (raise sample.mesh_level)", name, level)
+    return mesh
 
 
 def write_mesh(

@@ -21,13 +21,16 @@ def mp4_available() -> bool:
 def write_video(path: str | Path, frames: np.ndarray, fps: float = 20.0) -> Path:
     """Write ``frames`` ``[F, H, W, 3]`` (uint8, or float in [0, 1]) as a looping GIF or an MP4, by suffix.
 
-    Frames are written atomically. MP4 needs ``imageio-ffmpeg`` (``pip install imageio-ffmpeg``).
+    A GIF also takes RGBA frames ``[F, H, W, 4]`` (its transparency is on or off per pixel). Frames are
+    written atomically. MP4 needs ``imageio-ffmpeg`` (``pip install imageio-ffmpeg``).
     """
     path = Path(path)
     frames = to_uint8(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
-        raise HumanLiffError(f"{path}: expected frames [F, H, W, 3] with F > 0, got {frames.shape}")
     suffix = path.suffix.lower()
+    channels = (3, 4) if suffix == ".gif" else (3,)
+    if frames.ndim != 4 or frames.shape[-1] not in channels or len(frames) == 0:
+        raise HumanLiffError(f"{path}: expected frames [F, H, W, {' or '.join(map(str, channels))}] with F > 0, "
+                             f"got {frames.shape}")
     if suffix == ".gif":
         with atomic_path(path) as tmp:
             imageio.imwrite(tmp, frames, extension=".gif", duration=1000.0 / fps, loop=0)

@@ -9,8 +9,12 @@ models, training or data code. Folder layout (written under a temporary name, re
     contact_sheet.png            humans x layers (front views), titled body / +pants / +shirt / +shoes
     layer_<k>/human_<i>.png      grid of the human's views; each view in layer_<k>/views/
     layer_<k>/human_<i>.ply      marching-cubes mesh with vertex colours (and .glb)
-    turntable/human_<i>.gif      all layers side by side, orbiting (and .mp4 with imageio-ffmpeg)
+    turntable/human_<i>.gif      all layers side by side, one turn in ``sample.turntable_seconds`` (and .mp4
+                                 with imageio-ffmpeg)
     viewer.html                  every human's turntable per layer in one self-contained page
+
+``sample.background`` (black, white, transparent) is the views' and turntables' background; pictures
+that cannot hold transparency (contact sheet, MP4, viewer page) show a transparent background as white.
 """
 
 from __future__ import annotations
@@ -28,14 +32,13 @@ from tqdm.auto import tqdm
 
 from humanliff.config import RenderConfig, SampleConfig
 from humanliff.errors import HumanLiffError
-from humanliff.io import atomic_path
-from humanliff.outputs.images import contact_sheet, save_png, to_uint8, view_grid
-from humanliff.outputs.meshes import write_mesh
+from humanliff.io import atomic_path, removed_if_killed
+from humanliff.outputs.images import composite, contact_sheet, opaque, save_png, view_grid
+from humanliff.outputs.meshes import surface_mesh, write_mesh
 from humanliff.outputs.video import mp4_available, write_video
 from humanliff.runtime.cameras import orbit_cameras
 from humanliff.runtime.field import Field
-from humanliff.runtime.layered import LAYER_TITLES
-from humanliff.runtime.mesh import extract_mesh
+from humanliff.runtime.layers import LAYER_TITLES
 from humanliff.runtime.occupancy import build_occupancy
 from humanliff.runtime.render import render_image
 from humanliff.viewer.html import VIEWER_NAME, write_viewer_html
@@ -47,21 +50,28 @@ FieldFactory = Callable[[torch.Tensor], Field]
 Cameras = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 """``(K [V, 3, 3], R [V, 3, 3], T [V, 3])``."""
 
-TURNTABLE_FPS = 20.0
-"""Frames per second of the turntables (as the original's videos)."""
+
+
+def turntable_fps(sample_cfg: SampleConfig) -> float:
+    """Frames per second that make one turn of ``turntable_frames`` last ``turntable_seconds``."""
+    return sample_cfg.turntable_frames / sample_cfg.turntable_seconds
 
 
 @torch.no_grad()
-def render_views(field: Field, cameras: Cameras, image_size: int, bounds: torch.Tensor,
-                 render_cfg: RenderConfig, occupancy: torch.Tensor | None = None) -> np.ndarray:
-    """Render a one-human field from each camera: uint8 ``[V, S, S, 3]`` (black background).
+def composited_views(field: Field, cameras: Cameras, image_size: int, bounds: torch.Tensor,
+                 render_cfg: RenderConfig, occupancy: torch.Tensor | None = None,
+                 background: str = "black") -> np.ndarray:
+    """Render a one-human field from each camera: uint8 ``[V, S, S, 3]``, or ``[V, S, S, 4]`` with a
+    ``transparent`` background (see ``humanliff.outputs.images.composite``).
 
     The cameras and ``bounds`` ``[2, 3]`` (world box) should be on the field's device.
     """
     size = image_size
-    images = [render_image(field, K, R, T, size, size, bounds, render_cfg, occupancy=occupancy)["rgb"]
-              for K, R, T in zip(*cameras, strict=True)]
-    return to_uint8(torch.stack(images).cpu().numpy())
+    out = [render_image(field, K, R, T, size, size, bounds, render_cfg, occupancy=occupancy)
+           for K, R, T in zip(*cameras, strict=True)]
+    rgb = torch.stack([o["rgb"] for o in out]).cpu().numpy()
+    acc = torch.stack([o["acc"] for o in out]).cpu().numpy()
+    return composite(rgb, acc, background)
 
 
 def render_occupancy(field: Field, render_cfg: RenderConfig, device: torch.device) -> torch.Tensor | None:
@@ -72,13 +82,16 @@ def render_occupancy(field: Field, render_cfg: RenderConfig, device: torch.devic
                            largest=render_cfg.occupancy_largest, device=device)
 
 
-def _write_meshes(stem: Path, field: Field, bounds: torch.Tensor, resolution: int) -> list[Path]:
-    """PLY and GLB of the field's surface (marching cubes on the density); none when it has no surface."""
-    vertices, faces, colors = extract_mesh(field, bounds, resolution)
-    if len(faces) == 0:
-        log.warning("%s: no surface in the density, no mesh written", stem)
+def _write_meshes(stem: Path, field: Field, bounds: torch.Tensor, sample_cfg: SampleConfig) -> list[Path]:
+    """PLY and GLB of the field's cleaned surface (``surface_mesh``); none when it has no surface."""
+    name = str(stem.relative_to(stem.parents[1]))
+    mesh = surface_mesh(field, bounds, sample_cfg.mesh_resolution, sample_cfg.mesh_level, sample_cfg.mesh_keep,
+                        name=name)
+    if mesh is None:
+        log.warning("%s: no surface in the density at level %g, no mesh written", name, sample_cfg.mesh_level)
         return []
-    return [write_mesh(stem.with_suffix(suffix), vertices, faces, colors) for suffix in (".ply", ".glb")]
+    return [write_mesh(stem.with_suffix(suffix), mesh.vertices, mesh.faces, mesh.visual.vertex_colors[:, :3])
+            for suffix in (".ply", ".glb")]
 
 
 @dataclasses.dataclass
@@ -97,20 +110,20 @@ class _Job:
 def _write_layer(job: _Job, field: Field, layer: int, human: int, written: dict[str, list[Path]]
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Write one human's layer (views, grid, meshes); returns ``(views [V,S,S,3], turntable [F,S,S,3])``."""
-    size = job.sample_cfg.image_size
+    size, background = job.sample_cfg.image_size, job.sample_cfg.background
     occupancy = render_occupancy(field, job.render_cfg, job.device)
-    turntable = render_views(field, job.turntable, size, job.bounds, job.render_cfg, occupancy)
+    turntable = composited_views(field, job.turntable, size, job.bounds, job.render_cfg, occupancy, background)
     frames, views = len(job.turntable[0]), job.sample_cfg.views
     if frames % views == 0:  # the views are turntable frames: reuse them
         images = turntable[::frames // views]
     else:
-        images = render_views(field, job.views, size, job.bounds, job.render_cfg, occupancy)
+        images = composited_views(field, job.views, size, job.bounds, job.render_cfg, occupancy, background)
     folder = job.folder / f"layer_{layer}"
     name = f"human_{human:03d}"
     written["grids"].append(save_png(folder / f"{name}.png", view_grid(images)))
     written["views"] += [save_png(folder / "views" / f"{name}_{v:02d}.png", image)
                          for v, image in enumerate(images)]
-    written["meshes"] += _write_meshes(folder / name, field, job.bounds, job.sample_cfg.mesh_resolution)
+    written["meshes"] += _write_meshes(folder / name, field, job.bounds, job.sample_cfg)
     return images, turntable
 
 
@@ -137,8 +150,9 @@ def write_generation(out_dir: str | Path, planes: torch.Tensor, layers: Sequence
     titles = [LAYER_TITLES[k] for k in layers]
     written: dict[str, list[Path]] = {"views": [], "grids": [], "turntables": [], "meshes": []}
     fronts = np.zeros((batch, n_layers, size, size, 3), np.uint8)
+    fps = turntable_fps(sample_cfg)
     turntables = []
-    with atomic_path(out_dir) as tmp:
+    with atomic_path(out_dir) as tmp, removed_if_killed(tmp):  # an engine's crash leaves no temporary
         tmp.mkdir()
         np.savez(tmp / "planes.npz", planes=planes.detach().cpu().to(torch.float16).numpy(),
                  layers=np.asarray(layers, np.int64), bounds=bounds.numpy())
@@ -146,21 +160,23 @@ def write_generation(out_dir: str | Path, planes: torch.Tensor, layers: Sequence
                     "sample": dataclasses.asdict(sample_cfg), "render": dataclasses.asdict(render_cfg)}
         (tmp / "generation.json").write_text(json.dumps(metadata, indent=1))
         job = _Job(tmp, cameras[0], cameras[1], bounds.to(device), sample_cfg, render_cfg, device)
-        with tqdm(total=batch * n_layers, desc="rendering", unit="layer", disable=not progress) as bar:
+        with tqdm(total=batch * n_layers, desc="rendering humans x layers", unit="layer",
+                  disable=not progress) as bar:
             for i in range(batch):
                 frames = []
                 for li, k in enumerate(layers):
                     images, turntable = _write_layer(job, field_factory(planes[li, i:i + 1]), k, i, written)
-                    fronts[i, li] = images[0]
+                    fronts[i, li] = opaque(images[0])
                     frames.append(turntable)
                     bar.update()
                 turntables.append(np.stack(frames))
                 movie = np.concatenate(frames, axis=2)
-                written["turntables"] += [write_video(tmp / "turntable" / f"human_{i:03d}{suffix}", movie,
-                                                      fps=TURNTABLE_FPS)
-                                          for suffix in ((".gif", ".mp4") if mp4_available() else (".gif",))]
+                written["turntables"].append(write_video(tmp / "turntable" / f"human_{i:03d}.gif", movie, fps=fps))
+                if mp4_available():
+                    written["turntables"].append(write_video(tmp / "turntable" / f"human_{i:03d}.mp4",
+                                                             opaque(movie), fps=fps))
         save_png(tmp / "contact_sheet.png", contact_sheet(fronts, titles))
-        write_viewer_html(tmp / VIEWER_NAME, turntables, titles, fps=TURNTABLE_FPS)
+        write_viewer_html(tmp / VIEWER_NAME, [opaque(t) for t in turntables], titles, fps=fps)
     result: dict[str, Any] = {key: [out_dir / p.relative_to(tmp) for p in paths]
                               for key, paths in written.items()}
     result.update(folder=out_dir, planes=out_dir / "planes.npz", metadata=out_dir / "generation.json",

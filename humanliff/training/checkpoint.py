@@ -1,7 +1,6 @@
-"""Diffusion run files: ``checkpoint.pt`` (resumable: model, EMA, optimizer, step, RNG) and ``ema.pt``.
+"""Diffusion run files: ``checkpoint.pt`` (resumable: model, EMA, optimizer, step, RNG).
 
-Both are written atomically by rank 0. ``ema.pt`` is what ``generate`` and ``export`` read
-(``humanliff.models.checkpoint.load_ema``).
+Written atomically by rank 0; the run's ``ema.pt`` has its own module, ``humanliff.ema_file``.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from humanliff.models.unet import UNet
 from humanliff.training.ema import EMA
 
 CHECKPOINT = "checkpoint.pt"
-EMA_FILE = "ema.pt"
 CONFIG_FILE = "config.yaml"
 MODEL_SECTIONS = ("unet", "triplane", "diffusion")
 """Config sections that define the network and the process: a resumed run must keep them."""
@@ -29,14 +27,6 @@ MODEL_SECTIONS = ("unet", "triplane", "diffusion")
 def _save(obj: Any, path: Path) -> None:
     with atomic_path(path, "checkpoint") as tmp:
         torch.save(obj, tmp)
-
-
-def save_ema(path: str | Path, model: UNet, ema: EMA, cfg: Config, store_manifest: dict[str, Any],
-             extra: dict[str, Any] | None = None) -> None:
-    """Write ``{"state_dict": EMA weights, "config": cfg.to_dict(), "store_manifest": ..., **extra}``
-    (``extra``: e.g. a distilled student's ``distilled`` schedule record)."""
-    _save({"state_dict": ema.state_dict(model), "config": cfg.to_dict(), "store_manifest": store_manifest,
-           **(extra or {})}, Path(path))
 
 
 def save_checkpoint(path: str | Path, model: UNet, ema: EMA, optimizer: torch.optim.Optimizer, step: int,

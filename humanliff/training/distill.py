@@ -36,13 +36,15 @@ import numpy as np
 import torch
 
 from humanliff.config import Config
+from humanliff.ema_file import read_ema, resolve_ema
 from humanliff.errors import HumanLiffError, InputFileError
-from humanliff.io import atomic_path, read_torch_file, require_finite
+from humanliff.io import atomic_path, require_finite
 from humanliff.models.checkpoint import load_unet_weights
 from humanliff.models.inference import inference_unet
 from humanliff.models.unet import UNet, build_unet
-from humanliff.runtime.layered import LAYER_TITLES, human_generators, sample_layers
-from humanliff.runtime.schedule import DistilledSchedule, alphas_cumprod, linear_betas, q_sample, trailing_timesteps
+from humanliff.runtime.layered import human_generators, sample_layers
+from humanliff.runtime.layers import NUM_LAYERS
+from humanliff.runtime.schedule import DistilledSchedule, linear_schedule, q_sample, trailing_timesteps
 from humanliff.training import distributed
 from humanliff.training.checkpoint import CHECKPOINT, MODEL_SECTIONS
 from humanliff.training.distributed import DistInfo
@@ -70,16 +72,11 @@ def eps_from_x0(x: torch.Tensor, x0: torch.Tensor, abar: torch.Tensor) -> torch.
 
 def load_teacher(path: str | Path) -> tuple[dict[str, torch.Tensor], Config, Path]:
     """A diffusion run's ``ema.pt`` (or its folder) as ``(state_dict, config, path)``; one-line errors for a
-    file without a diffusion config, a bare state dict or a student that is already distilled."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "ema.pt"
-    blob = read_torch_file(path)
-    if not isinstance(blob, dict) or not isinstance(blob.get("state_dict"), dict) \
-            or not isinstance(blob.get("config"), dict):
-        raise InputFileError(path, "not a diffusion run's ema.pt (keys state_dict and config); the teacher is "
-                                   "the ema.pt of humanliff train")
-    if not isinstance(blob["config"].get("diffusion"), dict):
+    file that is not one (e.g. a bare state dict), one without a diffusion config or a student that is
+    already distilled."""
+    path = resolve_ema(path)
+    blob = read_ema(path)
+    if not isinstance(blob["config"], dict) or not isinstance(blob["config"].get("diffusion"), dict):
         raise InputFileError(path, "the teacher has no diffusion config (config.diffusion): its noise schedule "
                                    "is unknown")
     if blob.get("distilled") is not None:
@@ -138,6 +135,9 @@ class DistillTrainer(DiffusionTrainer):
     """
 
     rule = ""
+    step_graph = False
+    """Eager steps (``train.cuda_graph`` does not apply): the pair builds its grids on the host, and
+    progressive rounds replace the EMA and the optimizer state a capture would keep."""
 
     def __init__(self, cfg: Config, info: DistInfo, teacher_state: dict[str, torch.Tensor], teacher: Path,
                  run: Path) -> None:
@@ -300,18 +300,18 @@ def teacher_planes(trainer: DistillTrainer, teacher_cfg: Config, humans: int, ou
     from ``out/teacher_planes.npy`` when a run already wrote them, else sampled by rank 0 and written."""
     path = out / TEACHER_PLANES
     c, r = trainer.cfg.triplane.channels, trainer.cfg.triplane.resolution
-    shape = (humans, len(LAYER_TITLES), c, r, r)
+    shape = (humans, NUM_LAYERS, c, r, r)
     if trainer.info.rank == 0 and not (path.is_file() and np.load(path, mmap_mode="r").shape == shape):
         s = teacher_cfg.sample
         unet_fn = inference_unet(trainer.teacher, precision=trainer.cfg.train.precision)
         group = min(humans, 64)
         d = teacher_cfg.diffusion
-        abar = alphas_cumprod(linear_betas(d.steps, d.beta_start, d.beta_end)).to(trainer.device)
+        abar = linear_schedule(d.steps, d.beta_start, d.beta_end).to(trainer.device)
         start = time.perf_counter()
         parts = []
         for first in range(0, humans, group):
             n = min(group, humans - first)
-            planes = sample_layers(unet_fn, (n, c, r, r), abar, list(range(len(LAYER_TITLES))), s.sampler, s.steps,
+            planes = sample_layers(unet_fn, (n, c, r, r), abar, list(range(NUM_LAYERS)), s.sampler, s.steps,
                                    generator=human_generators(10**6 + first, n), eta=s.eta, progress=False)
             parts.append(planes.transpose(0, 1).cpu().half().numpy())
             logger.info("teacher samples: %d of %d humans (%s %d)", first + n, humans, s.sampler, s.steps)

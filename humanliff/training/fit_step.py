@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from humanliff.config import Config, DataConfig
+from humanliff.data.loader import get_layout
 from humanliff.data.raysampler import RayBatch, sample_rays
-from humanliff.data.synbody import view_file
-from humanliff.data.types import LAYERS, SubjectData
+from humanliff.data.types import SubjectData
 from humanliff.errors import HumanLiffError, InputFileError
 from humanliff.runtime.field import make_field
 from humanliff.runtime.render import render_rays
@@ -46,9 +46,8 @@ def _check_masks(subject: SubjectData, layer: int, views: np.ndarray, data_cfg: 
     if empty.any():
         view = subject.view_ids[int(views[np.argmax(empty)])]
         subject_dir = Path(data_cfg.root) / subject.name
-        path = (view_file(subject_dir / LAYERS[layer], "mask", view) if data_cfg.layout == "synbody"
-                else subject_dir / f"layer {layer} view {view}")
-        raise InputFileError(path, "the mask is empty: nothing to fit")
+        raise InputFileError(get_layout(data_cfg.layout).mask_file(subject_dir, layer, view),
+                             "the mask is empty: nothing to fit")
 
 
 def plane_targets(subjects: Sequence[SubjectData], layers: Sequence[int], views: np.ndarray,
@@ -113,7 +112,7 @@ class RenderLoss(torch.nn.Module):
                 generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """planes ``[U, 27, R, R]``, rays ``[U, N, ...]``, bounds ``[U, 2, 3]`` -> dict of ``[U]`` losses."""
         field = make_field(planes, self.decoder, precision=fit_precision(self.cfg, planes.device),
-                           compile=self.cfg.fit.compile, fused=self.cfg.render.fused_choice())
+                           compile=self.cfg.fit.compile, fused=self.cfg.render.fused_kernel)
         out = render_rays(field, rays.origins, rays.dirs, rays.near, rays.far, bounds, self.cfg.render,
                           training=True, generator=generator)
         return plane_losses(out["rgb"], out["acc"], rays.rgb, rays.fg, planes, self.cfg.fit)

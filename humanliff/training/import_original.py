@@ -24,7 +24,8 @@ from humanliff.data.loader import subject_list_path
 from humanliff.errors import InputFileError
 from humanliff.io import atomic_path, read_torch_file
 from humanliff.models.decoder import build_decoder
-from humanliff.training.store import LAYERS, create_store
+from humanliff.runtime.layers import NUM_LAYERS
+from humanliff.store import create_store
 
 _STAGE_B_NAME = re.compile(r"^(?P<subject>.+)_\d+$")
 
@@ -44,12 +45,12 @@ def _planes(path: Path, state: Mapping[str, torch.Tensor], subjects: int | None)
     if planes is None:
         raise InputFileError(path, "no 'tri_planes' in network_fn_state_dict")
     shape = tuple(planes.shape)
-    ok = (len(shape) == 6 and shape[1] == LAYERS and shape[2] == 3 and shape[3] == 9 and shape[4] == shape[5]
+    ok = (len(shape) == 6 and shape[1] == NUM_LAYERS and shape[2] == 3 and shape[3] == 9 and shape[4] == shape[5]
           and (subjects is None or shape[0] == subjects))
     if not ok:
         want = f"[{subjects if subjects is not None else 'S'}, 4, 3, 9, R, R]"
         raise InputFileError(path, f"tri_planes must be {want}, got {list(shape)}")
-    return planes.float().reshape(shape[0], LAYERS, 27, shape[4], shape[5])
+    return planes.float().reshape(shape[0], NUM_LAYERS, 27, shape[4], shape[5])
 
 
 def seed_decoder_state(path: Path, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -3,10 +3,12 @@
 Each item is one layer of one subject: x0 = that layer, condition = the ground-truth previous layer
 (zeros for layer 0), class y = the layer id (the original's teacher forcing). Per rank: ``batch_size``
 items per optimizer step, split into micro-batches (gradients averaged, not summed as the original).
-AdamW with the original's linear LR anneal, EMA, bf16 autocast without a GradScaler (the original's
-scaler misuse, D1, is not reproduced), gradient-norm clipping, optional torch.compile, DDP under
-torchrun. The randomness of an item (timestep, noise, condition noise) is a function of (seed, step,
-global position), so results do not depend on the number of ranks, the micro-batch size or a resume.
+AdamW (fused on CUDA) with the original's linear LR anneal, EMA (one multi-tensor lerp), bf16 autocast
+without a GradScaler (the original's scaler misuse, D1, is not reproduced), gradient-norm clipping,
+optional torch.compile (the whole UNet or block by block), on one CUDA device the whole step replayed as
+a CUDA graph, DDP under torchrun. The loop has no host sync between log steps. The randomness of an item
+(timestep, noise, condition noise) is a function of (seed, step, global position), so results do not
+depend on the number of ranks, the micro-batch size or a resume.
 """
 
 from __future__ import annotations
@@ -15,40 +17,60 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from humanliff.config import Config, TrainConfig, dump_config
-from humanliff.errors import HumanLiffError, InputFileError
+from humanliff.ema_file import EMA_FILE, write_ema
+from humanliff.errors import HumanLiffError
 from humanliff.io import atomic_path, require_finite
-from humanliff.models.unet import UNet, build_unet
+from humanliff.models.unet import AttentionBlock, ResBlock, UNet, build_unet
 from humanliff.run_folder import ensure_space
-from humanliff.runtime.schedule import alphas_cumprod, linear_betas, q_sample
+from humanliff.runtime.compute import PRECISIONS
+from humanliff.runtime.files import read_json
+from humanliff.runtime.layers import NUM_LAYERS
+from humanliff.runtime.schedule import linear_schedule, q_sample
+from humanliff.store import MANIFEST, PLANES, TriplaneStore, check_layout, open_store
 from humanliff.training import distributed
 from humanliff.training.checkpoint import (
     CHECKPOINT,
     CONFIG_FILE,
-    EMA_FILE,
     MODEL_SECTIONS,
     load_checkpoint,
     save_checkpoint,
-    save_ema,
 )
 from humanliff.training.distributed import DistInfo
 from humanliff.training.ema import EMA
 from humanliff.training.finite import LossWatch
-from humanliff.training.store import LAYERS, MANIFEST, PLANES, TriplaneStore, open_store
+from humanliff.training.step_graph import GraphedUpdate
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("bf16", "fp32")
 LOG_FILE = "train_log.jsonl"
+
+
+def compile_blocks(model: nn.Module) -> None:
+    """Compile each ``ResBlock`` and ``AttentionBlock`` of ``model`` on its own, for static shapes.
+
+    Blocks of the same widths and size share one compiled graph (the two encoders' blocks, the repeated
+    blocks of a level), so the first step compiles a fraction of the whole-UNet graph; the glue between
+    blocks (skip adds, concatenations, down/upsampling convs) stays eager.
+    """
+    dynamo = torch._dynamo.config
+    # every block variant (widths x size x batch) is one cache entry of the same code object
+    dynamo.recompile_limit = max(dynamo.recompile_limit, 256)
+    dynamo.accumulated_recompile_limit = max(dynamo.accumulated_recompile_limit, 4096)
+    for module in model.modules():
+        if isinstance(module, (ResBlock, AttentionBlock)):
+            module.compile(dynamic=False)
 
 
 def annealed_lr(cfg: TrainConfig, step: int) -> float:
@@ -88,24 +110,25 @@ class LayerPairs:
             torch.from_numpy(np.array(planes)).to(device) if on_device else planes)
 
     def __len__(self) -> int:
-        return self.subjects * LAYERS
+        return self.subjects * NUM_LAYERS
 
     def batch(self, items: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(x0, x_cond, y)`` on the device: float32 channels_last ``[B, C, R, R]`` twice, int64 ``[B]``."""
-        subject, layer = items // LAYERS, items % LAYERS
+        subject, layer = items // NUM_LAYERS, items % NUM_LAYERS
         previous = np.maximum(layer - 1, 0)
         if isinstance(self.planes, torch.Tensor):
-            s, l, p = (torch.from_numpy(a).to(self.device) for a in (subject, layer, previous))
+            s, l, p = (self._to_device(a) for a in (subject, layer, previous))
             x0, x_cond = self.planes[s, l], self.planes[s, p]
         else:
             x0 = self._to_device(self.planes[subject, layer])
             x_cond = self._to_device(self.planes[subject, previous])
-        y = torch.from_numpy(layer).to(self.device)
+        y = self._to_device(layer)
         x_cond = x_cond * (y > 0).to(x_cond.dtype)[:, None, None, None]
         fmt = torch.channels_last
         return (x0.to(torch.float32, memory_format=fmt), x_cond.to(torch.float32, memory_format=fmt), y)
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
+        """A host array on the device; on CUDA through pinned memory without waiting (no host sync)."""
         tensor = torch.from_numpy(np.ascontiguousarray(array))
         if self.device.type == "cuda":
             tensor = tensor.pin_memory()
@@ -116,8 +139,14 @@ class DiffusionTrainer:
     """The model, EMA and optimizer of one rank, and ``train_step``: one optimizer step over one batch.
 
     For benchmarks: ``DiffusionTrainer(cfg, info).train_step(x0, x_cond, y)`` with float32 ``[B, C, R, R]``
-    tensors on ``info.device``; ``cfg.train.microbatch``, ``precision`` and ``compile`` apply.
+    tensors on ``info.device``; ``cfg.train.microbatch``, ``precision``, ``compile``, ``compile_scope`` and
+    ``cuda_graph`` apply. With the CUDA graph (``self.graphed``) the step's shapes stay fixed, and the
+    optimizer's state may be loaded only before the second step (the capture keeps its tensors).
     """
+
+    step_graph = True
+    """Whether ``_update`` may be captured as a CUDA graph (``train.cuda_graph``); a subclass whose step
+    does host work or swaps its EMA or optimizer state sets False."""
 
     def __init__(self, cfg: Config, info: DistInfo) -> None:
         tc = cfg.train
@@ -136,13 +165,33 @@ class DiffusionTrainer:
         self.ddp = (DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda"
                                             else None) if info.distributed else None)
         module = self.ddp if self.ddp is not None else self.model
-        self.forward = torch.compile(module) if tc.compile else module
+        if tc.compile and tc.compile_scope == "blocks":
+            compile_blocks(self.model)
+        self.forward = torch.compile(module) if tc.compile and tc.compile_scope == "model" else module
+        cuda = self.device.type == "cuda"
+        self.graphed = self.step_graph and tc.cuda_graph and cuda and not info.distributed
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=annealed_lr(tc, 0),
-                                           weight_decay=tc.weight_decay, fused=self.device.type == "cuda",
-                                           foreach=self.device.type != "cuda")
-        self.alphas_cumprod = alphas_cumprod(linear_betas(cfg.diffusion.steps, cfg.diffusion.beta_start,
-                                                          cfg.diffusion.beta_end)).float().to(self.device)
+                                           weight_decay=tc.weight_decay, fused=cuda, foreach=not cuda)
+        self.alphas_cumprod = linear_schedule(cfg.diffusion.steps, cfg.diffusion.beta_start,
+                                               cfg.diffusion.beta_end).float().to(self.device)
         self.generator = torch.Generator(self.device)
+        if self.graphed:
+            self.lr = torch.tensor(annealed_lr(tc, 0), dtype=torch.float32, device=self.device)
+            self.graph = GraphedUpdate(self._update, self.device, self._lr_as_tensor)
+
+    @contextlib.contextmanager
+    def _lr_as_tensor(self) -> Iterator[None]:
+        """During the capture the fused AdamW is capturable and reads ``self.lr`` (refilled before every
+        replay) instead of a float frozen into the graph; outside it (and in the state dict) it is as built."""
+        groups = self.optimizer.param_groups
+        kept = [(group["lr"], group["capturable"]) for group in groups]
+        for group in groups:
+            group["lr"], group["capturable"] = self.lr, True
+        try:
+            yield
+        finally:
+            for group, (lr, capturable) in zip(groups, kept, strict=True):
+                group["lr"], group["capturable"] = lr, capturable
 
     def parameter_count(self) -> int:
         """Parameters of the trained model."""
@@ -195,10 +244,24 @@ class DiffusionTrainer:
                    keys: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step on ``x0, x_cond [B, C, R, R]`` and ``y [B]``; ``keys`` (int64 ``[B]``, the
         items' global stream positions) seed their noise. Returns device scalars ``(loss, grad_norm)``."""
+        keys = np.arange(x0.shape[0], dtype=np.int64) if keys is None else keys
+        t, noise, cond_noise = self._draws(keys, x0.shape)
+        lr = annealed_lr(self.cfg.train, self.step)
+        for group in self.optimizer.param_groups:  # a float in the state dict; the graph reads self.lr
+            group["lr"] = lr
+        if self.graphed:
+            self.lr.fill_(lr)
+            total, grad_norm = self.graph(x0, x_cond, y, t, noise, cond_noise)
+        else:
+            total, grad_norm = self._update(x0, x_cond, y, t, noise, cond_noise)
+        self.step += 1
+        return total, grad_norm
+
+    def _update(self, x0: torch.Tensor, x_cond: torch.Tensor, y: torch.Tensor, t: torch.Tensor,
+                noise: torch.Tensor, cond_noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward and backward over the micro-batches, clipping, AdamW and EMA: device work only."""
         tc = self.cfg.train
         b = x0.shape[0]
-        keys = np.arange(b, dtype=np.int64) if keys is None else keys
-        t, noise, cond_noise = self._draws(keys, x0.shape)
         micro = tc.microbatch or b
         total = torch.zeros((), device=self.device)
         for start in range(0, b, micro):
@@ -214,21 +277,10 @@ class DiffusionTrainer:
             grad_norm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip, foreach=True)
         else:
             grad_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm([p.grad for p in params])))
-        for group in self.optimizer.param_groups:
-            group["lr"] = annealed_lr(tc, self.step)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.ema.update(self.model)
-        self.step += 1
         return total, grad_norm
-
-
-def _check_store(store: TriplaneStore, cfg: Config) -> None:
-    for name in ("resolution", "channels"):
-        have, want = getattr(store, name), getattr(cfg.triplane, name)
-        if have != want:
-            raise InputFileError(store.path, f"tri-plane {name} {have} differs from the model's {want} "
-                                             f"(triplane.{name}); use the config the store was fitted with")
 
 
 def _trim_log(out: Path, step: int) -> None:
@@ -285,9 +337,9 @@ def open_training_store(cfg: Config, store_path: Path, info: DistInfo) -> tuple[
     """The store a run trains on (checked against ``cfg``, finite) and its manifest; sets CUDA's matmul
     precision and cuDNN's benchmark mode on CUDA."""
     store = open_store(store_path)
-    _check_store(store, cfg)
+    check_layout(cfg.triplane, store, "the model's config (use the config the store was fitted with)")
     require_finite(store.planes, "the tri-planes", store.path / PLANES)
-    store_manifest = json.loads((store.path / MANIFEST).read_text())
+    store_manifest = read_json(store.path / MANIFEST)
     if info.device.type == "cuda":
         torch.set_float32_matmul_precision("high")
         torch.backends.cudnn.benchmark = True
@@ -359,7 +411,8 @@ def run_steps(trainer: DiffusionTrainer, data: LayerPairs, out: Path, store_mani
             since, tick = 0, time.perf_counter()
         if main and save:  # ema.pt first: a run killed between the two redoes the step and writes both
             ema_cfg, ema_extra = trainer.ema_contents()
-            save_ema(out / EMA_FILE, trainer.model, trainer.ema, ema_cfg, store_manifest, ema_extra)
+            write_ema(out / EMA_FILE, trainer.ema.state_dict(trainer.model), ema_cfg.to_dict(), store_manifest,
+                      ema_extra)
             save_checkpoint(out / CHECKPOINT, trainer.model, trainer.ema, trainer.optimizer, trainer.step,
                             cfg, trainer.extra_state())
             saved = trainer.step

@@ -20,11 +20,12 @@ import trimesh
 
 from humanliff.config import Config, RenderConfig
 from humanliff.errors import HumanLiffError
+from humanliff.runtime.compute import default_device
 from humanliff.runtime.field import Field, make_field
-from humanliff.runtime.layered import LAYER_TITLES
+from humanliff.runtime.layers import LAYER_TITLES
 from humanliff.runtime.mesh import extract_mesh
 from humanliff.runtime.occupancy import build_occupancy
-from humanliff.training.store import MANIFEST, TriplaneStore, open_store
+from humanliff.store import MANIFEST, TriplaneStore, open_store
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ class ViewTarget:
         if self.decoder is None:
             raise HumanLiffError(f"{self.title}: no decoder to render the tri-planes (pass --store)")
         planes = self.humans[human].planes[layer_index][None].to(self.device)
-        fld = make_field(planes, self.decoder, precision=self.precision, fused=self.render_cfg.fused_choice())
+        fld = make_field(planes, self.decoder, precision=self.precision, fused=self.render_cfg.fused_kernel)
         cfg = self.render_cfg
         occupancy = (build_occupancy(fld, cfg.occupancy_resolution, cfg.occupancy_threshold, device=self.device)
                      if cfg.occupancy_resolution > 0 else None)
@@ -144,7 +145,7 @@ def open_store_target(store: TriplaneStore, subjects: list[int], device: torch.d
 def open_target(target: str, store: str | Path | None = None, device: torch.device | str | None = None,
                 mesh_resolution: int = 128) -> ViewTarget:
     """A generation folder, a tri-plane store or ``STORE:SUBJECT``, ready to view on ``device``."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = default_device(device)
     path = Path(target)
     if (path / GENERATION_META).is_file():
         view = open_generation(path, store, device)

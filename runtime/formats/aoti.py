@@ -26,6 +26,7 @@ from humanliff.runtime.formats.base import (
     Engine,
     EngineUnavailable,
     Format,
+    Reference,
     WriteJob,
     check_outputs,
     device_key,
@@ -125,7 +126,7 @@ def write_aoti(job: WriteJob) -> list[Path]:
 
 
 def verify_aoti(fmt: Format, files: list[Path], job: WriteJob, feeds: Mapping[str, torch.Tensor],
-                reference: Mapping[str, torch.Tensor], record: dict[str, Any]) -> dict[str, Any]:
+                reference: Reference, record: dict[str, Any]) -> dict[str, Any]:
     """Load the package in a subprocess and compare with torch; records the loader's outcome and time."""
     outcome, outs, load_s = check_package(files[0], job.device, list(feeds.values()))
     record.update(loader=outcome, checked_on=device_key(job.device), compiler=job.options.get("compiler"),

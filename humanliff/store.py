@@ -18,17 +18,40 @@ import numpy as np
 import torch
 from numpy.lib.format import open_memmap
 
-from humanliff.config import DecoderConfig
-from humanliff.errors import InputFileError
-from humanliff.io import read_torch_file, require_finite
+from humanliff.config import DecoderConfig, TriplaneConfig
+from humanliff.errors import HumanLiffError, InputFileError
+from humanliff.io import atomic_path, read_torch_file, require_finite
 from humanliff.models.decoder import build_decoder
-from humanliff.runtime.manifest import read_json
+from humanliff.runtime.files import read_json
+from humanliff.runtime.layers import NUM_LAYERS
 
 STORE_VERSION = 1
-LAYERS = 4
 MANIFEST = "manifest.json"
 PLANES = "planes.npy"
 DECODER = "decoder.pt"
+
+
+@dataclass(frozen=True)
+class TriplaneRef:
+    """``STORE:SUBJECT:LAYER``: one stored tri-plane (SUBJECT a name or an index)."""
+
+    store: Path
+    subject: str
+    layer: int
+
+
+def parse_triplane_ref(ref: str, layers: int = NUM_LAYERS, option: str = "") -> TriplaneRef:
+    """Parse ``STORE:SUBJECT:LAYER`` (the store path may itself contain ``:``), LAYER in ``0..layers-1``.
+
+    ``option`` names the command-line option in the one-line error (``--from``).
+    """
+    name = f"{option} '{ref}'".strip()
+    parts = ref.rsplit(":", 2)
+    if len(parts) != 3 or not all(parts):
+        raise HumanLiffError(f"{name} is not of the form STORE:SUBJECT:LAYER (e.g. runs/fit/store_b:seq_000000:3)")
+    if not parts[2].isdigit() or int(parts[2]) >= layers:
+        raise HumanLiffError(f"{name}: LAYER must be 0..{layers - 1}")
+    return TriplaneRef(Path(parts[0]), parts[1], int(parts[2]))
 
 
 @dataclass
@@ -67,8 +90,8 @@ class TriplaneStore:
 
     def layer(self, subject: str | int, layer: int, device: torch.device | str = "cpu") -> torch.Tensor:
         """One tri-plane as float32 ``[C, R, R]`` (refused when it holds a NaN or an infinity)."""
-        if not 0 <= layer < LAYERS:
-            raise InputFileError(self.path, f"layer {layer} out of range (0..{LAYERS - 1})")
+        if not 0 <= layer < NUM_LAYERS:
+            raise InputFileError(self.path, f"layer {layer} out of range (0..{NUM_LAYERS - 1})")
         plane = torch.from_numpy(np.asarray(self.planes[self.index(subject), layer], np.float32))
         require_finite(plane, f"the planes of subject {subject} layer {layer}", self.path / PLANES)
         return plane.to(device)
@@ -85,7 +108,8 @@ class TriplaneStore:
         """Rewrite ``manifest.json`` from this object (e.g. after filling ``bounds`` in place)."""
         manifest = _manifest(self.subjects, self.bounds, self.resolution, self.channels, self.decoder_config,
                              self.config)
-        (self.path / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        with atomic_path(self.path / MANIFEST) as tmp:  # a store updated in place (stage B) keeps a whole one
+            tmp.write_text(json.dumps(manifest, indent=1))
 
     def load_decoder(self, device: torch.device | str = "cpu") -> torch.nn.Module:
         """The store's decoder (``build_decoder`` of its config, weights loaded strictly), in eval mode."""
@@ -112,7 +136,7 @@ def _manifest(subjects: Sequence[str], bounds: np.ndarray, resolution: int, chan
         "version": STORE_VERSION,
         "subjects": list(subjects),
         "bounds": np.asarray(bounds, np.float32).tolist(),
-        "layers": LAYERS,
+        "layers": NUM_LAYERS,
         "resolution": int(resolution),
         "channels": int(channels),
         "dtype": "float16",
@@ -135,12 +159,24 @@ def create_store(path: str | Path, subjects: Sequence[str], bounds: np.ndarray |
         raise ValueError(f"bounds must be [{len(subjects)}, 2, 3], got {list(bounds.shape)}")
     path.mkdir(parents=True, exist_ok=True)
     planes = open_memmap(path / PLANES, mode="w+", dtype=np.float16,
-                         shape=(len(subjects), LAYERS, channels, resolution, resolution))
+                         shape=(len(subjects), NUM_LAYERS, channels, resolution, resolution))
     state = {k: v.detach().cpu().contiguous() for k, v in decoder_state.items()}
     torch.save({"state_dict": state, "config": decoder_config}, path / DECODER)
     store = TriplaneStore(path, list(subjects), bounds, planes, decoder_config, config)
     store.write_manifest()
     return store
+
+
+def check_layout(triplane_cfg: TriplaneConfig, source: TriplaneStore, model: str | Path) -> None:
+    """Refuse ``source`` when its planes are not ``triplane_cfg``'s ``[channels, resolution, resolution]``.
+
+    ``model`` says what expects that layout (``"the UNet in runs/x/ema.pt"``), for the one-line error.
+    """
+    expected = (triplane_cfg.channels, triplane_cfg.resolution)
+    if (source.channels, source.resolution) != expected:
+        raise InputFileError(source.path, f"tri-planes are {source.channels}x{source.resolution}^2 but {model} "
+                                          f"expects {expected[0]}x{expected[1]}^2 (triplane.channels, "
+                                          f"triplane.resolution)")
 
 
 def _read_decoder(path: Path) -> dict[str, Any]:
@@ -155,11 +191,11 @@ def _read_decoder(path: Path) -> dict[str, Any]:
 def _check_manifest_values(path: Path, manifest: dict[str, Any]) -> None:
     """One line naming the key when a manifest value has the wrong type or range."""
     for key in ("resolution", "channels", "layers"):
-        value = manifest.get(key, LAYERS)
+        value = manifest.get(key, NUM_LAYERS)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InputFileError(path, f"'{key}' must be a positive integer, got {value!r}")
-    if manifest.get("layers", LAYERS) != LAYERS:
-        raise InputFileError(path, f"'layers' must be {LAYERS}, got {manifest['layers']!r}")
+    if manifest.get("layers", NUM_LAYERS) != NUM_LAYERS:
+        raise InputFileError(path, f"'layers' must be {NUM_LAYERS}, got {manifest['layers']!r}")
     subjects = manifest["subjects"]
     if not isinstance(subjects, list) or not subjects or not all(isinstance(s, str) for s in subjects):
         raise InputFileError(path, f"'subjects' must be a non-empty list of names, got {subjects!r:.60}")
@@ -200,7 +236,7 @@ def open_store(path: str | Path, mode: str = "r") -> TriplaneStore:
     except (ValueError, OSError, EOFError) as exc:
         raise InputFileError(planes_path, f"not a readable .npy array ({exc})") from exc
     res, ch = int(manifest["resolution"]), int(manifest["channels"])
-    expected = (len(subjects), LAYERS, ch, res, res)
+    expected = (len(subjects), NUM_LAYERS, ch, res, res)
     if planes.dtype != np.float16 or planes.shape != expected:
         raise InputFileError(planes_path, f"expected float16 {list(expected)}, got {planes.dtype} "
                                           f"{list(planes.shape)}")
