@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from humanliff.config import Config, DecoderConfig
+from humanliff.ema_file import read_schedule
 from humanliff.errors import HumanLiffError
 from humanliff.export.spec import (
     MAX_POINTS,
@@ -229,6 +230,7 @@ def export_artifacts(unet_ckpt: str | Path, store: str | Path, out_dir: str | Pa
     if unet_layout not in UNET_LAYOUTS:
         raise HumanLiffError(f"--unet-layout {unet_layout} is not one of {', '.join(UNET_LAYOUTS)}")
     unet, unet_cfg = load_ema(unet_ckpt, device)
+    schedule = read_schedule(unet_ckpt)  # a distilled student's: the manifest's "distilled"
     triplanes = open_store(store)
     _check_store(triplanes, unet_cfg, Path(unet_ckpt))
     cfg = unet_cfg.with_overrides(overrides)
@@ -269,6 +271,7 @@ def export_artifacts(unet_ckpt: str | Path, store: str | Path, out_dir: str | Pa
             "sources": {"unet": str(unet_ckpt), "store": str(store)},
             "unet": unet_record,
             "networks": networks,
+            **({"distilled": schedule.to_record()} if schedule else {}),
         }
         write_manifest(tmp, manifest)
     return {"format": "humanliff-artifacts", **manifest}

@@ -28,6 +28,8 @@ SAMPLER_NAMES = LIMITS["sample"]["sampler"].choices
 the CLI imports without torch; a test checks the two agree)."""
 FORMAT_NAMES = ("tensorrt", "aoti", "torchscript", "onnx", "ep")
 """Engine formats in preference order: ``humanliff.runtime.formats.PREFERENCE`` (a test checks them)."""
+DISTILL_METHODS = LIMITS["distill"]["method"].choices
+"""``distill --method`` choices: the keys of ``humanliff.training.distill.METHODS`` (a test checks them)."""
 UNET_LAYOUTS = ("parts", "whole", "both")
 """``export --unet-layout`` choices: ``humanliff.export.artifacts.UNET_LAYOUTS`` (a test checks them)."""
 
@@ -111,6 +113,7 @@ def app(verbose: bool) -> None:
 
     \b
     Pipeline:  data synth -> fit --stage a -> fit --stage b -> train -> generate
+    Few-step:  train -> distill -> generate --sampler distilled
     Deploy:    export -> run   (ONNX / AOTInductor / TensorRT engines, no training code)
     """
     sys.stderr = setup_console(sys.stderr, verbose)
@@ -199,6 +202,37 @@ def generate_command(unet_ckpt: str | None, store: str | None, preset: str | Non
     result = pipe(humans, layers, sampler=sampler, steps=steps, seed=seed, start=start, progress=True)
     paths = result.save(out, force=force, progress=True)
     click.echo(f"wrote {paths['folder']} (contact sheet: {paths['contact_sheet']}; viewer: {paths['viewer']})")
+
+
+@command(app, "distill")
+@click.option("--teacher", required=True, metavar="RUN_OR_EMA", help="The diffusion run (folder or its ema.pt).")
+@click.option("--store", required=True, metavar="STORE", help="The teacher's tri-plane store (from fit).")
+@click.option("--out", "run_dir", required=True, metavar="RUN_DIR",
+              help="Student run folder (config.yaml, checkpoint.pt, ema.pt); resumes when it holds checkpoint.pt.")
+@click.option("--steps", type=int, default=None,
+              help="UNet calls per layer of the student (default: distill.steps, 4).")
+@click.option("--method", type=click.Choice(DISTILL_METHODS), default=None,
+              help="Distillation method (default: distill.method).")
+@click.option("--teacher-samples", type=int, default=0, show_default=True,
+              help="Distil on this many humans sampled by the teacher (0: on the store's pairs).")
+@click.option("--max-minutes", type=float, default=None, help="Stop early, with a checkpoint, after this long.")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Override the teacher's config or the distillation's (e.g. --set train.steps=4000).")
+@click.option("--device", default=None, help="cpu or cuda (default: cuda if available, else cpu).")
+@click.option("--resume-anyway", is_flag=True,
+              help="Resume a checkpoint written with other training settings (seed, batch, lr, ...).")
+def distill_command(teacher: str, store: str, run_dir: str, steps: int | None, method: str | None,
+                    teacher_samples: int, max_minutes: float | None, overrides: tuple[str, ...], device: str | None,
+                    resume_anyway: bool) -> None:
+    """Distil a diffusion run into a student that samples each layer in --steps calls (sampler 'distilled')."""
+    from humanliff.training.distill import distill
+
+    guard_output(run_dir, [teacher, store], replaced=False)
+    with hold_run_folder(run_dir):
+        path = distill(teacher, store, run_dir, method=method, steps=steps, overrides=overrides, device=device,
+                       teacher_samples=teacher_samples, resume_anyway=resume_anyway,
+                       max_seconds=None if max_minutes is None else 60.0 * max_minutes)
+    click.echo(f"wrote {path}")
 
 
 @command(app, "train")

@@ -219,12 +219,31 @@ BACKGROUNDS = ("black", "white", "transparent")
 
 
 @dataclass
+class DistillConfig:
+    """Few-step distillation of a diffusion run into a student (``humanliff distill``; the optimizer
+    settings are ``train``'s)."""
+
+    method: str = "consistency"
+    """``progressive`` (Salimans & Ho 2022) or ``consistency`` (consistency distillation, Song et al. 2023)."""
+    steps: int = 4
+    """UNet calls per layer of the student."""
+    teacher_steps: int = 32
+    """The teacher's grid: progressive halves it round by round down to ``steps``; consistency takes one
+    teacher DDIM step between neighbours of it."""
+    weight_cap: float = 100.0
+    """Loss weight in epsilon space: ``clamp((1 - abar) / abar, 1, weight_cap)`` (Salimans & Ho's truncated
+    SNR weighting of the x0 error, capped for an epsilon-predicting student)."""
+    teacher: str = ""
+    """The teacher's ema.pt (filled in by ``humanliff distill``)."""
+
+
+@dataclass
 class SampleConfig:
     """Layered generation."""
 
     sampler: str = "dpmpp_sde"
     """``ddpm``, ``ddim``, ``dpmpp`` (deterministic DPM-Solver++(2M)) or ``dpmpp_sde`` (its stochastic form:
-    the same cost, cleaner planes from small models)."""
+    the same cost, cleaner planes from small models); ``distilled`` for a student of ``humanliff distill``."""
     steps: int = 20
     eta: float = 0.0
     """DDIM eta (0: deterministic)."""
@@ -270,6 +289,7 @@ class Config:
     unet: UNetConfig = field(default_factory=UNetConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -380,7 +400,9 @@ LIMITS: dict[str, dict[str, Limit]] = {
               "ema_rate": PROBABILITY, "grad_clip": NON_NEGATIVE, "precision": PRECISION_CHOICES,
               "compile_scope": Limit(choices=("model", "blocks")), "cond_noise": NON_NEGATIVE,
               "checkpoint_every": POSITIVE, "log_every": POSITIVE},
-    "sample": {"sampler": Limit(choices=("ddpm", "ddim", "dpmpp", "dpmpp_sde")), "steps": POSITIVE,
+    "distill": {"method": Limit(choices=("progressive", "consistency")), "steps": POSITIVE,
+                "teacher_steps": Limit(2), "weight_cap": Limit(1.0)},
+    "sample": {"sampler": Limit(choices=("ddpm", "ddim", "dpmpp", "dpmpp_sde", "distilled")), "steps": POSITIVE,
                "eta": NON_NEGATIVE, "batch": POSITIVE, "image_size": Limit(8), "views": POSITIVE,
                "turntable_frames": POSITIVE, "turntable_seconds": GREATER_THAN_0, "mesh_resolution": Limit(2),
                "mesh_level": GREATER_THAN_0, "mesh_keep": PROBABILITY, "background": Limit(choices=BACKGROUNDS),

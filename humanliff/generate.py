@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from humanliff.config import Config
-from humanliff.ema_file import EMA_FILE
+from humanliff.ema_file import EMA_FILE, read_schedule
 from humanliff.errors import HumanLiffError, InputFileError
 from humanliff.models.checkpoint import load_ema
 from humanliff.models.inference import inference_unet
@@ -24,7 +24,7 @@ from humanliff.pipeline import Pipeline
 from humanliff.pretrained import DEFAULT_MODEL, default_model
 from humanliff.runtime.field import Field, make_field
 from humanliff.runtime.layered import UNetFn
-from humanliff.runtime.schedule import linear_schedule
+from humanliff.runtime.schedule import DistilledSchedule, linear_schedule
 from humanliff.store import check_layout, open_store
 
 NO_MODEL = "no --unet given (pass a training run's ema.pt, or neither --unet nor --store for the default model)"
@@ -69,6 +69,8 @@ class TorchModels:
     fused: bool
     device: torch.device
     inputs: tuple[Path, ...]
+    schedule: DistilledSchedule | None = None
+    """A distilled student's schedule (its ``ema.pt``'s ``distilled``), None for a diffusion model."""
     group: int = 0
     engines: dict[str, str] = field(default_factory=lambda: {"unet": "torch", "decoder": "torch"})
 
@@ -93,7 +95,8 @@ def load_torch_models(unet_ckpt: Path, store: Path, device: torch.device, precis
     abar = linear_schedule(d.steps, d.beta_start, d.beta_end).to(device)
     inputs = (unet_ckpt, store) if not unet_ckpt.is_relative_to(DEFAULT_MODEL) else (DEFAULT_MODEL,)
     return TorchModels(inference_unet(unet, precision=precision, compile=compile), triplanes.load_decoder(device),
-                       abar, triplanes.subject_bounds(0), expected[0], expected[1], precision, fused, device, inputs)
+                       abar, triplanes.subject_bounds(0), expected[0], expected[1], precision, fused, device, inputs,
+                       read_schedule(unet_ckpt))
 
 
 def generate(cfg: Config, unet_ckpt: str | Path | None, store: str | Path | None, out_dir: str | Path,

@@ -39,6 +39,8 @@ from humanliff.runtime.formats import PREFERENCE
 from humanliff.runtime.layered import UNetFn, human_generators, parse_layers, sample_layers
 from humanliff.runtime.layers import NUM_LAYERS
 from humanliff.runtime.manifest import MANIFEST_FORMAT, MANIFEST_NAME
+from humanliff.runtime.sampling import check_sampler
+from humanliff.runtime.schedule import DistilledSchedule
 from humanliff.store import TriplaneRef, parse_triplane_ref
 
 log = logging.getLogger(__name__)
@@ -91,6 +93,8 @@ class Models(Protocol):
     """The files the models were read from (an output folder must not be one of them)."""
     engines: dict[str, str]
     """Format per network (``{"unet": "torch", "decoder": "torch"}`` for the torch models)."""
+    schedule: DistilledSchedule | None
+    """A distilled student's schedule (``humanliff distill``), None for a diffusion model."""
 
     def unet_for(self, humans: int) -> UNetFn: ...
 
@@ -200,10 +204,15 @@ class Pipeline:
 
         ``layers``: ``"0-3"`` or ids (default all, or those above ``start``); ``start``: a fitted layer
         kept fixed, ``STORE:SUBJECT:LAYER`` (the result then holds it as its first layer); ``sampler``,
-        ``steps``, ``eta``, ``keep_top`` as ``sample.*``. ``callback`` is called after every UNet call.
+        ``steps``, ``eta``, ``keep_top`` as ``sample.*`` (a distilled student takes only ``distilled`` with
+        its own steps, the default ``steps`` then). ``callback`` is called after every UNet call.
         """
+        schedule = self.models.schedule
+        if steps is None and schedule is not None and (sampler or self.config.sample.sampler) == "distilled":
+            steps = schedule.steps  # the student's own number of calls
         cfg = self.sample_config(humans, sampler, steps, seed, eta, keep_top)
         s = cfg.sample
+        check_sampler(s.sampler, schedule, s.steps, self.models.inputs[0])
         start = parse_from(start) if isinstance(start, str) else start
         layers = resolve_layers(layers, start)
         start_planes, bounds = self._start(start)
@@ -219,7 +228,7 @@ class Pipeline:
             fixed = None if start_planes is None else start_planes.expand(shape).contiguous()
             parts.append(sample_layers(unet_fn, shape, self.models.alphas_cumprod, layers, s.sampler, s.steps,
                                        generator=human_generators(s.seed + first, n), start=fixed, eta=s.eta,
-                                       keep_top=s.keep_top, progress=progress))
+                                       keep_top=s.keep_top, progress=progress, schedule=schedule))
         planes = torch.cat(parts, dim=1)
         require_finite(planes, "the sampled tri-planes", f"{self.models.inputs[0]}: the UNet")
         if start_planes is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from humanliff.config import Config
-from humanliff.ema_file import EMA_FILE, read_ema, resolve_ema, write_ema
+from humanliff.ema_file import EMA_FILE, EMA_KEYS, read_ema, resolve_ema, write_ema
 from humanliff.errors import HumanLiffError
 from humanliff.io import atomic_path, require_finite
 from humanliff.store import PLANES, create_store, open_store
@@ -48,7 +48,8 @@ def pack_model(unet_ckpt: str | Path, store_path: str | Path, out: str | Path, s
         small.planes[:] = store.planes[:keep]
         small.planes.flush()
         state = {k: v.half() if v.is_floating_point() else v for k, v in blob["state_dict"].items()}
-        write_ema(tmp / EMA_FILE, state, blob["config"], blob["store_manifest"])
+        extra = {k: v for k, v in blob.items() if k not in EMA_KEYS}  # a student's ``distilled`` schedule
+        write_ema(tmp / EMA_FILE, state, blob["config"], blob["store_manifest"], extra)
     return Path(out)
 
 

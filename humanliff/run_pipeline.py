@@ -26,7 +26,7 @@ from humanliff.runtime.field import Field
 from humanliff.runtime.formats import PREFERENCE, Engine
 from humanliff.runtime.layered import UNetFn
 from humanliff.runtime.manifest import MANIFEST_NAME, read_manifest
-from humanliff.runtime.schedule import linear_schedule
+from humanliff.runtime.schedule import DistilledSchedule, linear_schedule, read_distilled
 from humanliff.runtime.unet_engine import UNetEngines, load_unet
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,8 @@ class EngineModels:
     decoder: Engine
     alphas_cumprod: torch.Tensor
     device: torch.device
+    schedule: DistilledSchedule | None = None
+    """A distilled student's schedule (the manifest's ``distilled``), None for a diffusion model."""
     graphs: dict[int, UNetFn] = field(default_factory=dict)
 
     @property
@@ -104,7 +106,12 @@ def load_artifacts(artifacts_dir: str | Path, device: str | torch.device | None 
     decoder = load_engine(folder, "decoder", prefer, device, manifest, compile=compile)
     d = manifest["diffusion"]
     abar = linear_schedule(d["steps"], d["beta_start"], d["beta_end"]).to(device)
-    return EngineModels(folder, manifest, unet, decoder, abar, device)
+    return EngineModels(folder, manifest, unet, decoder, abar, device, manifest_schedule(folder, manifest))
+
+
+def manifest_schedule(folder: Path, manifest: Mapping[str, Any]) -> DistilledSchedule | None:
+    """The distilled student's schedule recorded in a manifest (None for a diffusion model)."""
+    return read_distilled(manifest.get("distilled"), folder / MANIFEST_NAME, int(manifest["diffusion"]["steps"]))
 
 
 def engine_unet_fn(unet: Callable[..., Mapping[str, torch.Tensor]]) -> UNetFn:

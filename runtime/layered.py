@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from humanliff.runtime.errors import HumanLiffError
 from humanliff.runtime.layers import NUM_LAYERS
 from humanliff.runtime.sampling import sample
+from humanliff.runtime.schedule import DistilledSchedule
 
 """Column titles of the four layers (layer id = index): what each layer adds."""
 
@@ -84,6 +85,7 @@ def sample_layers(
     clip_denoised: bool = True,
     keep_top: float = 0.0,
     progress: bool = False,
+    schedule: DistilledSchedule | None = None,
 ) -> torch.Tensor:
     """Generate ``layers`` (contiguous, ascending) for a batch of humans: ``[L, B, 27, R, R]`` float32.
 
@@ -97,7 +99,8 @@ def sample_layers(
     on CUDA the step noise is drawn on the device from a generator seeded by the human's. The device is
     ``alphas_cumprod``'s. ``keep_top`` > 0: while layer k is sampled, the texels that shape only the top
     ``keep_top`` of the box (``top_rows_mask``; the head, which no garment reaches) are replaced at every
-    step from layer k-1 (RePaint), so the head of layer k is layer k-1's.
+    step from layer k-1 (RePaint), so the head of layer k is layer k-1's. ``schedule``: a distilled
+    student's, for the sampler ``distilled``.
     """
     layers = list(layers)
     if not layers or layers != list(range(layers[0], layers[0] + len(layers))):
@@ -132,6 +135,6 @@ def sample_layers(
         x_cond = sample(sampler, eps_fn, x_T, alphas_cumprod, steps,
                         generator=steps_noise[0] if len(steps_noise) == 1 else steps_noise, eta=eta,
                         clip_denoised=clip_denoised, progress=progress,
-                        known=None if keep is None or layer == 0 else (x_cond, keep)).float()
+                        known=None if keep is None or layer == 0 else (x_cond, keep), schedule=schedule).float()
         outputs.append(x_cond)
     return torch.stack(outputs)

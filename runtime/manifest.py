@@ -14,6 +14,8 @@ Layout of version 2 (all keys required unless marked optional)::
     networks: {name: {inputs: [io], outputs: [io], dims: {symbol: [min, opt, max]},
                       artifacts: {format: artifact}}}     names: decoder, and unet or its parts
     unet: {layout: "whole" | "parts", networks: [names in call order], side_stream: [names]}  (optional)
+    distilled: {method, rule, timesteps, teacher, teacher_steps}   (optional: a distilled student's
+               schedule, ``runtime.schedule.DistilledSchedule``, copied from its ema.pt; sampler ``distilled``)
 
 The UNet is one network ``unet`` (``x, timesteps, x_cond, y -> eps``) or its four parts ``unet.embed``
 (``timesteps, y -> emb``), ``unet.encode`` (``x, emb -> h0..hN``), ``unet.encode_control``

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from humanliff.runtime.errors import HumanLiffError
-from humanliff.runtime.schedule import logsnr_timesteps, space_timesteps
+from humanliff.runtime.errors import HumanLiffError, InputFileError
+from humanliff.runtime.schedule import DistilledSchedule, logsnr_timesteps, space_timesteps
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Generators = torch.Generator | Sequence[torch.Generator] | None
@@ -190,25 +191,83 @@ def sample_dpmpp_sde(eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Ten
     return _dpmpp(eps_fn, x_T, alphas_cumprod, steps, True, generator, eta, clip_denoised, progress, known)
 
 
+@torch.no_grad()
+def sample_distilled(eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int, *,
+                     schedule: DistilledSchedule, generator: Generators = None, eta: float = 0.0,
+                     clip_denoised: bool = True, progress: bool = False, known: Known = None) -> torch.Tensor:
+    """A distilled student (``humanliff distill``): one call at each of the schedule's timesteps, each
+    giving x0; the next call's input is ``sqrt(abar') x0 + sqrt(1 - abar') e`` with ``e`` the call's own
+    epsilon (rule ``ddim``: deterministic DDIM, as progressive distillation trains it, Salimans & Ho 2022)
+    or fresh noise (rule ``consistency``: multistep consistency sampling, Song et al. 2023, Algorithm 1).
+    ``steps`` must be the schedule's; ``eta`` must be 0. The result is the last call's x0."""
+    check_sampler("distilled", schedule, steps)
+    if eta != 0.0:
+        raise HumanLiffError(f"eta={eta} applies to the ddim sampler only")
+    total = alphas_cumprod.shape[0]
+    if schedule.timesteps[0] >= total:
+        raise HumanLiffError(f"the distilled schedule starts at t = {schedule.timesteps[0]}, past the "
+                             f"{total} training steps")
+    table = alphas_cumprod.detach().double().cpu().tolist()
+    kept = list(schedule.timesteps)
+    x = x_T.float()
+    for t, t_next in tqdm(zip(kept, kept[1:] + [None], strict=True), total=len(kept), desc="sampling",
+                          unit="step", disable=not progress):
+        abar, abar_next = table[t], 1.0 if t_next is None else table[t_next]
+        eps = _eps(eps_fn, x, t, x_T.dtype)
+        if schedule.rule == "ddim" or t_next is None:
+            x, _ = ddim_step(x, eps, abar, abar_next, 0.0, None, clip_denoised)
+        else:
+            x0 = predict_x0(x, eps, abar, clip_denoised)
+            x = math.sqrt(abar_next) * x0 + math.sqrt(1.0 - abar_next) * _noise(x, generator)
+        x = _paste(x, known, abar_next, generator)
+    return x.to(x_T.dtype)
+
+
 SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
     "ddpm": sample_ddpm,
     "ddim": sample_ddim,
     "dpmpp": sample_dpmpp,
     "dpmpp_sde": sample_dpmpp_sde,
+    "distilled": sample_distilled,
 }
-"""Sampler name -> function, all with the signature of ``sample`` minus ``name``."""
+"""Sampler name -> function, all with the signature of ``sample`` minus ``name``; those of
+``SCHEDULED`` take the student's ``schedule`` too, the others none."""
+SCHEDULED = ("distilled",)
+"""Samplers that run a distilled student with its recorded schedule."""
+
+
+def check_sampler(name: str, schedule: DistilledSchedule | None, steps: int, source: str | Path | None = None
+                  ) -> None:
+    """Refuse a sampler that does not fit the model: a distilled student (``schedule`` given) runs only
+    with ``distilled`` and its own number of steps, a teacher (no schedule) never with ``distilled``.
+    The one-line error names ``source`` (the model's file) when given."""
+    if name not in SAMPLERS:
+        raise HumanLiffError(f"unknown sampler '{name}' (valid: {', '.join(SAMPLERS)})")
+    problem = None
+    if name in SCHEDULED and schedule is None:
+        problem = (f"sampler '{name}' needs a distilled student (from humanliff distill); this model has no "
+                   "distilled schedule, use ddpm, ddim, dpmpp or dpmpp_sde")
+    elif name not in SCHEDULED and schedule is not None:
+        problem = (f"is a distilled student ({schedule.method}, {schedule.steps} calls a layer): sample it with "
+                   f"the sampler 'distilled', not '{name}'")
+    elif schedule is not None and steps != schedule.steps:
+        problem = (f"the distilled student samples in {schedule.steps} calls a layer, not {steps} "
+                   f"(sample.steps / --steps)")
+    if problem is not None:
+        raise HumanLiffError(problem) if source is None else InputFileError(source, problem)
 
 
 def sample(name: str, eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int, *,
            generator: Generators = None, eta: float = 0.0, clip_denoised: bool = True,
-           progress: bool = False, known: Known = None) -> torch.Tensor:
+           progress: bool = False, known: Known = None, schedule: DistilledSchedule | None = None
+           ) -> torch.Tensor:
     """Run sampler ``name`` from noise ``x_T [B, C, H, W]`` to x_0 in ``steps`` model calls.
 
     ``alphas_cumprod``: ``[T]`` training schedule (float64 fine); ``generator`` drives the noise of the
     stochastic samplers: one for the batch or one per row, on ``x_T``'s device. ``known`` fixes a region
-    of x_0 (see ``Known``).
+    of x_0 (see ``Known``). ``schedule``: a distilled student's (``distilled`` only; ``check_sampler``).
     """
-    if name not in SAMPLERS:
-        raise HumanLiffError(f"unknown sampler '{name}' (valid: {', '.join(SAMPLERS)})")
+    check_sampler(name, schedule, steps)
+    extra = {"schedule": schedule} if name in SCHEDULED else {}
     return SAMPLERS[name](eps_fn, x_T, alphas_cumprod, steps, generator=generator, eta=eta,
-                          clip_denoised=clip_denoised, progress=progress, known=known)
+                          clip_denoised=clip_denoised, progress=progress, known=known, **extra)

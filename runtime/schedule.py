@@ -1,4 +1,5 @@
-"""The diffusion noise schedule as data: linear betas, the original's respacing, q(x_t | x_0).
+"""The diffusion noise schedule as data: linear betas, the original's respacing, q(x_t | x_0), and a
+distilled student's few-step schedule (``DistilledSchedule``).
 
 Tables are float64 tensors on the CPU (the original builds them in float64 numpy); samplers read
 coefficients from them as Python floats, so nothing here forces a host-device sync.
@@ -7,8 +8,13 @@ coefficients from them as Python floats, so nothing here forces a host-device sy
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
+
+from humanliff.runtime.errors import InputFileError
 
 
 def linear_betas(steps: int = 1000, start: float = 1e-4, end: float = 0.02) -> torch.Tensor:
@@ -96,3 +102,59 @@ def q_sample(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, alphas_cump
     """
     abar = alphas_cumprod[t].to(torch.float32).view(-1, *([1] * (x0.dim() - 1)))
     return abar.sqrt() * x0.float() + (1.0 - abar).sqrt() * noise.float()
+
+
+def trailing_timesteps(total: int, steps: int) -> list[int]:
+    """``steps`` timesteps ``round(total - j total / steps) - 1``, j = 0..steps-1, from T-1 down (the
+    "trailing" spacing of few-step samplers: the last call is at ``total / steps - 1``, not at 0, and a
+    grid of ``k * steps`` points holds the grid of ``steps`` as every k-th point)."""
+    if not 1 <= steps <= total:
+        raise ValueError(f"steps must be between 1 and {total}, got {steps}")
+    return [int(round(total - j * total / steps)) - 1 for j in range(steps)]
+
+
+DISTILLED_RULES = ("ddim", "consistency")
+"""How a distilled student's sampler goes from one call's x0 to the next call's input: ``ddim``
+(deterministic, progressive distillation) or ``consistency`` (fresh noise, consistency models)."""
+
+
+@dataclass(frozen=True)
+class DistilledSchedule:
+    """A distilled student's sampling schedule, recorded as ``distilled`` in its ``ema.pt`` and in the
+    artifacts manifest: ``{"method": str, "rule": "ddim" | "consistency", "timesteps": [t_0 > ... > t_N-1],
+    "teacher": str, "teacher_steps": int}`` (the teacher's path and the distillation's grid, for the record)."""
+
+    method: str
+    rule: str
+    timesteps: tuple[int, ...]
+    teacher: str = ""
+    teacher_steps: int = 0
+
+    @property
+    def steps(self) -> int:
+        """UNet calls per layer."""
+        return len(self.timesteps)
+
+    def to_record(self) -> dict[str, Any]:
+        """The JSON-ready record."""
+        return {"method": self.method, "rule": self.rule, "timesteps": list(self.timesteps),
+                "teacher": self.teacher, "teacher_steps": self.teacher_steps}
+
+
+def read_distilled(record: Any, source: str | Path, total: int) -> DistilledSchedule | None:
+    """The schedule of a ``distilled`` record (None when there is none); ``total`` is the number of training
+    timesteps. One-line ``InputFileError`` naming ``source`` when the record is malformed."""
+    if record is None:
+        return None
+    try:
+        schedule = DistilledSchedule(str(record["method"]), str(record["rule"]),
+                                     tuple(int(t) for t in record["timesteps"]), str(record.get("teacher", "")),
+                                     int(record.get("teacher_steps", 0)))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputFileError(source, f"bad 'distilled' record ({exc.__class__.__name__}: {exc})") from None
+    ts = schedule.timesteps
+    if schedule.rule not in DISTILLED_RULES:
+        raise InputFileError(source, f"distilled rule '{schedule.rule}' is not one of {', '.join(DISTILLED_RULES)}")
+    if not ts or any(not 0 <= t < total for t in ts) or any(a <= b for a, b in zip(ts, ts[1:], strict=False)):
+        raise InputFileError(source, f"distilled timesteps {list(ts)} are not descending within 0..{total - 1}")
+    return schedule

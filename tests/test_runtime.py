@@ -10,7 +10,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
-from tiny_models import make_tiny_models
+from tiny_models import FAST, make_tiny_models
 
 from humanliff.config import load_config
 from humanliff.errors import HumanLiffError, InputFileError
@@ -27,8 +27,6 @@ from humanliff.runtime.formats.tensorrt import TensorRTEngine
 from humanliff.runtime.manifest import MANIFEST_NAME, NetworkSpec, network_spec, read_manifest, sha256_file
 from humanliff.runtime.unet_engine import load_unet
 
-FAST = ["sample.views=1", "sample.turntable_frames=2", "sample.image_size=16", "sample.mesh_resolution=12",
-        "render.occupancy_resolution=0"]
 FORBIDDEN = ("humanliff.training", "humanliff.models", "humanliff.data", "humanliff.generate")
 
 

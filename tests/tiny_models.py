@@ -12,6 +12,10 @@ from humanliff.models.decoder import build_decoder
 from humanliff.models.unet import build_unet
 from humanliff.store import create_store
 
+FAST = ["sample.views=1", "sample.turntable_frames=2", "sample.image_size=16", "sample.mesh_resolution=12",
+        "render.occupancy_resolution=0"]
+"""Overrides that keep the outputs of ``generate`` and ``run`` small in the tests."""
+
 
 def make_tiny_models(root, decoder_backend="torch"):
     """A tiny store (subjects a, b; random planes and decoder) and a tiny ema.pt with random weights."""

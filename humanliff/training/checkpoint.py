@@ -5,6 +5,7 @@ Written atomically by rank 0; the run's ``ema.pt`` has its own module, ``humanli
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,9 @@ def _save(obj: Any, path: Path) -> None:
 
 
 def save_checkpoint(path: str | Path, model: UNet, ema: EMA, optimizer: torch.optim.Optimizer, step: int,
-                    cfg: Config) -> None:
-    """Write everything needed to resume at ``step`` (the number of optimizer steps done)."""
+                    cfg: Config, extra: dict[str, Any] | None = None) -> None:
+    """Write everything needed to resume at ``step`` (the number of optimizer steps done); ``extra``
+    (the trainer's own state, e.g. a distillation round's teacher) goes under the key ``extra``."""
     rng: dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -41,6 +43,7 @@ def save_checkpoint(path: str | Path, model: UNet, ema: EMA, optimizer: torch.op
         "step": step,
         "rng": rng,
         "config": cfg.to_dict(),
+        **({"extra": extra} if extra else {}),
     }, Path(path))
 
 
@@ -74,17 +77,19 @@ def check_resume_config(path: Path, saved: Any, cfg: Config, sections: tuple[str
 
 
 def load_checkpoint(path: str | Path, model: UNet, ema: EMA, optimizer: torch.optim.Optimizer,
-                    cfg: Config, resume_anyway: bool = False) -> int:
+                    cfg: Config, resume_anyway: bool = False, *, sections: tuple[str, ...] = MODEL_SECTIONS,
+                    restore: Callable[[dict[str, Any]], None] | None = None) -> int:
     """Restore a ``checkpoint.pt`` into the given objects (and the global RNG); returns its step.
 
-    Refuses a checkpoint written with other model sections, or other training settings unless
-    ``resume_anyway``, and one holding non-finite weights."""
+    Refuses a checkpoint written with other ``sections`` (every key must match), or other training
+    settings unless ``resume_anyway``, and one holding non-finite weights. ``restore`` receives the
+    checkpoint's ``extra`` (``{}`` when it has none)."""
     path = Path(path)
     blob = read_torch_file(path)
     needed = ("model", "ema", "optimizer", "step", "rng", "config")
     if not isinstance(blob, dict) or any(k not in blob for k in needed):
         raise InputFileError(path, f"not a humanliff training checkpoint (expected keys {', '.join(needed)})")
-    check_resume_config(path, blob["config"], cfg, MODEL_SECTIONS, "train", resume_anyway)
+    check_resume_config(path, blob["config"], cfg, sections, "train", resume_anyway)
     require_finite(blob["model"], "the model weights", path)
     require_finite(blob["ema"], "the EMA weights", path)
     load_unet_weights(model, blob["model"], path)
@@ -96,6 +101,8 @@ def load_checkpoint(path: str | Path, model: UNet, ema: EMA, optimizer: torch.op
         optimizer.load_state_dict(blob["optimizer"])
     except (ValueError, KeyError) as exc:
         raise InputFileError(path, f"optimizer state does not fit this model ({exc})") from exc
+    if restore is not None:
+        restore(blob.get("extra", {}))
     torch.set_rng_state(blob["rng"]["torch"])
     if torch.cuda.is_available() and len(blob["rng"].get("cuda", [])) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(blob["rng"]["cuda"])

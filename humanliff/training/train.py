@@ -38,11 +38,12 @@ from humanliff.runtime.compute import PRECISIONS
 from humanliff.runtime.files import read_json
 from humanliff.runtime.layers import NUM_LAYERS
 from humanliff.runtime.schedule import linear_schedule, q_sample
-from humanliff.store import MANIFEST, PLANES, check_layout, open_store
+from humanliff.store import MANIFEST, PLANES, TriplaneStore, check_layout, open_store
 from humanliff.training import distributed
 from humanliff.training.checkpoint import (
     CHECKPOINT,
     CONFIG_FILE,
+    MODEL_SECTIONS,
     load_checkpoint,
     save_checkpoint,
 )
@@ -143,6 +144,10 @@ class DiffusionTrainer:
     optimizer's state may be loaded only before the second step (the capture keeps its tensors).
     """
 
+    step_graph = True
+    """Whether ``_update`` may be captured as a CUDA graph (``train.cuda_graph``); a subclass whose step
+    does host work or swaps its EMA or optimizer state sets False."""
+
     def __init__(self, cfg: Config, info: DistInfo) -> None:
         tc = cfg.train
         if tc.precision not in PRECISIONS:
@@ -164,7 +169,7 @@ class DiffusionTrainer:
             compile_blocks(self.model)
         self.forward = torch.compile(module) if tc.compile and tc.compile_scope == "model" else module
         cuda = self.device.type == "cuda"
-        self.graphed = tc.cuda_graph and cuda and not info.distributed
+        self.graphed = self.step_graph and tc.cuda_graph and cuda and not info.distributed
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=annealed_lr(tc, 0),
                                            weight_decay=tc.weight_decay, fused=cuda, foreach=not cuda)
         self.alphas_cumprod = linear_schedule(cfg.diffusion.steps, cfg.diffusion.beta_start,
@@ -188,6 +193,21 @@ class DiffusionTrainer:
             for group, (lr, capturable) in zip(groups, kept, strict=True):
                 group["lr"], group["capturable"] = lr, capturable
 
+    def parameter_count(self) -> int:
+        """Parameters of the trained model."""
+        return sum(p.numel() for p in self.model.parameters())
+
+    def ema_contents(self) -> tuple[Config, dict[str, Any]]:
+        """The config written into ``ema.pt`` and any extra keys of it (none for a diffusion run)."""
+        return self.cfg, {}
+
+    def extra_state(self) -> dict[str, Any]:
+        """State of a subclass to checkpoint beyond model, EMA, optimizer and RNG (none here)."""
+        return {}
+
+    def restore(self, extra: dict[str, Any]) -> None:
+        """Take back what ``extra_state`` returned, from a checkpoint being resumed (nothing here)."""
+
     def _draws(self, keys: np.ndarray, shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per-item timesteps ``[B]``, noise and condition noise ``[B, C, R, R]`` from per-item seeds."""
         b = len(keys)
@@ -203,13 +223,18 @@ class DiffusionTrainer:
                 cond_noise[i].normal_(generator=self.generator)
         return t, noise, cond_noise
 
+    def _noisy_condition(self, x_cond: torch.Tensor, y: torch.Tensor, cond_noise: torch.Tensor) -> torch.Tensor:
+        """The condition with ``train.cond_noise`` times ``cond_noise`` added above layer 0."""
+        std = self.cfg.train.cond_noise
+        if std > 0:
+            x_cond = x_cond + std * cond_noise * (y > 0).to(x_cond.dtype)[:, None, None, None]
+        return x_cond
+
     def _loss(self, x0: torch.Tensor, x_cond: torch.Tensor, y: torch.Tensor, t: torch.Tensor,
               noise: torch.Tensor, cond_noise: torch.Tensor) -> torch.Tensor:
         """MSE between predicted and true noise, mean over the batch and C, H, W (float32 scalar)."""
         x_t = q_sample(x0, t, noise, self.alphas_cumprod)
-        std = self.cfg.train.cond_noise
-        if std > 0:
-            x_cond = x_cond + std * cond_noise * (y > 0).to(x_cond.dtype)[:, None, None, None]
+        x_cond = self._noisy_condition(x_cond, y, cond_noise)
         bf16 = self.cfg.train.precision == "bf16"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
             eps = self.forward(x_t, t, x_cond, y)
@@ -297,7 +322,20 @@ def train(cfg: Config, store_path: str | Path, out: str | Path, device: str | No
 
 
 def _train(cfg: Config, store_path: Path, out: Path, info: DistInfo, resume_anyway: bool) -> Path:
-    tc = cfg.train
+    store, store_manifest = open_training_store(cfg, store_path, info)
+    trainer = DiffusionTrainer(cfg, info)
+    start_run(trainer, out, resume_anyway)
+    data = LayerPairs(store.planes, info.device)
+    if info.rank == 0:
+        logger.info("training %.1fM parameters on %d items, %d rank(s) x batch %d, %s%s",
+                    trainer.parameter_count() / 1e6, len(data), info.world_size, cfg.train.batch_size,
+                    cfg.train.precision, ", compiled" if cfg.train.compile else "")
+    return run_steps(trainer, data, out, store_manifest)
+
+
+def open_training_store(cfg: Config, store_path: Path, info: DistInfo) -> tuple[TriplaneStore, dict[str, Any]]:
+    """The store a run trains on (checked against ``cfg``, finite) and its manifest; sets CUDA's matmul
+    precision and cuDNN's benchmark mode on CUDA."""
     store = open_store(store_path)
     check_layout(cfg.triplane, store, "the model's config (use the config the store was fitted with)")
     require_finite(store.planes, "the tri-planes", store.path / PLANES)
@@ -305,14 +343,19 @@ def _train(cfg: Config, store_path: Path, out: Path, info: DistInfo, resume_anyw
     if info.device.type == "cuda":
         torch.set_float32_matmul_precision("high")
         torch.backends.cudnn.benchmark = True
-    main = info.rank == 0
-    trainer = DiffusionTrainer(cfg, info)
-    n_params = sum(p.numel() for p in trainer.model.parameters())
+    return store, store_manifest
+
+
+def start_run(trainer: DiffusionTrainer, out: Path, resume_anyway: bool, *,
+              sections: tuple[str, ...] = MODEL_SECTIONS) -> None:
+    """Resume ``trainer`` from ``out``'s checkpoint (its ``sections`` of the config must match), or start
+    the run folder (``config.yaml``); rank 0 checks the disk space first."""
+    cfg, main = trainer.cfg, trainer.info.rank == 0
     if main:  # checkpoint.pt (model, EMA, two Adam moments) and ema.pt, each briefly twice while replaced
-        ensure_space(out, 2 * 5 * 4 * n_params)
+        ensure_space(out, 2 * 5 * 4 * trainer.parameter_count())
     if (out / CHECKPOINT).is_file():
         trainer.step = load_checkpoint(out / CHECKPOINT, trainer.model, trainer.ema, trainer.optimizer, cfg,
-                                       resume_anyway)
+                                       resume_anyway, sections=sections, restore=trainer.restore)
         if main:
             logger.info("resuming %s at step %d", out, trainer.step)
             _trim_log(out, trainer.step)
@@ -320,16 +363,22 @@ def _train(cfg: Config, store_path: Path, out: Path, info: DistInfo, resume_anyw
         out.mkdir(parents=True, exist_ok=True)
         with atomic_path(out / CONFIG_FILE) as tmp:
             dump_config(cfg, tmp)
-    data = LayerPairs(store.planes, info.device)
-    if main:
-        logger.info("training %.1fM parameters on %d items, %d rank(s) x batch %d, %s%s",
-                    n_params / 1e6, len(data), info.world_size, tc.batch_size, tc.precision,
-                    ", compiled" if tc.compile else "")
+
+
+def run_steps(trainer: DiffusionTrainer, data: LayerPairs, out: Path, store_manifest: dict[str, Any], *,
+              desc: str = "train", deadline: float | None = None) -> Path:
+    """Step ``trainer`` on ``data`` up to ``train.steps`` with a progress bar, logging to
+    ``train_log.jsonl`` and writing ``ema.pt`` and ``checkpoint.pt`` every ``checkpoint_every`` steps and
+    at the end; ``deadline`` (``time.monotonic()`` seconds) ends the run early, at a log step, with both
+    written. Returns ``out/ema.pt``."""
+    cfg, info = trainer.cfg, trainer.info
+    tc, main = cfg.train, info.rank == 0
     loss_sum = torch.zeros((), device=info.device)
     watch, saved = LossWatch(info.device), trainer.step
     since, tick = 0, time.perf_counter()
-    bar = tqdm(total=tc.steps, initial=trainer.step, desc="train", unit="step", disable=not main)
-    while trainer.step < tc.steps:
+    bar = tqdm(total=tc.steps, initial=trainer.step, desc=desc, unit="step", disable=not main)
+    done = trainer.step >= tc.steps
+    while not done:
         keys = item_positions(trainer.step, tc.batch_size, info.rank, info.world_size)
         x0, x_cond, y = data.batch(items_at(keys, len(data), tc.seed))
         loss, grad_norm = trainer.train_step(x0, x_cond, y, keys)
@@ -337,12 +386,18 @@ def _train(cfg: Config, store_path: Path, out: Path, info: DistInfo, resume_anyw
         loss_sum += loss
         since += 1
         bar.update(1)
-        done = trainer.step >= tc.steps
+        logged = trainer.step % tc.log_every == 0
+        late = deadline is not None and logged and distributed.all_reduce_sum(
+            torch.tensor(float(time.monotonic() > deadline), device=info.device)).item() > 0
+        if late and main:
+            logger.info("%s: out of time at step %d of %d; stopping with a checkpoint", out, trainer.step,
+                        tc.steps)
+        done = trainer.step >= tc.steps or late
         save = trainer.step % tc.checkpoint_every == 0 or done
-        if save or trainer.step % tc.log_every == 0:
+        if save or logged:
             kept = f"{out / CHECKPOINT} (step {saved}) is kept" if saved else "no checkpoint was written"
-            watch.check(f"train {out}", kept)
-        if trainer.step % tc.log_every == 0 or done:
+            watch.check(f"{desc} {out}", kept)
+        if logged or done:
             mean_loss = distributed.all_reduce_sum(loss_sum.clone()).item() / (since * info.world_size)
             elapsed = time.perf_counter() - tick
             record = {"step": trainer.step, "loss": mean_loss, "lr": annealed_lr(tc, trainer.step - 1),
@@ -355,9 +410,11 @@ def _train(cfg: Config, store_path: Path, out: Path, info: DistInfo, resume_anyw
             loss_sum.zero_()
             since, tick = 0, time.perf_counter()
         if main and save:  # ema.pt first: a run killed between the two redoes the step and writes both
-            write_ema(out / EMA_FILE, trainer.ema.state_dict(trainer.model), cfg.to_dict(), store_manifest)
+            ema_cfg, ema_extra = trainer.ema_contents()
+            write_ema(out / EMA_FILE, trainer.ema.state_dict(trainer.model), ema_cfg.to_dict(), store_manifest,
+                      ema_extra)
             save_checkpoint(out / CHECKPOINT, trainer.model, trainer.ema, trainer.optimizer, trainer.step,
-                            cfg)
+                            cfg, trainer.extra_state())
             saved = trainer.step
     bar.close()
     distributed.barrier()
