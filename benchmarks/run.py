@@ -456,9 +456,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sections", default=",".join(SECTIONS))
     parser.add_argument("--quick", action="store_true", help="small CPU-sized variant even on a GPU")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--curve-steps", type=int, default=None, help="steps of the train section's loss curves")
+    parser.add_argument("--train-budget-s", type=float, default=None,
+                        help="seconds by which the train section's optional rows end")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     s = make_setup(args.quick)
+    overrides = {"curve_steps": args.curve_steps, "train_budget_s": args.train_budget_s}
+    s = dataclasses.replace(s, **{k: v for k, v in overrides.items() if v is not None})
     if s.device.type == "cuda" and not args.quick:
         device = torch.cuda.get_device_name()
         print(f"benchmark on {device} (original sizes: R={s.resolution}, 128+128 samples, 192-channel UNet)")
