@@ -71,8 +71,9 @@ def _write(results: dict[str, Any], targets: list[Path]) -> None:
         lines = ["# Few-step students of the default model", "", f"- {results['setup']}", ""]
         runs = results["runs"]
         if runs:
-            lines += ["| run | train steps | train s | final loss |", "|---|---|---|---|"]
-            lines += [f"| {k} | {r['steps_done']} | {r['train_s']:.0f} | {r['loss']:.4g} |" for k, r in runs.items()]
+            lines += ["| run | train steps | train s | final loss | student calls a layer |", "|---|---|---|---|---|"]
+            lines += [f"| {k} | {r['steps_done']} | {r['train_s']:.0f} | {r['loss']:.4g} | {r.get('student_calls')} |"
+                      for k, r in runs.items()]
             lines.append("")
         if scored:
             lines += ["## eval gen", "", markdown(scored, results["humans"])]
@@ -159,7 +160,8 @@ def main() -> None:
     parser.add_argument("--views", type=int, default=4)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--precision", default="bf16")
-    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                        help="torch.compile the distillation and the timed sampling (CUDA only)")
     parser.add_argument("--batches", default="1,16", help="humans per timed call, comma-separated")
     parser.add_argument("--deadline-s", type=float, default=440.0, help="skip the timing after this long")
     parser.add_argument("--distill-set", action="append", default=[], help="extra distill --set overrides")
@@ -183,6 +185,7 @@ def main() -> None:
     rows = [Row(f"teacher {args.teacher_sampler} {args.teacher_steps}", teacher, args.teacher_sampler,
                 args.teacher_steps)]
     shared = out / TEACHER_PLANES
+    cuda = args.device.startswith("cuda")
     for method in args.methods.split(","):
         for steps in (int(s) for s in args.steps.split(",")):
             name = f"{method}_{steps}"
@@ -193,7 +196,8 @@ def main() -> None:
             log.info("distilling %s (%d calls a layer)", method, steps)
             start = time.perf_counter()
             overrides = (f"train.steps={args.train_steps}", f"train.batch_size={args.batch}",
-                         "train.checkpoint_every=1000000", *args.distill_set)
+                         "train.checkpoint_every=1000000", f"train.compile={str(args.compile and cuda).lower()}",
+                         *args.distill_set)
             ema = distill(teacher, store, run, method=method, steps=steps, overrides=overrides, device=args.device,
                           teacher_samples=args.teacher_samples, max_seconds=args.budget_s)
             if not shared.is_file():
@@ -203,7 +207,12 @@ def main() -> None:
                                      "loss": last["loss"], "steps_per_s": last["steps_per_s"]}
             log.info("%s: %d steps in %.0f s, loss %.4g", name, last["step"], results["runs"][name]["train_s"],
                      last["loss"])
-            rows.append(Row(f"{name} student", ema, "distilled", steps))
+            reached = len(read_schedule(ema).timesteps)
+            if reached != steps:  # the budget ended a progressive run before its last round
+                log.warning("%s: the student samples in %d calls a layer, not %d (raise --budget-s or lower "
+                            "--train-steps)", name, reached, steps)
+            results["runs"][name]["student_calls"] = reached
+            rows.append(Row(f"{name} student", ema, "distilled", reached))
             if method == "consistency":
                 rows += [Row(f"{name} student at {n}", _resampled(ema, n, out), "distilled", n)
                          for n in (int(s) for s in args.resample.split(",") if s) if n < steps]

@@ -295,6 +295,7 @@ def test_benchmark_script_end_to_end(tiny, tmp_path, monkeypatch):
     bench.main()
     results = json.loads((out / "distill.json").read_text())
     assert results["runs"]["consistency_2"]["steps_done"] == 2
+    assert results["runs"]["consistency_2"]["student_calls"] == 2
     assert list(results["rows"]) == ["teacher dpmpp 2", "consistency_2 student", "consistency_2 student at 1"]
     assert all(np.isfinite(row["layers"]["0"]["generated"]["fd_pca"]) for row in results["rows"].values())
     assert results["best"] == "consistency_2 student" and set(results["timing"]) == {"teacher dpmpp 2",
