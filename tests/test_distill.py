@@ -155,12 +155,14 @@ def test_student_records_its_schedule_and_samples_in_n_calls(students, tiny, met
     assert calls == [((3, 27, 16, 16), t, layer) for layer in range(4) for t in (999, 499)]
 
 
-def test_progressive_resumes_exactly_mid_round(tiny, tmp_path):
-    """A run stopped in its second round (the round's teacher in the checkpoint) resumes to the same model."""
+def test_progressive_resumes_exactly_mid_round(tiny, tmp_path, caplog):
+    """A run stopped in its second round (the round's teacher in the checkpoint) says so and resumes to the same
+    model."""
     _, ema, store = tiny
     sets = ("train.steps=4", "distill.teacher_steps=8", "train.log_every=3", "train.checkpoint_every=4")
     distill(ema, store, tmp_path / "a", method="progressive", steps=2, overrides=sets, device="cpu")
     distill(ema, store, tmp_path / "b", method="progressive", steps=2, overrides=sets, device="cpu", max_seconds=0)
+    assert "stopped early at step 3 of 4: the student samples in 2 calls a layer (asked: 2)" in caplog.text
     stopped = _state(tmp_path / "b" / CHECKPOINT)
     assert stopped["step"] == 3 and stopped["extra"]["round"] == 1 and stopped["extra"]["teacher"] is not None
     assert _state(tmp_path / "b" / "ema.pt")["distilled"]["timesteps"] == [999, 499]

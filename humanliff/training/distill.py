@@ -353,7 +353,12 @@ def distill(teacher: str | Path, store_path: str | Path, out: str | Path, *, met
                         len(data), info.world_size, cfg.train.batch_size, cfg.train.precision,
                         ", compiled" if cfg.train.compile else "")
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
-        return run_steps(trainer, data, out, store_manifest, desc=f"distill {cfg.distill.method}",
-                         deadline=deadline)
+        ema = run_steps(trainer, data, out, store_manifest, desc=f"distill {cfg.distill.method}",
+                        deadline=deadline)
+        if info.rank == 0 and trainer.step < cfg.train.steps:
+            logger.warning("stopped early at step %d of %d: the student samples in %d calls a layer (asked: %d); "
+                           "the same command resumes the run", trainer.step, cfg.train.steps,
+                           trainer.student_steps(), cfg.distill.steps)
+        return ema
     finally:
         distributed.cleanup()
