@@ -10,9 +10,10 @@
 # humanliff/assets/default to ship it), gen_before/, gen_after/ (contact_sheet.png), eval_gen_before/,
 # eval_gen_after/, eval_gen_after_full/ (against all 32 subjects), timings.tsv (seconds per step) and summary.txt
 # (the figures). The config is configs/default.yaml (32 subjects x 32 views x 128 px, tri-planes R = 64) with anny
-# bodies, a shorter fit, and a shorter training without torch.compile (RECIPE_SETS below); RECIPE_CONFIG and
-# RECIPE_EXTRA (more --set arguments) resize it, which is how tests/test_default_model_anny.py runs it at tiny
-# size on the CPU. HUMANLIFF is the command to run.
+# bodies, a shorter fit, and a shorter training without torch.compile (RECIPE_SETS below); RECIPE_CONFIG,
+# RECIPE_EXTRA (more --set arguments), RECIPE_EVAL (more `eval gen` options), RECIPE_HUMANS and RECIPE_BEFORE
+# resize it, which is how tests/test_default_model_anny.py runs it at tiny size on the CPU. HUMANLIFF is the
+# command to run (default `humanliff`).
 set -euo pipefail
 OUT=${1:-out/default_anny}
 read -r -a HL <<< "${HUMANLIFF:-humanliff}"
@@ -25,6 +26,7 @@ RECIPE_SETS=(--set synth.bodies=anny --set synth.subjects=32 --set synth.views=3
              --set train.compile=false)
 SETS=("${RECIPE_SETS[@]}" "${EXTRA[@]}")
 SAMPLE=(--set sample.views=1 --set sample.turntable_frames=1 --set sample.mesh_resolution=32 --set sample.compile=false)
+read -r -a EVAL <<< "${RECIPE_EVAL:-}"
 HUMANS=${RECIPE_HUMANS:-8}
 BEFORE=${RECIPE_BEFORE:-humanliff/assets/default}  # the shipped model (run from the repository root)
 mkdir -p "$OUT"
@@ -56,9 +58,12 @@ for side in before after; do
   step "gen_$side" "${HL[@]}" generate --config "$CONFIG" "${SETS[@]}" "${SAMPLE[@]}" --unet "$model/ema.pt" \
     --store "$model/store" --batch "$HUMANS" --seed 0 --out "$OUT/gen_$side" --force
 done
-step eval_before "${HL[@]}" eval gen "$OUT/gen_before" --store "$BEFORE/store" --out "$OUT/eval_gen_before"
-step eval_after "${HL[@]}" eval gen "$OUT/gen_after" --store "$OUT/model/store" --out "$OUT/eval_gen_after"
-step eval_after_full "${HL[@]}" eval gen "$OUT/gen_after" --store "$OUT/fit_a/store_a" \
+EVAL_CFG=(--config "$CONFIG" "${SETS[@]}" "${EVAL[@]}")
+step eval_before "${HL[@]}" eval gen "$OUT/gen_before" "${EVAL_CFG[@]}" --store "$BEFORE/store" \
+  --out "$OUT/eval_gen_before"
+step eval_after "${HL[@]}" eval gen "$OUT/gen_after" "${EVAL_CFG[@]}" --store "$OUT/model/store" \
+  --out "$OUT/eval_gen_after"
+step eval_after_full "${HL[@]}" eval gen "$OUT/gen_after" "${EVAL_CFG[@]}" --store "$OUT/fit_a/store_a" \
   --out "$OUT/eval_gen_after_full"
 {
   echo "timings (s):"; cat "$OUT/timings.tsv"
