@@ -1,25 +1,32 @@
 #!/usr/bin/env bash
-# Retrain the shipped default model on anny data (one GPU; sized for about 8 min on an H200 with the data), then
+# Retrain the shipped default model on anny data (one GPU; sized for about 6 min on an H200 with the data), then
 # score generations of the shipped model ("before") and of the new one ("after") with `humanliff eval gen`.
 #
 #   benchmarks/default_model_anny.sh [OUT]          (make default-model-anny; OUT defaults to out/default_anny)
 #
-# Everything goes under OUT: data/ (reused when it is complete, e.g. synthesized on another machine), fit_a/,
-# eval_recon/, train/, model/ (the packed model: copy it over humanliff/assets/default to ship it), gen_before/,
-# gen_after/ (contact_sheet.png), eval_gen_before/, eval_gen_after/, eval_gen_after_full/ (against all 32
-# subjects), timings.tsv (seconds per step) and summary.txt (the figures). The config is configs/default.yaml with
-# anny bodies and shorter fit and training (RECIPE_SETS below); RECIPE_CONFIG and RECIPE_EXTRA (more --set
-# arguments) resize it, which is how the tests run it at tiny size on the CPU. HUMANLIFF is the command to run.
+# Everything goes under OUT: data/ (kept when it is the complete dataset of these settings: `data synth --reuse`
+# checks its synth.json and reads every file; OUT/data.tar.gz, a tar of data/ made where anny is installed, is
+# unpacked first when data/ is absent), fit_a/, eval_recon/, train/, model/ (the packed model: copy it over
+# humanliff/assets/default to ship it), gen_before/, gen_after/ (contact_sheet.png), eval_gen_before/,
+# eval_gen_after/, eval_gen_after_full/ (against all 32 subjects), timings.tsv (seconds per step) and summary.txt
+# (the figures). The config is configs/default.yaml (32 subjects x 32 views x 128 px, tri-planes R = 64) with anny
+# bodies, a shorter fit, and a shorter training without torch.compile (RECIPE_SETS below); RECIPE_CONFIG,
+# RECIPE_EXTRA (more --set arguments), RECIPE_EVAL (more `eval gen` options), RECIPE_HUMANS and RECIPE_BEFORE
+# resize it, which is how tests/test_default_model_anny.py runs it at tiny size on the CPU. HUMANLIFF is the
+# command to run (default `humanliff`).
 set -euo pipefail
 OUT=${1:-out/default_anny}
 read -r -a HL <<< "${HUMANLIFF:-humanliff}"
 CONFIG=${RECIPE_CONFIG:-default}
 read -r -a EXTRA <<< "${RECIPE_EXTRA:-}"
-RECIPE_SETS=(--set synth.bodies=anny --set "data.root=$OUT/data"
-             --set fit.iterations_a=2000 --set fit.checkpoint_every=500
-             --set train.steps=1500 --set train.lr_anneal_steps=1500 --set train.checkpoint_every=500)
+# Training compiles nothing: at 1200 steps the ~190 s compile of the UNet would cost more than it saves.
+RECIPE_SETS=(--set synth.bodies=anny --set synth.subjects=32 --set synth.views=32 --set synth.resolution=128
+             --set "data.root=$OUT/data" --set fit.iterations_a=2000 --set fit.checkpoint_every=1000
+             --set train.steps=1200 --set train.lr_anneal_steps=1200 --set train.checkpoint_every=600
+             --set train.compile=false)
 SETS=("${RECIPE_SETS[@]}" "${EXTRA[@]}")
-SAMPLE=(--set sample.views=1 --set sample.turntable_frames=1 --set sample.mesh_resolution=32)
+SAMPLE=(--set sample.views=1 --set sample.turntable_frames=1 --set sample.mesh_resolution=32 --set sample.compile=false)
+read -r -a EVAL <<< "${RECIPE_EVAL:-}"
 HUMANS=${RECIPE_HUMANS:-8}
 BEFORE=${RECIPE_BEFORE:-humanliff/assets/default}  # the shipped model (run from the repository root)
 mkdir -p "$OUT"
@@ -33,9 +40,10 @@ step() {  # step NAME COMMAND...: run it, append "NAME<TAB>seconds" to timings.t
   printf '%s\t%d\n' "$name" $((SECONDS - start)) | tee -a "$OUT/timings.tsv"
 }
 
-if [ ! -f "$OUT/data/human_list.txt" ]; then
-  step data "${HL[@]}" data synth --config "$CONFIG" "${SETS[@]}" --out "$OUT/data"
+if [ ! -e "$OUT/data" ] && [ -f "$OUT/data.tar.gz" ]; then
+  step unpack tar -xzf "$OUT/data.tar.gz" -C "$OUT" data
 fi
+step data "${HL[@]}" data synth --config "$CONFIG" "${SETS[@]}" --reuse --out "$OUT/data"
 step preview "${HL[@]}" data preview "$OUT/data" --out "$OUT/data_preview.png"
 step fit_a "${HL[@]}" fit --stage a --config "$CONFIG" "${SETS[@]}" --out "$OUT/fit_a"
 step eval_recon "${HL[@]}" eval recon --config "$CONFIG" "${SETS[@]}" --store "$OUT/fit_a/store_a" \
@@ -50,9 +58,12 @@ for side in before after; do
   step "gen_$side" "${HL[@]}" generate --config "$CONFIG" "${SETS[@]}" "${SAMPLE[@]}" --unet "$model/ema.pt" \
     --store "$model/store" --batch "$HUMANS" --seed 0 --out "$OUT/gen_$side" --force
 done
-step eval_before "${HL[@]}" eval gen "$OUT/gen_before" --store "$BEFORE/store" --out "$OUT/eval_gen_before"
-step eval_after "${HL[@]}" eval gen "$OUT/gen_after" --store "$OUT/model/store" --out "$OUT/eval_gen_after"
-step eval_after_full "${HL[@]}" eval gen "$OUT/gen_after" --store "$OUT/fit_a/store_a" \
+EVAL_CFG=(--config "$CONFIG" "${SETS[@]}" "${EVAL[@]}")
+step eval_before "${HL[@]}" eval gen "$OUT/gen_before" "${EVAL_CFG[@]}" --store "$BEFORE/store" \
+  --out "$OUT/eval_gen_before"
+step eval_after "${HL[@]}" eval gen "$OUT/gen_after" "${EVAL_CFG[@]}" --store "$OUT/model/store" \
+  --out "$OUT/eval_gen_after"
+step eval_after_full "${HL[@]}" eval gen "$OUT/gen_after" "${EVAL_CFG[@]}" --store "$OUT/fit_a/store_a" \
   --out "$OUT/eval_gen_after_full"
 {
   echo "timings (s):"; cat "$OUT/timings.tsv"

@@ -261,8 +261,11 @@ def train_command(cfg: Config, store: str, run_dir: str, device: str | None, res
 @click.option("--seed", type=int, default=None, help="Random seed (default: synth.seed).")
 @click.option("--bodies", type=click.Choice(SYNTH_BODIES), default=None,
               help="primitives, or anny bodies with mesh garments (needs humanliff[anny]; default: synth.bodies).")
+@click.option("--reuse", is_flag=True,
+              help="Keep DIR when it is the complete dataset of these settings (its synth.json and every file); "
+                   "without --force, an error when it holds another.")
 def data_synth_command(cfg: Config, out_dir: str, force: bool, subjects: int | None, views: int | None,
-                       resolution: int | None, seed: int | None, bodies: str | None) -> None:
+                       resolution: int | None, seed: int | None, bodies: str | None, reuse: bool) -> None:
     """Write synthetic layered humans in the SynBody layout (body, +pants, +shirt, +shoes)."""
     import dataclasses
 
@@ -273,6 +276,12 @@ def data_synth_command(cfg: Config, out_dir: str, force: bool, subjects: int | N
     chosen = {"subjects": subjects, "views": views, "resolution": resolution, "seed": seed, "bodies": bodies}
     synth = dataclasses.replace(cfg.synth, **{k: v for k, v in chosen.items() if v is not None})
     validate(dataclasses.replace(cfg, synth=synth), "--subjects/--views/--resolution")
+    if reuse:
+        from humanliff.data.synth_record import reusable
+
+        if reusable(out_dir, synth, replace=force):
+            click.echo(f"kept {out_dir} (complete, same settings)")
+            return
     guard_output(out_dir, force=force, needed_bytes=dataset_bytes(synth))
     click.echo(f"wrote {synthesize_from_config(synth, out_dir)}")
 

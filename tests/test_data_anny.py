@@ -104,5 +104,5 @@ def test_anny_dataset_is_deterministic_by_seed(anny_dataset, tmp_path):
     again = synthesize_dataset(tmp_path / "again", subjects=1, views=4, resolution=32, seed=5, workers=1,
                                bodies="anny")
     files = sorted(p.relative_to(anny_dataset) for p in anny_dataset.rglob("*") if p.is_file())
-    assert len(files) == 2 + 2 + 4 * 4 * 2  # marker, human_list.txt, bounds, cameras, 4 layers x 4 views x 2
+    assert len(files) == 3 + 2 + 4 * 4 * 2  # marker, human_list.txt, synth.json, bounds, cameras, 4 x 4 views x 2
     assert all((anny_dataset / f).read_bytes() == (again / f).read_bytes() for f in files)

@@ -28,7 +28,7 @@ def test_same_seed_same_bytes_other_seed_other_humans(dataset, tmp_path):
     again = synthesize_dataset(tmp_path / "again", subjects=2, views=4, resolution=32, seed=3, workers=1)
     other = synthesize_dataset(tmp_path / "other", subjects=1, views=4, resolution=32, seed=4, workers=1)
     files = sorted(p.relative_to(dataset) for p in dataset.rglob("*") if p.is_file())
-    assert len(files) == 2 + 2 * (2 + 4 * 4 * 2)  # human_list.txt and the .humanliff marker
+    assert len(files) == 3 + 2 * (2 + 4 * 4 * 2)  # human_list.txt, synth.json and the .humanliff marker
     assert all((dataset / f).read_bytes() == (again / f).read_bytes() for f in files)
     name = "seq_000000/person-pants-shirt-shoes/img/camera0000/0000.jpg"
     assert (dataset / name).read_bytes() != (other / name).read_bytes()
