@@ -2,6 +2,7 @@
 makes (``humanliff.workflows``, ``humanliff.Pipeline``), and every layout check is ``store.check_layout``."""
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -102,3 +103,17 @@ def test_data_commands_match_the_python_calls(tmp_path):
 def test_demo_preset_follows_the_device():
     assert workflows.demo_preset("tiny", "cuda") == "tiny"
     assert workflows.demo_preset(None, "cpu") == "demo"
+
+
+@pytest.mark.parametrize("layout,listing", [("synbody", "human_list.txt"), ("tightcap", "TightCap_human_list.txt")])
+def test_store_import_reads_boxes_through_the_layout(tmp_path, layout, listing):
+    from humanliff.training.import_original import dataset_bounds
+
+    (tmp_path / listing).write_text("s1\ns0\n")
+    for i, name in enumerate(["s0", "s1"]):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "bounds.json").write_text(json.dumps({"min": [-1, -2, -i], "max": [1, 2, 3]}))
+    data = load_config(None, [f"data.root={tmp_path}", f"data.layout={layout}", "data.canonical=false"]).data
+    names, boxes = dataset_bounds(data)
+    assert names == ["s1", "s0"]
+    np.testing.assert_array_equal(boxes["s1"], [[-1, -2, -1], [1, 2, 3]])
