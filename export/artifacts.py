@@ -46,7 +46,7 @@ from humanliff.runtime.layers import NUM_LAYERS
 from humanliff.runtime.manifest import sha256_file, write_manifest
 from humanliff.runtime.render import ray_chunk
 from humanliff.runtime.triplane import CHANNELS
-from humanliff.store import TriplaneStore, open_store
+from humanliff.store import TriplaneStore, check_layout, open_store
 
 log = logging.getLogger(__name__)
 
@@ -176,13 +176,6 @@ def export_network(graph: torch.nn.Module, spec: ExportSpec, opt: Mapping[str, i
     return {**network.to_json(), "trace_s": round(trace_s, 3), "artifacts": artifacts}
 
 
-def _check_store(store: TriplaneStore, cfg: Config, unet_ckpt: Path) -> None:
-    expected = (cfg.triplane.channels, cfg.triplane.resolution)
-    if (store.channels, store.resolution) != expected:
-        raise HumanLiffError(f"{store.path}: tri-planes are {store.channels}x{store.resolution}^2 but the "
-                             f"UNet in {unet_ckpt} expects {expected[0]}x{expected[1]}^2")
-
-
 def _unet_jobs(unet: torch.nn.Module, cfg: Config, layout: str, max_batch: int, batch: int,
                compute: torch.dtype) -> tuple[list[tuple[torch.nn.Module, ExportSpec, dict[str, int]]], dict]:
     """The UNet's graphs to export for ``layout`` and the manifest's ``unet`` record."""
@@ -232,7 +225,7 @@ def export_artifacts(unet_ckpt: str | Path, store: str | Path, out_dir: str | Pa
     unet, unet_cfg = load_ema(unet_ckpt, device)
     schedule = read_schedule(unet_ckpt)  # a distilled student's: the manifest's "distilled"
     triplanes = open_store(store)
-    _check_store(triplanes, unet_cfg, Path(unet_ckpt))
+    check_layout(unet_cfg.triplane, triplanes, f"the UNet in {unet_ckpt}")
     cfg = unet_cfg.with_overrides(overrides)
     res, channels, compute = unet_cfg.triplane.resolution, unet_cfg.triplane.channels, PRECISIONS[dtype]
     if channels != CHANNELS:

@@ -19,6 +19,7 @@ import yaml
 
 from humanliff.errors import HumanLiffError, InputFileError
 from humanliff.runtime.compute import PRECISIONS
+from humanliff.runtime.sampler_names import SAMPLER_NAMES
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 """Where the named presets (``preset_names``) live in a source checkout."""
@@ -402,7 +403,7 @@ LIMITS: dict[str, dict[str, Limit]] = {
               "checkpoint_every": POSITIVE, "log_every": POSITIVE},
     "distill": {"method": Limit(choices=("progressive", "consistency")), "steps": POSITIVE,
                 "teacher_steps": Limit(2), "weight_cap": Limit(1.0)},
-    "sample": {"sampler": Limit(choices=("ddpm", "ddim", "dpmpp", "dpmpp_sde", "distilled")), "steps": POSITIVE,
+    "sample": {"sampler": Limit(choices=SAMPLER_NAMES), "steps": POSITIVE,
                "eta": NON_NEGATIVE, "batch": POSITIVE, "image_size": Limit(8), "views": POSITIVE,
                "turntable_frames": POSITIVE, "turntable_seconds": GREATER_THAN_0, "mesh_resolution": Limit(2),
                "mesh_level": GREATER_THAN_0, "mesh_keep": PROBABILITY, "background": Limit(choices=BACKGROUNDS),

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from humanliff.config import Config, load_config, validate
-from humanliff.errors import HumanLiffError, InputFileError
+from humanliff.errors import HumanLiffError
 from humanliff.generation_result import GenerationResult
 from humanliff.io import require_finite
 from humanliff.output_sizes import generation_bytes
@@ -240,12 +240,10 @@ class Pipeline:
         """The fixed start layer ``[1, 27, R, R]`` (or None) and the box the humans are decoded in."""
         if start is None:
             return None, self.models.bounds
-        from humanliff.store import open_store  # only when dressing a fitted body
+        from humanliff.store import check_layout, open_store  # only when dressing a fitted body
 
         source = open_store(start.store)
-        if (source.channels, source.resolution) != (self.models.channels, self.models.resolution):
-            raise InputFileError(source.path, f"tri-planes are {source.channels}x{source.resolution}^2 but the "
-                                 f"UNet takes {self.models.channels}x{self.models.resolution}^2")
+        check_layout(self.config.triplane, source, f"the UNet of {self.models.inputs[0]}")
         return source.layer(start.subject, start.layer, self.device)[None], source.subject_bounds(start.subject)
 
     def field(self, planes: torch.Tensor) -> Field:

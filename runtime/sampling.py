@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from humanliff.runtime.errors import HumanLiffError, InputFileError
+from humanliff.runtime.sampler_names import ETA_SAMPLERS, SAMPLER_INFO, SAMPLER_NAMES, SCHEDULED
 from humanliff.runtime.schedule import DistilledSchedule, logsnr_timesteps, space_timesteps
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -117,8 +118,7 @@ def sample_ddpm(eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, 
                 generator: Generators = None, eta: float = 0.0, clip_denoised: bool = True,
                 progress: bool = False, known: Known = None) -> torch.Tensor:
     """Ancestral DDPM over the respaced process (the original samples with 250 steps); ``eta`` must be 0."""
-    if eta != 0.0:
-        raise HumanLiffError(f"eta={eta} applies to the ddim sampler only")
+    check_eta("ddpm", eta)
     x = x_T.float()
     for t, abar, abar_next in _steps(alphas_cumprod, steps, progress):
         noise = _noise(x, generator) if t > 0 else None
@@ -143,8 +143,7 @@ def sample_ddim(eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, 
 def _dpmpp(eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int, sde: bool,
            generator: Generators, eta: float, clip_denoised: bool, progress: bool, known: Known) -> torch.Tensor:
     """The DPM-Solver++(2M) loop of ``sample_dpmpp`` (``sde=False``) and ``sample_dpmpp_sde``."""
-    if eta != 0.0:
-        raise HumanLiffError(f"eta={eta} applies to the ddim sampler only")
+    check_eta("dpmpp_sde" if sde else "dpmpp", eta)
     x = x_T.float()
     x0_old, h_old = None, None
     for t, abar, abar_next in _steps(alphas_cumprod, steps, progress, logsnr=True):
@@ -201,8 +200,7 @@ def sample_distilled(eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Ten
     or fresh noise (rule ``consistency``: multistep consistency sampling, Song et al. 2023, Algorithm 1).
     ``steps`` must be the schedule's; ``eta`` must be 0. The result is the last call's x0."""
     check_sampler("distilled", schedule, steps)
-    if eta != 0.0:
-        raise HumanLiffError(f"eta={eta} applies to the ddim sampler only")
+    check_eta("distilled", eta)
     total = alphas_cumprod.shape[0]
     if schedule.timesteps[0] >= total:
         raise HumanLiffError(f"the distilled schedule starts at t = {schedule.timesteps[0]}, past the "
@@ -230,10 +228,14 @@ SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
     "dpmpp_sde": sample_dpmpp_sde,
     "distilled": sample_distilled,
 }
-"""Sampler name -> function, all with the signature of ``sample`` minus ``name``; those of
-``SCHEDULED`` take the student's ``schedule`` too, the others none."""
-SCHEDULED = ("distilled",)
-"""Samplers that run a distilled student with its recorded schedule."""
+"""Sampler name -> function (the names and knobs: ``runtime/sampler_names.py``, in its order), all with the
+signature of ``sample`` minus ``name``; those of ``SCHEDULED`` take the student's ``schedule`` too."""
+
+
+def check_eta(name: str, eta: float) -> None:
+    """Refuse an ``eta`` other than 0 for a sampler that does not take it (``SamplerInfo.eta``)."""
+    if eta != 0.0 and not SAMPLER_INFO[name].eta:
+        raise HumanLiffError(f"eta={eta} applies to the {' / '.join(ETA_SAMPLERS)} sampler only, not {name}")
 
 
 def check_sampler(name: str, schedule: DistilledSchedule | None, steps: int, source: str | Path | None = None
@@ -242,11 +244,11 @@ def check_sampler(name: str, schedule: DistilledSchedule | None, steps: int, sou
     with ``distilled`` and its own number of steps, a teacher (no schedule) never with ``distilled``.
     The one-line error names ``source`` (the model's file) when given."""
     if name not in SAMPLERS:
-        raise HumanLiffError(f"unknown sampler '{name}' (valid: {', '.join(SAMPLERS)})")
+        raise HumanLiffError(f"unknown sampler '{name}' (valid: {', '.join(SAMPLER_NAMES)})")
     problem = None
     if name in SCHEDULED and schedule is None:
         problem = (f"sampler '{name}' needs a distilled student (from humanliff distill); this model has no "
-                   "distilled schedule, use ddpm, ddim, dpmpp or dpmpp_sde")
+                   f"distilled schedule, use one of {', '.join(n for n in SAMPLER_NAMES if n not in SCHEDULED)}")
     elif name not in SCHEDULED and schedule is not None:
         problem = (f"is a distilled student ({schedule.method}, {schedule.steps} calls a layer): sample it with "
                    f"the sampler 'distilled', not '{name}'")

@@ -144,11 +144,30 @@ def test_errors():
         sample("euler", _dummy, x_T, ABAR, 4)
     with pytest.raises(HumanLiffError, match="between 1 and 1000, got 0"):
         sample("ddim", _dummy, x_T, ABAR, 0)
-    with pytest.raises(HumanLiffError, match="ddim sampler only"):
+    with pytest.raises(HumanLiffError, match="applies to the ddim sampler only, not dpmpp"):
         sample("dpmpp", _dummy, x_T, ABAR, 4, eta=0.5)
 
 
-def test_cli_offers_every_sampler():
-    from humanliff.cli import SAMPLER_NAMES
+def test_cli_and_config_offer_the_registry_samplers():
+    from humanliff.cli import SAMPLER_NAMES as CLI_NAMES
+    from humanliff.cli.generation_commands import generate_command, run_command
+    from humanliff.config import LIMITS
+    from humanliff.runtime.sampler_names import SAMPLER_NAMES
 
-    assert set(SAMPLER_NAMES) == set(SAMPLERS)
+    assert tuple(SAMPLERS) == SAMPLER_NAMES == CLI_NAMES == LIMITS["sample"]["sampler"].choices
+    for command in (generate_command, run_command):
+        option = next(p for p in command.params if p.name == "sampler")
+        assert tuple(option.type.choices) == SAMPLER_NAMES, command.name
+
+
+def test_eta_is_refused_by_the_samplers_without_it():
+    from humanliff.runtime.sampler_names import ETA_SAMPLERS
+
+    assert ETA_SAMPLERS == ("ddim",)
+    x_T = torch.randn(1, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    for name in set(SAMPLERS) - set(SCHEDULED):
+        if name in ETA_SAMPLERS:
+            assert sample(name, _dummy, x_T, ABAR, 3, eta=0.5).isfinite().all()
+        else:
+            with pytest.raises(HumanLiffError, match=f"applies to the ddim sampler only, not {name}"):
+                sample(name, _dummy, x_T, ABAR, 3, eta=0.5)

@@ -33,6 +33,9 @@ class Layout:
     """``(data_cfg, subject_dir, problems)``; ``problems`` as ``synbody.load_subject``."""
     mask_file: Callable[[Path, int, int], Path]
     """``(subject_dir, layer, view id) -> path``."""
+    subject_box: Callable[[DataConfig, Path], np.ndarray]
+    """``(data_cfg, subject_dir) -> [2, 3]`` world box, without reading any image (``bounds.json``, else the
+    SMPL(-X) fit)."""
 
 
 # The readers import their modules when called, so that the config and the CLI read LAYOUTS without torch.
@@ -49,6 +52,18 @@ def _read_tightcap(data_cfg: DataConfig, subject_dir: Path, problems: list[str] 
                                  problems)
 
 
+def _synbody_box(data_cfg: DataConfig, subject_dir: Path) -> np.ndarray:
+    from humanliff.data.synbody import subject_bounds
+
+    return subject_bounds(subject_dir, data_cfg.smpl_dir)
+
+
+def _tightcap_box(data_cfg: DataConfig, subject_dir: Path) -> np.ndarray:
+    from humanliff.data.tightcap import subject_geometry
+
+    return subject_geometry(subject_dir, data_cfg.smpl_dir, data_cfg.canonical)[0]
+
+
 def _synbody_mask(subject_dir: Path, layer: int, view: int) -> Path:
     from humanliff.data.synbody import view_file
 
@@ -61,8 +76,9 @@ def _tightcap_mask(subject_dir: Path, layer: int, view: int) -> Path:
 
 
 LAYOUTS: dict[str, Layout] = {
-    "synbody": Layout("synbody", ("human_list.txt",), _read_synbody, _synbody_mask),
-    "tightcap": Layout("tightcap", ("human_list.txt", "TightCap_human_list.txt"), _read_tightcap, _tightcap_mask),
+    "synbody": Layout("synbody", ("human_list.txt",), _read_synbody, _synbody_mask, _synbody_box),
+    "tightcap": Layout("tightcap", ("human_list.txt", "TightCap_human_list.txt"), _read_tightcap, _tightcap_mask,
+                       _tightcap_box),
 }
 """The dataset layouts by ``data.layout`` name."""
 

@@ -18,9 +18,8 @@ import torch
 from tqdm import tqdm
 
 from humanliff.config import Config, DataConfig, DecoderConfig
-from humanliff.data import synbody, tightcap
 from humanliff.data.files import read_subject_list
-from humanliff.data.loader import subject_list_path
+from humanliff.data.loader import get_layout, subject_list_path
 from humanliff.errors import InputFileError
 from humanliff.io import atomic_path, read_torch_file
 from humanliff.models.decoder import build_decoder
@@ -80,11 +79,8 @@ def dataset_bounds(data_cfg: DataConfig) -> tuple[list[str], dict[str, np.ndarra
     Boxes come from each subject's ``bounds.json`` (else its SMPL(-X) fit), without reading any image.
     """
     names = read_subject_list(subject_list_path(data_cfg.root, data_cfg.layout), data_cfg.max_subjects)
-    root = Path(data_cfg.root)
-    if data_cfg.layout == "tightcap":
-        boxes = [tightcap.subject_geometry(root / n, data_cfg.smpl_dir, data_cfg.canonical)[0] for n in names]
-    else:
-        boxes = [synbody.subject_bounds(root / n, data_cfg.smpl_dir) for n in names]
+    box = get_layout(data_cfg.layout).subject_box
+    boxes = [box(data_cfg, Path(data_cfg.root) / n) for n in names]
     return names, dict(zip(names, boxes, strict=True))
 
 

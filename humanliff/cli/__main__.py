@@ -1,0 +1,5 @@
+"""``python -m humanliff.cli``."""
+
+from humanliff.cli import main
+
+main()
