@@ -15,7 +15,8 @@ import torch
 
 @dataclass
 class Row:
-    """One measured figure; ``baseline`` is the original path's figure of the same quantity, if any."""
+    """One measured figure; ``baseline`` is the figure it is compared with (the original path's unless the row
+    names another), if any."""
 
     section: str
     name: str
@@ -62,7 +63,7 @@ class Report:
             note: str = "") -> None:
         row = Row(section, name, float(value), unit, None if baseline is None else float(baseline), note)
         self.rows.append(row)
-        ratio = f"  ({row.ratio:.2f}x vs original)" if row.ratio else ""
+        ratio = f"  ({row.ratio:.2f}x vs baseline)" if row.ratio else ""
         print(f"[{section}] {name}: {value:.4g} {unit}{ratio} {note}", flush=True)
         self.write()
 
@@ -75,7 +76,7 @@ class Report:
         m = self.meta
         lines = [f"# Benchmark: {m['device']}", "",
                  f"date {m['date']}, commit {m['commit']}, torch {m['torch']}, python {m['python']}", "",
-                 "| section | measurement | ours | unit | original path | ratio | note |",
+                 "| section | measurement | ours | unit | baseline (original path unless named) | ratio | note |",
                  "|---|---|---|---|---|---|---|"]
         for r in self.rows:
             base = "" if r.baseline is None else f"{r.baseline:.4g}"
