@@ -206,6 +206,22 @@ def test_run_cli_imports_no_training_code(artifacts, tmp_path):
     assert np.load(tmp_path / "out" / "planes.npz")["planes"].shape == (2, 1, 27, 16, 16)
 
 
+RUN_MODULES = ("humanliff.cli", "humanliff.pipeline", "humanliff.run_pipeline", "humanliff.generation_result",
+               "humanliff.outputs.writer", "humanliff.runtime.engines", "humanliff.runtime.unet_engine",
+               "humanliff.runtime.formats", "humanliff.runtime.field", "humanliff.runtime.render",
+               "humanliff.runtime.occupancy", "humanliff.runtime.mesh", "humanliff.runtime.layered")
+WRITER_ONLY = ("trimesh", "skimage", "scipy", "imageio", "triton", "rich")
+"""Imported only where a mesh, a GIF, a cleaned occupancy grid or a fused field is made (start-up time)."""
+
+
+def test_run_modules_import_no_writer_libraries():
+    code = (f"import importlib, sys; [importlib.import_module(m) for m in {RUN_MODULES!r}]; "
+            f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({WRITER_ONLY!r})))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]"
+
+
 def test_run_rejects_layers_not_from_zero(artifacts, tmp_path):
     with pytest.raises(HumanLiffError, match="--layers must start at 0"):
         Pipeline.from_pretrained(artifacts[2], device="cpu")(1, [1, 2], steps=1)
