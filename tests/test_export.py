@@ -16,9 +16,11 @@ from humanliff.config import load_config
 from humanliff.errors import HumanLiffError
 from humanliff.export.artifacts import export_network, float32_reference, parse_formats, torch_decoder
 from humanliff.export.spec import (
+    AUTOCAST_LOWERED,
     DecoderGraph,
     UNetGraph,
     decoder_spec,
+    shared_compute_weights,
     unet_part_specs,
     unet_spec,
     with_compute_weights,
@@ -290,3 +292,19 @@ def test_compute_weights_copy_gives_the_autocast_outputs_with_half_the_conv_byte
                      torch.nn.GroupNorm: {torch.float32}}
     assert all(p.dtype == torch.float32 for p in graph.parameters())  # the original is left as it was
     assert with_compute_weights(UNetGraph(graph.unet)).unet is graph.unet  # float32: nothing copied
+
+
+def test_unet_parts_share_one_lowered_unet_and_the_float32_weights():
+    unet = _perturbed_tiny_unet()
+    parts = unet_part_specs(unet, 16, 27, 4, 1000, 2, torch.bfloat16)
+    graphs = [graph for graph, _ in parts]
+    lowered = shared_compute_weights(graphs)
+    assert len({id(g.unet) for g in lowered}) == 1 and lowered[0].unet is not unet
+    kept = {id(p) for p in unet.parameters()}
+    for module in lowered[0].unet.modules():
+        for p in module.parameters(recurse=False):
+            assert (p.dtype == torch.bfloat16) == isinstance(module, AUTOCAST_LOWERED)
+            assert (id(p) in kept) == (p.dtype == torch.float32)  # only the lowered weights are new tensors
+    assert all(p.dtype == torch.float32 for p in unet.parameters())
+    feeds = parts[0][1].sample_inputs({"batch": 2}, torch.Generator().manual_seed(0))
+    assert torch.equal(lowered[0](*feeds.values()), with_compute_weights(graphs[0])(*feeds.values()))
