@@ -152,7 +152,7 @@ def _torch_calls(rep: Report, path: tuple[Callable[..., torch.Tensor], str], dev
         t = time_fn(lambda feeds=feeds: fn(*feeds.values()), repeats=20, device=device)
         per_call[batch] = t.median_ms
         rep.add("runtime", f"torch ({kind}): UNet call, batch {batch}", t.median_ms, "ms",
-                note=f"{t.median_ms / batch:.2f} ms per human; first call (compile) {estimate_s:.0f} s")
+                note=f"{t.median_ms / batch:.2f} ms per human; first call {estimate_s:.0f} s (on CUDA: the compile)")
     return per_call, estimate_s
 
 

@@ -329,3 +329,21 @@ def test_cuda_graph_replay_matches_eager(artifacts, tmp_path):
     replay = graphed(engine, feeds, engine.device, True)
     assert replay is not engine
     torch.testing.assert_close(replay(**feeds)["eps"], engine(**feeds)["eps"])
+
+
+def test_runtime_benchmark_runs_a_step_only_when_it_fits_the_budget(tmp_path):
+    from benchmarks.report import Report
+    from benchmarks.runtime import Budget, _torch_calls
+
+    rep = Report("cpu", [tmp_path])
+    calls = []
+
+    def fn(x, t, x_cond, y):
+        calls.append(x.shape[0])
+        return x
+
+    per_call, first_s = _torch_calls(rep, (fn, "fake"), torch.device("cpu"), 8, (1, 2), Budget(None))
+    assert set(per_call) == {1, 2} and first_s >= 0 and set(calls) == {1, 2}
+    assert [r.name for r in rep.rows] == ["torch (fake): UNet call, batch 1", "torch (fake): UNet call, batch 2"]
+    per_call, _ = _torch_calls(rep, (fn, "fake"), torch.device("cpu"), 8, (3,), Budget(60.0), estimate_s=120.0)
+    assert per_call == {} and 3 not in calls and "about 120 s" in rep.errors["runtime-torch-batch-3"]
