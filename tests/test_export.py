@@ -334,3 +334,8 @@ def test_aoti_tuning_sets_inductor_configs_and_unknown_one_is_refused(tmp_path, 
         export_artifacts(tmp_path / "no-ema.pt", tmp_path / "no-store", tmp_path / "out", "onnx",
                          aoti_tuning="fast", device="cpu")
     assert not (tmp_path / "out").exists()
+
+
+def test_export_help_names_every_aoti_tuning():
+    text = CliRunner().invoke(app, ["export", "--help"], terminal_width=200).output
+    assert f"Inductor settings: {', '.join(TUNINGS)}." in " ".join(text.split())
