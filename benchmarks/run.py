@@ -428,15 +428,19 @@ def bench_sampling(rep: Report, s: Setup, u: dict) -> None:
             4 * 250 * base_eval / 1e3)
 
 
-def _bench_runtime(rep: Report, s: Setup, workdir: Path, fitted: dict | None) -> None:
-    """The runtime section (``benchmarks.runtime``) on the benchmark's UNet and the fitted (or a blank) field."""
+def _bench_runtime(rep: Report, s: Setup, workdir: Path, fitted: dict | None, args: argparse.Namespace) -> None:
+    """The runtime section (``benchmarks.runtime``) on the benchmark's UNet and the fitted (or a blank) field;
+    ``args``: its ``--formats``, ``--aoti-tuning`` and the ``HUMANLIFF_BENCH_RUNTIME_S`` budget."""
     from benchmarks.runtime import bench_runtime
 
     decoder = fitted["decoder"] if fitted else FusedDecoder().to(s.device)
     planes = fitted["planes"] if fitted else torch.zeros(1, 27, s.resolution, s.resolution, device=s.device)
     bounds = (fitted["bounds"] if fitted else torch.tensor([[-0.5, -1.0, -0.3], [0.5, 1.0, 0.3]])).cpu()
     cfg = dataclasses.replace(s.cfg, decoder=load_config(None).decoder)
-    bench_runtime(rep, s.device, _unet(s), decoder, planes, bounds, cfg, s.resolution, workdir, s.unet_batches)
+    formats = tuple(f.strip() for f in args.formats.split(",") if f.strip()) or None
+    budget = float(os.environ.get("HUMANLIFF_BENCH_RUNTIME_S", 0)) or None
+    bench_runtime(rep, s.device, _unet(s), decoder, planes, bounds, cfg, s.resolution, workdir, s.unet_batches,
+                  formats, args.aoti_tuning, budget)
 
 
 def _section(rep: Report, sections: list[str], name: str, fn: Callable[[], object]) -> object | None:
@@ -459,6 +463,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--curve-steps", type=int, default=None, help="steps of the train section's loss curves")
     parser.add_argument("--train-budget-s", type=float, default=None,
                         help="seconds by which the train section's optional rows end")
+    parser.add_argument("--formats", default="", help="runtime section: engine formats, e.g. torchscript,aoti "
+                        "(default: CUDA aoti,torchscript; CPU torchscript,onnx)")
+    parser.add_argument("--aoti-tuning", default="plain", help="runtime section: plain, frozen or autotune "
+                        "(export --aoti-tuning); env HUMANLIFF_BENCH_RUNTIME_S: the section's budget in seconds")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     s = make_setup(args.quick)
@@ -486,7 +494,7 @@ def main(argv: list[str] | None = None) -> None:
         if s.device.type == "cuda":
             torch.cuda.empty_cache()
         _section(rep, sections, "train", lambda: bench_train(rep, s, lambda: _unet(s)))
-        _section(rep, sections, "runtime", lambda: _bench_runtime(rep, s, work, fitted))
+        _section(rep, sections, "runtime", lambda: _bench_runtime(rep, s, work, fitted, args))
     print(rep.markdown())
 
 

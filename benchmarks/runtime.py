@@ -1,20 +1,27 @@
 """The runtime section of ``make benchmark``: export, engine start-up, engine calls and a whole human.
 
-Exports the given UNet and decoder (bf16 on CUDA: AOTInductor and TorchScript, the UNet as its four
-parts), then measures per format: export time, package size, load time; a fresh ``humanliff run``
-process from start to its first human written; the UNet call replayed as a two-stream CUDA graph at
-batch 1 and at the largest batch; and a warm 4-layer human with one view, against the pure UNet time of
-the same number of calls.
+Exports the given UNet and decoder (bf16 on CUDA, the UNet as its four parts) to the formats asked for
+(``python -m benchmarks.run --sections runtime --formats torchscript,aoti --aoti-tuning frozen``; default
+CUDA aoti, torchscript; CPU torchscript, onnx), then measures: the torch path in the same process (CUDA:
+bf16 compiled, two-stream CUDA graph; CPU: fp32 eager) per batch; per format export time, package size,
+load time; fresh processes from start to UNet engines ready, to the run command's modules imported and
+to the end of ``humanliff run --humans 1``; the UNet call replayed as a two-stream CUDA graph at batch 1
+and the largest batch, and its ratio to the torch path; a warm 4-layer human against the pure UNet time
+of the same number of calls. ``HUMANLIFF_BENCH_RUNTIME_S`` bounds the section: after the torch path's
+first batch, the export, the first format's start-up and every format's calls, a step runs only when
+the same kind of step measured before it in this run still fits (skipped ones are listed as errors).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -36,6 +43,7 @@ STARTUP_CHILD = r"""
 import json, sys, time
 t0 = time.time()
 import torch
+from humanliff.runtime.compute import default_device
 from humanliff.runtime.manifest import read_manifest
 from humanliff.runtime.unet_engine import load_unet
 t1 = time.time()
@@ -54,6 +62,10 @@ print(json.dumps({"start": t0, "imported": t1, "loaded": t2, "first_call": t3, "
 """
 
 
+RUN_IMPORTS = "import humanliff.cli, humanliff.pipeline, humanliff.run_pipeline, humanliff.generation_result"
+"""What ``humanliff run`` imports before it loads the engines (torch with them)."""
+
+
 def _store_and_ema(workdir: Path, unet: torch.nn.Module, decoder: torch.nn.Module, planes: torch.Tensor,
                    bounds: torch.Tensor, cfg: Config, resolution: int) -> tuple[Path, Path]:
     """A one-subject store and an ``ema.pt`` for the given networks (what ``export`` reads)."""
@@ -65,18 +77,24 @@ def _store_and_ema(workdir: Path, unet: torch.nn.Module, decoder: torch.nn.Modul
     return write_ema(workdir / EMA_FILE, unet.state_dict(), cfg.to_dict(), store_manifest), workdir / "store"
 
 
-def _startup(rep: Report, arts: Path, fmt: str, workdir: Path, size: int) -> None:
-    """Fresh processes: the UNet engines from start to ready, and ``humanliff run --humans 1`` to the end."""
-    start = time.time()
+def _startup(rep: Report, arts: Path, fmt: str, workdir: Path, size: int) -> float:
+    """Fresh processes: the UNet engines from start to ready, the run command's imports, and ``humanliff run
+    --humans 1`` from start to exit. Returns the seconds all of it took."""
+    began = start = time.time()
     proc = subprocess.run([sys.executable, "-c", STARTUP_CHILD, str(arts), fmt, "1"], capture_output=True,
                           text=True, timeout=900)
     if proc.returncode != 0:
         rep.error(f"runtime-{fmt}", proc.stderr.strip().splitlines()[-1][:300] if proc.stderr else "failed")
-        return
+        return time.time() - began
     t = json.loads(proc.stdout.strip().splitlines()[-1])
     rep.add("runtime", f"{fmt}: process start to UNet engines ready", t["loaded"] - start, "s",
             note=f"python+torch import {t['imported'] - start:.2f} s, load {t['loaded'] - t['imported']:.2f} s, "
                  f"first call {t['first_call'] - t['loaded']:.2f} s ({t['format']})")
+    start = time.time()
+    proc = subprocess.run([sys.executable, "-c", RUN_IMPORTS], capture_output=True, text=True, timeout=300)
+    if proc.returncode == 0:
+        rep.add("runtime", "process start to the run command's modules imported (torch included)",
+                time.time() - start, "s", note=f"modules: {RUN_IMPORTS.split(' ', 1)[1]}")
     out = workdir / f"run_{fmt}"
     cmd = [sys.executable, "-m", "humanliff.cli", "run", str(arts), "--out", str(out), "--humans", "1",
            "--sampler", "dpmpp", "--steps", "20", "--engine", f"{fmt},ep", "--set", "sample.views=1",
@@ -89,25 +107,118 @@ def _startup(rep: Report, arts: Path, fmt: str, workdir: Path, size: int) -> Non
     last = (proc.stdout.strip().splitlines() or [""])[-1]
     if proc.returncode != 0:
         rep.error(f"runtime-run-{fmt}", (proc.stderr.strip().splitlines() or ["failed"])[-1][:300])
-        return
-    rep.add("runtime", f"{fmt}: `humanliff run --humans 1` process start to exit (4 layers, dpmpp 20, "
-                       f"one {size}x{size} view per layer)", wall, "s", note=last[-200:])
+    else:
+        rep.add("runtime", f"{fmt}: `humanliff run --humans 1` process start to exit (4 layers, dpmpp 20, "
+                           f"one {size}x{size} view per layer, 16^3 mesh)", wall, "s", note=last[-200:])
+    return time.time() - began
+
+
+class Budget:
+    """Seconds left to the runtime section; optional steps run only when the same kind of step, measured
+    earlier in this run, would still fit."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.deadline = time.perf_counter() + (seconds if seconds else float("inf"))
+
+    def fits(self, estimate_s: float) -> bool:
+        return time.perf_counter() + estimate_s < self.deadline
+
+
+def _torch_path(device: torch.device, unet: torch.nn.Module) -> tuple[Callable[..., torch.Tensor], str]:
+    """The torch path on a copy of ``unet`` (CUDA: bf16, compiled, two-stream CUDA graph; CPU: fp32 eager)."""
+    from humanliff.models.inference import inference_unet
+
+    cuda = device.type == "cuda"
+    fn = inference_unet(copy.deepcopy(unet), precision="bf16" if cuda else "fp32", compile=cuda)
+    return fn, "bf16 compiled, two-stream CUDA graph" if cuda else "fp32 eager"
+
+
+def _torch_calls(rep: Report, path: tuple[Callable[..., torch.Tensor], str], device: torch.device, res: int,
+                 batches: tuple[int, ...], budget: Budget, estimate_s: float = 0.0) -> tuple[dict[int, float], float]:
+    """The torch path's call per batch in this process: ``({batch: ms}, the last first-call seconds)``. Each
+    batch runs only when its first call (the compile), estimated by the one before, fits the budget."""
+    fn, kind = path
+    per_call: dict[int, float] = {}
+    for batch in batches:
+        if not budget.fits(estimate_s):
+            rep.error(f"runtime-torch-batch-{batch}", f"skipped: its compile (about {estimate_s:.0f} s) does not "
+                                                      "fit the budget")
+            continue
+        feeds = _unet_feeds(device, batch, res)
+        start = time.perf_counter()
+        fn(*feeds.values())
+        torch.cuda.synchronize() if device.type == "cuda" else None
+        estimate_s = time.perf_counter() - start
+        t = time_fn(lambda feeds=feeds: fn(*feeds.values()), repeats=20, device=device)
+        per_call[batch] = t.median_ms
+        rep.add("runtime", f"torch ({kind}): UNet call, batch {batch}", t.median_ms, "ms",
+                note=f"{t.median_ms / batch:.2f} ms per human; first call {estimate_s:.0f} s (on CUDA: the compile)")
+    return per_call, estimate_s
+
+
+def _unet_feeds(device: torch.device, batch: int, res: int) -> dict[str, torch.Tensor]:
+    """UNet inputs by name: noise, timestep 500, a random condition, layer 1."""
+    shape = (batch, 27, res, res)
+    return {"x": torch.randn(shape, device=device), "timesteps": torch.full((batch,), 500, device=device),
+            "x_cond": torch.randn(shape, device=device),
+            "y": torch.ones(batch, dtype=torch.int64, device=device)}
 
 
 def bench_runtime(rep: Report, device: torch.device, unet: torch.nn.Module, decoder: torch.nn.Module,
                   planes: torch.Tensor, bounds: torch.Tensor, cfg: Config, resolution: int, workdir: Path,
-                  batches: tuple[int, ...]) -> None:
-    """Export, then per loaded format: start-up, UNet call per batch, a warm human (see the module doc)."""
+                  batches: tuple[int, ...], formats: tuple[str, ...] | None = None, aoti_tuning: str = "plain",
+                  budget_s: float | None = None) -> None:
+    """Export, then per format: start-up, UNet call per batch against the torch path in this process, a warm
+    human (see the module doc). ``formats`` default: CUDA aoti, torchscript; CPU torchscript, onnx.
+
+    Within ``budget_s`` (None: no limit) the order is: torch path at the first batch, export, the first
+    format's start-up, every format's calls, then what fits: the torch path's other batches, the other
+    formats' start-up, warm humans.
+    """
+    budget = Budget(budget_s)
     ema, store = _store_and_ema(workdir, unet, decoder, planes, bounds, cfg, resolution)
     cuda = device.type == "cuda"
     precision = "bf16" if cuda else "fp32"
-    formats = ("aoti", "torchscript") if cuda else ("torchscript", "onnx")
+    formats = formats or (("aoti", "torchscript") if cuda else ("torchscript", "onnx"))
+    path = _torch_path(device, unet)
+    torch_ms, compile_s = _torch_calls(rep, path, device, resolution, batches[:1], budget)
     arts = workdir / "artifacts"
     start = time.perf_counter()
     manifest = export_artifacts(ema, store, arts, formats, batch=max(batches), dtype=precision, device=device,
-                                progress=False)
-    rep.add("runtime", f"export {'+'.join(formats)} (UNet parts + decoder, {precision})",
+                                aoti_tuning=aoti_tuning, progress=False)
+    rep.add("runtime", f"export {'+'.join(formats)} (UNet parts + decoder, {precision}, aoti tuning {aoti_tuning})",
             time.perf_counter() - start, "s")
+    _export_rows(rep, manifest, formats)
+    size = 512 if cuda else 32
+    startup_s = _startup(rep, arts, formats[0], workdir, size)
+    per_call = {}
+    for fmt in formats:
+        try:
+            per_call[fmt] = _engine_calls(rep, device, arts, fmt, resolution, batches)
+        except Exception as exc:  # noqa: BLE001 - one format that does not load must not lose the others
+            rep.error(f"runtime-{fmt}-calls", f"{type(exc).__name__}: {str(exc)[:300]}")
+    torch_ms.update(_torch_calls(rep, path, device, resolution, batches[1:], budget, compile_s)[0])
+    path = None  # free the compiled torch path
+    for fmt, calls in per_call.items():
+        for batch, ms in calls.items():
+            if batch in torch_ms:
+                rep.add("runtime", f"{fmt} / torch path, UNet call, batch {batch}", ms / torch_ms[batch], "x",
+                        note=f"{ms:.2f} vs {torch_ms[batch]:.2f} ms, same process (target 1.05x)")
+    for fmt in formats[1:]:
+        if budget.fits(startup_s):
+            _startup(rep, arts, fmt, workdir, size)
+        else:
+            rep.error(f"runtime-{fmt}-startup", f"skipped: about {startup_s:.0f} s does not fit the budget")
+    for fmt, calls in per_call.items():
+        estimate = 4 * 80 * calls[batches[0]] / 1e3 + 10
+        if budget.fits(estimate):
+            _warm_human(rep, device, arts, fmt, bounds, size, calls[batches[0]])
+        else:
+            rep.error(f"runtime-{fmt}-warm", f"skipped: about {estimate:.0f} s does not fit the budget")
+
+
+def _export_rows(rep: Report, manifest: dict, formats: tuple[str, ...]) -> None:
+    """Per format: export time, artifact size and load time at export over all networks."""
     for fmt in formats:
         records = [net["artifacts"].get(fmt, {}) for net in manifest["networks"].values()]
         notes = "; ".join(f"{n}: {a.get('status')} {a.get('loader', '')} {a.get('compiler', '') or ''}".strip()
@@ -118,31 +229,30 @@ def bench_runtime(rep: Report, device: torch.device, unet: torch.nn.Module, deco
                 "MB")
         rep.add("runtime", f"{fmt}: load time at export, all networks", sum(a.get("load_s", 0) for a in records),
                 "s")
-    size = 512 if cuda else 32
-    for fmt in formats:
-        _startup(rep, arts, fmt, workdir, size)
-    for fmt in formats:
-        try:
-            _engine_timings(rep, device, arts, fmt, resolution, bounds, size, batches)
-        except Exception as exc:  # noqa: BLE001 - one format that does not load must not lose the others
-            rep.error(f"runtime-{fmt}-timings", f"{type(exc).__name__}: {str(exc)[:300]}")
 
 
-def _engine_timings(rep: Report, device: torch.device, arts: Path, fmt: str, res: int, bounds: torch.Tensor,
-                    size: int, batches: tuple[int, ...]) -> None:
-    """One format's UNet call per batch (two-stream CUDA graph) and a warm human against its pure UNet time."""
+def _engine_calls(rep: Report, device: torch.device, arts: Path, fmt: str, res: int, batches: tuple[int, ...]
+                  ) -> dict[int, float]:
+    """One format's UNet call per batch (two-stream CUDA graph on CUDA): ms per call."""
     loaded = load_artifacts(arts, device, prefer=(fmt, "ep"))
     per_call = {}
-    for batch in batches:
-        shape = (batch, 27, res, res)
-        feeds = {"x": torch.randn(shape, device=device), "timesteps": torch.full((batch,), 500, device=device),
-                 "x_cond": torch.randn(shape, device=device), "y": torch.ones(batch, dtype=torch.int64,
-                                                                              device=device)}
-        call = graphed(loaded.unet, feeds, device, loaded.unet.graphable)
-        t = time_fn(lambda call=call, feeds=feeds: call(**feeds), repeats=20, device=device)
-        per_call[batch] = t.median_ms
-        rep.add("runtime", f"{fmt}: UNet call (engines, two-stream CUDA graph), batch {batch}", t.median_ms,
-                "ms", note=f"{t.median_ms / batch:.2f} ms per human; engines {loaded.unet.format}")
+    try:
+        for batch in batches:
+            feeds = _unet_feeds(device, batch, res)
+            call = graphed(loaded.unet, feeds, device, loaded.unet.graphable)
+            t = time_fn(lambda call=call, feeds=feeds: call(**feeds), repeats=20, device=device)
+            per_call[batch] = t.median_ms
+            rep.add("runtime", f"{fmt}: UNet call (engines, two-stream CUDA graph), batch {batch}", t.median_ms,
+                    "ms", note=f"{t.median_ms / batch:.2f} ms per human; engines {loaded.unet.format}")
+    finally:
+        loaded.close()
+    return per_call
+
+
+def _warm_human(rep: Report, device: torch.device, arts: Path, fmt: str, bounds: torch.Tensor, size: int,
+                call_ms: float) -> None:
+    """A warm 4-layer human (dpmpp 20 steps, one view) against the pure UNet time of its 80 calls."""
+    loaded = load_artifacts(arts, device, prefer=(fmt, "ep"))
     render_cfg = dataclasses.replace(RenderConfig(**loaded.manifest["render"]), chunk=size * size)
     pipe = Pipeline(loaded, run_config(arts, loaded.manifest))
     K, R, T = (x[0].to(device) for x in orbit_cameras(bounds, 1, size))
@@ -155,7 +265,7 @@ def _engine_timings(rep: Report, device: torch.device, arts: Path, fmt: str, res
         render_image(field, K, R, T, size, size, bounds.to(device), render_cfg, occupancy=occupancy)
 
     t = time_fn(human, warmup=1, repeats=3, device=device)
-    pure = 80 * per_call[batches[0]] / 1e3
+    pure = 80 * call_ms / 1e3
     rep.add("runtime", f"{fmt}: warm 4-layer human, dpmpp 20 steps + one {size}x{size} view", t.median_ms / 1e3,
             "s", note=f"pure UNet time of its 80 calls {pure:.3f} s: runtime adds "
                       f"{(t.median_ms / 1e3 / pure - 1) * 100:.0f} %")

@@ -30,6 +30,7 @@ from humanliff.export.spec import (
     ExportSpec,
     UNetGraph,
     decoder_spec,
+    shared_compute_weights,
     unet_part_specs,
     unet_spec,
     with_compute_weights,
@@ -39,7 +40,7 @@ from humanliff.models.checkpoint import load_ema
 from humanliff.models.decoder import build_decoder
 from humanliff.runtime.cameras import orbit_cameras
 from humanliff.runtime.formats import FORMATS, EngineUnavailable
-from humanliff.runtime.formats.aoti_compiler import candidates
+from humanliff.runtime.formats.aoti_compiler import TUNINGS, candidates
 from humanliff.runtime.formats.base import Reference, WriteJob, max_rel_error
 from humanliff.runtime.formats.onnx import OPSETS
 from humanliff.runtime.layers import NUM_LAYERS
@@ -150,11 +151,15 @@ def float32_reference(graph: torch.nn.Module, spec: ExportSpec, feeds: Mapping[s
 
 def export_network(graph: torch.nn.Module, spec: ExportSpec, opt: Mapping[str, int], folder: Path,
                    formats: Sequence[str], device: torch.device, precision: str,
-                   options: dict[str, Any] | None = None, progress: bool = False) -> dict[str, Any]:
+                   options: dict[str, Any] | None = None, progress: bool = False,
+                   lowered: torch.nn.Module | None = None) -> dict[str, Any]:
     """Trace ``graph`` once and write/check each format; returns the manifest's record of the network.
 
-    ``options``: the writers' switches (``opset`` for ONNX, ``cxx`` for AOTInductor), shared by every
-    format's job so that a writer's one-time choice (the AOTInductor compiler) serves all networks.
+    ``options``: the writers' switches (``opset`` for ONNX, ``cxx`` and ``aoti_tuning`` for
+    AOTInductor), shared by every format's job so that a writer's one-time choice (the
+    AOTInductor compiler) serves all networks. ``lowered``: the graph traced, ``graph`` with its weights in
+    the compute dtype (default ``with_compute_weights(graph)``; the UNet's parts share one copy, see
+    ``shared_compute_weights``); ``graph`` itself gives the float32 reference of the checks.
     """
     trace_sizes = {k: min(max(2, low), high) if k == "batch" else min(64, high)
                    for k, (low, high) in spec.dims.items()}
@@ -162,7 +167,7 @@ def export_network(graph: torch.nn.Module, spec: ExportSpec, opt: Mapping[str, i
     check_sizes = {k: min(3, high) if k == "batch" else min(777, high) for k, (_, high) in spec.dims.items()}
     feeds = spec.sample_inputs(check_sizes, torch.Generator().manual_seed(CHECK_SEED), device)
     reference = float32_reference(graph, spec, feeds)
-    graph = with_compute_weights(graph)
+    graph = with_compute_weights(graph) if lowered is None else lowered
     start = time.perf_counter()
     program = torch.export.export(graph, tuple(example.values()), dynamic_shapes=spec.dynamic_shapes())
     trace_s = time.perf_counter() - start
@@ -195,7 +200,7 @@ def export_artifacts(unet_ckpt: str | Path, store: str | Path, out_dir: str | Pa
                      formats: str | Sequence[str] = "auto", batch: int = 1, dtype: str = "fp32", *,
                      overrides: Sequence[str] = (), device: str | torch.device | None = None,
                      opset: int = OPSETS[0], unet_layout: str = "parts", cxx: str | None = None,
-                     progress: bool = True) -> dict[str, Any]:
+                     aoti_tuning: str = "plain", progress: bool = True) -> dict[str, Any]:
     """Export the UNet of ``unet_ckpt`` (``ema.pt`` or its run folder) and the decoder of ``store``.
 
     Args:
@@ -211,6 +216,8 @@ def export_artifacts(unet_ckpt: str | Path, store: str | Path, out_dir: str | Pa
         unet_layout: ``parts``, ``whole`` or ``both`` (see ``UNET_LAYOUTS``).
         cxx: the C++ compiler for AOTInductor (default: the first of ``$CXX``, g++, c++, clang++ whose
             packages load here).
+        aoti_tuning: the Inductor settings of AOTInductor packages (``plain``, ``frozen``, ``autotune``:
+            see ``humanliff.runtime.formats.aoti_compiler.TUNINGS``), recorded per artifact.
 
     Returns the manifest (also written to ``out_dir/manifest.json``).
     """
@@ -222,6 +229,8 @@ def export_artifacts(unet_ckpt: str | Path, store: str | Path, out_dir: str | Pa
         raise HumanLiffError(f"--engine-batch must be at least 1, got {batch}")
     if unet_layout not in UNET_LAYOUTS:
         raise HumanLiffError(f"--unet-layout {unet_layout} is not one of {', '.join(UNET_LAYOUTS)}")
+    if aoti_tuning not in TUNINGS:
+        raise HumanLiffError(f"--aoti-tuning {aoti_tuning} is not one of {', '.join(TUNINGS)}")
     unet, unet_cfg = load_ema(unet_ckpt, device)
     schedule = read_schedule(unet_ckpt)  # a distilled student's: the manifest's "distilled"
     triplanes = open_store(store)
@@ -239,13 +248,16 @@ def export_artifacts(unet_ckpt: str | Path, store: str | Path, out_dir: str | Pa
                  {"batch": 1, "points": points}))
     if cxx is not None and "aoti" in formats:
         candidates(cxx)  # a --cxx that does not exist: one line before any compute
-    options: dict[str, Any] = {"opset": opset, "cxx": cxx}
+    options: dict[str, Any] = {"opset": opset, "cxx": cxx, "aoti_tuning": aoti_tuning}
     bounds = triplanes.subject_bounds(0)
     K, R, T = orbit_cameras(bounds, cfg.sample.views, cfg.sample.image_size)
     with atomic_path(out_dir) as tmp, removed_if_killed(tmp):  # a C++ abort leaves no temporary folder
         tmp.mkdir()
-        networks = {spec.name: export_network(graph, spec, opt, tmp, formats, device, dtype, options, progress)
-                    for graph, spec, opt in jobs}
+        lowered = shared_compute_weights([graph for graph, _, _ in jobs])  # one lowered UNet for its parts
+        networks = {spec.name: export_network(graph, spec, opt, tmp, formats, device, dtype, options, progress,
+                                              lowered=low)
+                    for (graph, spec, opt), low in zip(jobs, lowered, strict=True)}
+        del lowered
         manifest = {
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "torch": torch.__version__,

@@ -10,7 +10,7 @@ graph), ids are int64; the UNet parts hand activations to each other in the comp
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,15 +45,30 @@ def with_compute_weights(graph: nn.Module) -> nn.Module:
 
     Autocast casts exactly these weights to the compute dtype at every call, so the outputs are
     unchanged; the engines skip that cast and their files halve (norms and embeddings stay float32).
-    A float32 graph is returned as it is.
+    A float32 graph is returned as it is. See ``shared_compute_weights``.
     """
-    if graph.dtype == torch.float32:
-        return graph
-    lowered = copy.deepcopy(graph)
-    for module in lowered.modules():
-        if isinstance(module, AUTOCAST_LOWERED):
-            module.to(graph.dtype)
-    return lowered
+    return shared_compute_weights([graph])[0]
+
+
+def shared_compute_weights(graphs: Sequence[nn.Module]) -> list[nn.Module]:
+    """``with_compute_weights`` of several spec graphs, copied together: a network they share (the UNet of
+    its four part graphs) is lowered once and shared by the copies.
+
+    Only the lowered weights are new tensors (made straight in the compute dtype, no float32 copy); the
+    other parameters and buffers are shared with the originals, which are left as they were.
+    """
+    memo: dict[int, Any] = {}
+    for graph in graphs:
+        if graph.dtype == torch.float32:
+            memo[id(graph)] = graph
+            continue
+        for module in graph.modules():
+            lower = isinstance(module, AUTOCAST_LOWERED)
+            for p in module.parameters(recurse=False):
+                memo.setdefault(id(p), nn.Parameter(p.detach().to(graph.dtype), p.requires_grad) if lower else p)
+            for b in module.buffers(recurse=False):
+                memo.setdefault(id(b), b)
+    return copy.deepcopy(list(graphs), memo)
 
 
 class UNetGraph(nn.Module):

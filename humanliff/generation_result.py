@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-import trimesh
 from PIL import Image
 
 from humanliff.config import Config
@@ -24,6 +23,8 @@ from humanliff.runtime.cameras import orbit_cameras
 from humanliff.runtime.layers import LAYER_TITLES
 
 if TYPE_CHECKING:
+    import trimesh
+
     from humanliff.pipeline import Pipeline
 
 

@@ -10,7 +10,6 @@ from collections.abc import Callable
 
 import torch
 
-from humanliff.runtime import fused_field
 from humanliff.runtime.compute import autocast_context
 from humanliff.runtime.triplane import sample_features
 
@@ -52,6 +51,8 @@ def make_field(planes: torch.Tensor, decoder: Decoder, *, precision: str = "fp32
     decoder (CUDA, a FusedDecoder, frozen or trainable); False never uses it. ``require_fused`` uses it
     whatever the precision and device (the kernel's tests and benchmarks).
     """
+    from humanliff.runtime import fused_field  # Triton's import (0.4 s) only when a field is made here
+
     if fused and not require_fused:
         weights = fused_field.field_weights(decoder, planes.device) if precision == "bf16" else None
         if weights is not None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 
 from humanliff.runtime.field import Field
 
@@ -50,6 +49,8 @@ def build_occupancy(field: Field, resolution: int, threshold: float, *, batch: i
 
 def largest_component(occupied: np.ndarray) -> np.ndarray:
     """The largest 26-connected component of a bool grid ``[G, G, G]`` (all False when none is occupied)."""
+    from scipy import ndimage  # SciPy's import only when the grid is cleaned
+
     labels, count = ndimage.label(occupied, structure=np.ones((3, 3, 3), bool))
     if count == 0:
         return np.zeros_like(occupied, bool)

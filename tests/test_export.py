@@ -14,11 +14,13 @@ from tiny_models import make_tiny_models
 from humanliff.cli import app
 from humanliff.config import load_config
 from humanliff.errors import HumanLiffError
-from humanliff.export.artifacts import export_network, float32_reference, parse_formats, torch_decoder
+from humanliff.export.artifacts import export_artifacts, export_network, float32_reference, parse_formats, torch_decoder
 from humanliff.export.spec import (
+    AUTOCAST_LOWERED,
     DecoderGraph,
     UNetGraph,
     decoder_spec,
+    shared_compute_weights,
     unet_part_specs,
     unet_spec,
     with_compute_weights,
@@ -27,7 +29,13 @@ from humanliff.models.decoder import build_decoder
 from humanliff.models.unet import build_unet
 from humanliff.output_sizes import artifacts_bytes
 from humanliff.runtime.formats import EngineUnavailable
-from humanliff.runtime.formats.aoti_compiler import candidates, choose_compiler
+from humanliff.runtime.formats.aoti_compiler import (
+    PACKAGE_CONFIG,
+    TUNINGS,
+    candidates,
+    choose_compiler,
+    compile_package,
+)
 from humanliff.runtime.formats.base import (
     TOLERANCE,
     TORCH_ERROR_FACTOR,
@@ -234,13 +242,15 @@ def test_isolated_check_survives_a_crash():
 
 @pytest.mark.slow
 def test_aoti_decoder_compiles_loads_in_subprocess_and_matches(tmp_path):
-    """AOTInductor on the CPU: the compiler probe, the package (weights as a blob) checked in a subprocess."""
+    """AOTInductor on the CPU: the compiler probe, the package (weights as a blob, frozen) checked in a
+    subprocess."""
     graph = DecoderGraph(build_decoder(load_config("tiny").decoder))
     spec = decoder_spec(16, 27, 2)
     record = export_network(graph, spec, {"batch": 1, "points": 64}, tmp_path, ["aoti"], torch.device("cpu"),
-                            "fp32")
+                            "fp32", {"aoti_tuning": "frozen"})
     art = record["artifacts"]["aoti"]
     assert art["status"] == "ok", json.dumps(art)
+    assert art["tuning"] == "frozen" and art["inductor_configs"] == TUNINGS["frozen"]
     assert set(art["files"]) == {"decoder.pt2"} and art["bytes"] == (tmp_path / "decoder.pt2").stat().st_size
     assert art["loader"] == "ok" and art["compiler"] in art["compilers"] and art["load_s"] > 0
     assert art["check"]["max_rel_err"] < 1e-5 and art["checked_on"].endswith("/cpu")
@@ -290,3 +300,42 @@ def test_compute_weights_copy_gives_the_autocast_outputs_with_half_the_conv_byte
                      torch.nn.GroupNorm: {torch.float32}}
     assert all(p.dtype == torch.float32 for p in graph.parameters())  # the original is left as it was
     assert with_compute_weights(UNetGraph(graph.unet)).unet is graph.unet  # float32: nothing copied
+
+
+def test_unet_parts_share_one_lowered_unet_and_the_float32_weights():
+    unet = _perturbed_tiny_unet()
+    parts = unet_part_specs(unet, 16, 27, 4, 1000, 2, torch.bfloat16)
+    graphs = [graph for graph, _ in parts]
+    lowered = shared_compute_weights(graphs)
+    assert len({id(g.unet) for g in lowered}) == 1 and lowered[0].unet is not unet
+    kept = {id(p) for p in unet.parameters()}
+    for module in lowered[0].unet.modules():
+        for p in module.parameters(recurse=False):
+            assert (p.dtype == torch.bfloat16) == isinstance(module, AUTOCAST_LOWERED)
+            assert (id(p) in kept) == (p.dtype == torch.float32)  # only the lowered weights are new tensors
+    assert all(p.dtype == torch.float32 for p in unet.parameters())
+    feeds = parts[0][1].sample_inputs({"batch": 2}, torch.Generator().manual_seed(0))
+    assert torch.equal(lowered[0](*feeds.values()), with_compute_weights(graphs[0])(*feeds.values()))
+
+
+def test_aoti_tuning_sets_inductor_configs_and_unknown_one_is_refused(tmp_path, monkeypatch):
+    import torch._inductor
+
+    seen = []
+    monkeypatch.setattr(torch._inductor, "aoti_compile_and_package",
+                        lambda program, package_path, inductor_configs: seen.append(
+                            (inductor_configs, torch.is_grad_enabled())))
+    for tuning in ("plain", "frozen", "autotune"):
+        compile_package(None, tmp_path / "m.pt2", "g++", tuning)
+    assert seen[0] == (PACKAGE_CONFIG, False)
+    assert seen[1][0] == {**PACKAGE_CONFIG, "freezing": True, "force_layout_optimization": True}
+    assert seen[2][0] == {**seen[1][0], "max_autotune": True, "coordinate_descent_tuning": True}
+    with pytest.raises(HumanLiffError, match="--aoti-tuning fast is not one of plain, frozen, autotune"):
+        export_artifacts(tmp_path / "no-ema.pt", tmp_path / "no-store", tmp_path / "out", "onnx",
+                         aoti_tuning="fast", device="cpu")
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_help_names_every_aoti_tuning():
+    text = CliRunner().invoke(app, ["export", "--help"], terminal_width=200).output
+    assert f"Inductor settings: {', '.join(TUNINGS)}." in " ".join(text.split())

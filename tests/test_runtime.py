@@ -206,6 +206,22 @@ def test_run_cli_imports_no_training_code(artifacts, tmp_path):
     assert np.load(tmp_path / "out" / "planes.npz")["planes"].shape == (2, 1, 27, 16, 16)
 
 
+RUN_MODULES = ("humanliff.cli", "humanliff.pipeline", "humanliff.run_pipeline", "humanliff.generation_result",
+               "humanliff.outputs.writer", "humanliff.runtime.engines", "humanliff.runtime.unet_engine",
+               "humanliff.runtime.formats", "humanliff.runtime.field", "humanliff.runtime.render",
+               "humanliff.runtime.occupancy", "humanliff.runtime.mesh", "humanliff.runtime.layered")
+WRITER_ONLY = ("trimesh", "skimage", "scipy", "imageio", "triton", "rich")
+"""Imported only where a mesh, a GIF, a cleaned occupancy grid or a fused field is made (start-up time)."""
+
+
+def test_run_modules_import_no_writer_libraries():
+    code = (f"import importlib, sys; [importlib.import_module(m) for m in {RUN_MODULES!r}]; "
+            f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({WRITER_ONLY!r})))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]"
+
+
 def test_run_rejects_layers_not_from_zero(artifacts, tmp_path):
     with pytest.raises(HumanLiffError, match="--layers must start at 0"):
         Pipeline.from_pretrained(artifacts[2], device="cpu")(1, [1, 2], steps=1)
@@ -313,3 +329,21 @@ def test_cuda_graph_replay_matches_eager(artifacts, tmp_path):
     replay = graphed(engine, feeds, engine.device, True)
     assert replay is not engine
     torch.testing.assert_close(replay(**feeds)["eps"], engine(**feeds)["eps"])
+
+
+def test_runtime_benchmark_runs_a_step_only_when_it_fits_the_budget(tmp_path):
+    from benchmarks.report import Report
+    from benchmarks.runtime import Budget, _torch_calls
+
+    rep = Report("cpu", [tmp_path])
+    calls = []
+
+    def fn(x, t, x_cond, y):
+        calls.append(x.shape[0])
+        return x
+
+    per_call, first_s = _torch_calls(rep, (fn, "fake"), torch.device("cpu"), 8, (1, 2), Budget(None))
+    assert set(per_call) == {1, 2} and first_s >= 0 and set(calls) == {1, 2}
+    assert [r.name for r in rep.rows] == ["torch (fake): UNet call, batch 1", "torch (fake): UNet call, batch 2"]
+    per_call, _ = _torch_calls(rep, (fn, "fake"), torch.device("cpu"), 8, (3,), Budget(60.0), estimate_s=120.0)
+    assert per_call == {} and 3 not in calls and "about 120 s" in rep.errors["runtime-torch-batch-3"]

@@ -27,11 +27,12 @@ from humanliff.run_folder import check_count, guard_output
 @click.option("--cxx", default=None, metavar="PATH",
               help="C++ compiler for AOTInductor (default: the first of $CXX, g++, c++, clang++ whose "
                    "packages load here).")
+@click.option("--aoti-tuning", default="plain", show_default=True, help="Inductor settings: plain, frozen, autotune.")
 @click.option("--opset", type=click.IntRange(18, 19), default=18, show_default=True, help="ONNX opset.")
 @click.option("--device", default=None, help="Build and check on this device (default: cuda if available).")
 @set_option("Change the run's sample / render settings recorded as the runtime defaults; repeatable.")
 def export_command(unet_ckpt: str, store: str, out_dir: str, force: bool, formats: str, batch: int, dtype: str,
-                   unet_layout: str, cxx: str | None, opset: int, device: str | None,
+                   unet_layout: str, cxx: str | None, aoti_tuning: str, opset: int, device: str | None,
                    overrides: tuple[str, ...]) -> None:
     """Export the UNet and the decoder to engines (checked against torch) plus a manifest."""
     from humanliff.export.artifacts import export_artifacts, parse_formats
@@ -43,7 +44,8 @@ def export_command(unet_ckpt: str, store: str, out_dir: str, force: bool, format
     guard_output(out_dir, [unet_ckpt, store], force=force,
                  needed_bytes=artifacts_bytes(unet_ckpt, store, written, unet_layout))
     manifest = export_artifacts(unet_ckpt, store, out_dir, formats, batch, dtype, overrides=overrides,
-                                device=device, opset=opset, unet_layout=unet_layout, cxx=cxx)
+                                device=device, opset=opset, unet_layout=unet_layout, cxx=cxx,
+                                aoti_tuning=aoti_tuning)
     for name, net in manifest["networks"].items():
         for fmt, art in net["artifacts"].items():
             check = art.get("check") or {}

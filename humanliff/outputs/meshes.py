@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import trimesh
 
 from humanliff.errors import HumanLiffError
 from humanliff.io import atomic_path
 from humanliff.outputs.images import to_uint8
 from humanliff.runtime.field import Field
 from humanliff.runtime.mesh import extract_mesh
+
+if TYPE_CHECKING:
+    import trimesh
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +26,8 @@ MESH_TYPES = ("ply", "glb")
 def keep_largest(mesh: trimesh.Trimesh, keep: float) -> trimesh.Trimesh:
     """``mesh`` without the connected components smaller than ``keep`` times the largest one's face count
     (floaters of haze); ``keep`` 0 returns it unchanged."""
+    import trimesh  # trimesh imports SciPy (1-2 s): only when a mesh is made
+
     if keep <= 0 or len(mesh.faces) == 0:
         return mesh
     parts = mesh.split(only_watertight=False)
@@ -45,6 +50,8 @@ def surface_mesh(field: Field, bounds: torch.Tensor, resolution: int, level: flo
     ``resolution`` points a side over the world box ``bounds [2, 3]``), cleaned by ``keep_largest``; vertex
     colours from the field. None when the density never reaches ``level``. Logs a warning naming ``name``
     when the surface touches the box's walls (a level too low for the model: haze fills the box)."""
+    import trimesh
+
     vertices, faces, colors = extract_mesh(field, bounds, resolution, level=level)
     if len(faces) == 0:
         return None
@@ -64,6 +71,8 @@ def write_mesh(
     ``vertices`` float ``[N, 3]`` (world units), ``faces`` int ``[F, 3]``, ``colors`` ``[N, 3]`` uint8 or
     float in [0, 1] (optional). Empty meshes are refused.
     """
+    import trimesh
+
     path = Path(path)
     file_type = path.suffix.lower().lstrip(".")
     if file_type not in MESH_TYPES:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-import imageio.v3 as imageio
 import numpy as np
 
 from humanliff.errors import HumanLiffError
@@ -32,6 +31,8 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float = 20.0) -> Path
         raise HumanLiffError(f"{path}: expected frames [F, H, W, {' or '.join(map(str, channels))}] with F > 0, "
                              f"got {frames.shape}")
     if suffix == ".gif":
+        import imageio.v3 as imageio  # only when a GIF is written
+
         with atomic_path(path) as tmp:
             imageio.imwrite(tmp, frames, extension=".gif", duration=1000.0 / fps, loop=0)
     elif suffix == ".mp4":

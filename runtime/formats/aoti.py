@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from humanliff.runtime.formats.aoti_compiler import choose_compiler, compile_package
+from humanliff.runtime.formats.aoti_compiler import TUNINGS, choose_compiler, compile_package
 from humanliff.runtime.formats.base import (
     Engine,
     EngineUnavailable,
@@ -104,7 +104,8 @@ class AOTIEngine(Engine):
 def write_aoti(job: WriteJob) -> list[Path]:
     """Compile the program into a package with the first C++ compiler whose packages load here.
 
-    ``job.options["cxx"]`` forces a compiler. The choice (or why there is none) is kept in
+    ``job.options["cxx"]`` forces a compiler; ``job.options["aoti_tuning"]`` names the Inductor settings
+    (``aoti_compiler.TUNINGS``, default ``plain``). The choice (or why there is none) is kept in
     ``job.options["compiler_choice"]``, which the export shares between its networks, so the compilers
     are tried once per export; the one used and the candidates' outcomes go into ``job.options``
     (``compiler``, ``compilers``) for the manifest.
@@ -121,7 +122,7 @@ def write_aoti(job: WriteJob) -> list[Path]:
     cxx, tried = choice
     job.options.update(compiler=cxx, compilers=tried)
     path = job.path(FORMAT)
-    compile_package(job.program, path, cxx)
+    compile_package(job.program, path, cxx, job.options.get("aoti_tuning", "plain"))
     return [path]
 
 
@@ -129,8 +130,9 @@ def verify_aoti(fmt: Format, files: list[Path], job: WriteJob, feeds: Mapping[st
                 reference: Reference, record: dict[str, Any]) -> dict[str, Any]:
     """Load the package in a subprocess and compare with torch; records the loader's outcome and time."""
     outcome, outs, load_s = check_package(files[0], job.device, list(feeds.values()))
+    tuning = job.options.get("aoti_tuning", "plain")
     record.update(loader=outcome, checked_on=device_key(job.device), compiler=job.options.get("compiler"),
-                  compilers=job.options.get("compilers"))
+                  compilers=job.options.get("compilers"), tuning=tuning, inductor_configs=TUNINGS[tuning])
     if outs is None:
         return {"passed": False, "error": f"the package does not load: {outcome}"}
     record["load_s"] = round(load_s, 3)

@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -28,14 +29,31 @@ FALLBACKS = ("g++", "c++", "/usr/bin/g++", "clang++")
 PACKAGE_CONFIG = {"aot_inductor.package_constants_in_so": False,
                   "aot_inductor.package_constants_on_disk_format": "binary_blob"}
 """Weights outside the compiled library, as one blob in the package."""
+_FROZEN = {"freezing": True, "force_layout_optimization": True}
+TUNINGS: dict[str, dict[str, Any]] = {
+    "plain": {},
+    "frozen": _FROZEN,
+    "autotune": {**_FROZEN, "max_autotune": True, "coordinate_descent_tuning": True},
+}
+"""``export --aoti-tuning``: Inductor settings a package is compiled with (recorded in the manifest).
+
+``plain``: Inductor's defaults. ``frozen``: weights frozen into the graph and folded (Inductor's
+``freezing``) and convolutions in channels-last layout with their weights converted once at compile time
+(``force_layout_optimization``: Inductor's heuristic skips the layout for graphs with a dynamic batch,
+which every exported UNet has), as the compiled torch path runs. ``autotune``: ``frozen`` plus Inductor
+benchmarking its kernel choices (``max_autotune``, ``coordinate_descent_tuning``) at compile time: a
+longer export."""
 
 
-def compile_package(program: torch.export.ExportedProgram, path: str | Path, cxx: str) -> Path:
-    """Compile ``program`` into an AOTInductor package at ``path`` with the C++ compiler ``cxx``."""
+def compile_package(program: torch.export.ExportedProgram, path: str | Path, cxx: str,
+                    tuning: str = "plain") -> Path:
+    """Compile ``program`` into an AOTInductor package at ``path`` with the C++ compiler ``cxx`` and the
+    Inductor settings of ``TUNINGS[tuning]``."""
     import torch._inductor
 
-    with torch._inductor.config.patch({"cpp.cxx": (None, cxx)}):
-        torch._inductor.aoti_compile_and_package(program, package_path=str(path), inductor_configs=PACKAGE_CONFIG)
+    with torch._inductor.config.patch({"cpp.cxx": (None, cxx)}), torch.no_grad():  # freezing needs no grad
+        torch._inductor.aoti_compile_and_package(program, package_path=str(path),
+                                                 inductor_configs={**PACKAGE_CONFIG, **TUNINGS[tuning]})
     return Path(path)
 
 
