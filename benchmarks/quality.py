@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from humanliff.config import load_config
 from humanliff.evaluation.generation import evaluate_generation
 from humanliff.evaluation.metrics import GENERATION_METRICS
@@ -54,6 +56,8 @@ class Row:
     """Re-score this row's planes instead of sampling (render-time changes only)."""
 
 
+HEAD = "+head"
+"""What a row's name adds when it keeps the head band; its pair is the name without it."""
 ROWS = (
     Row("ddpm_250", "ddpm", 250),
     Row("ddim_50_eta1", "ddim", 50, eta=1.0),
@@ -119,8 +123,48 @@ def markdown(results: dict[str, dict[str, Any]], humans: int) -> str:
         ceiling = ceiling or result["layers"]
     if ceiling:
         lines.append(f"| ceiling (reference store) | {cells(ceiling, 'ceiling')} | - |")
-    return "\n".join(lines) + (f"\n\n{humans} humans (seeds 0..{humans - 1}), layers 0-3; every metric is the mean "
-                               "over the layers where it applies (containment and drift: layers 1-3).\n")
+    lines.append(f"\n{humans} humans (seeds 0..{humans - 1}), layers 0-3; every metric is the mean over the layers "
+                 "where it applies (containment and drift: layers 1-3).")
+    return "\n".join([*lines, *paired_table(results)]) + "\n"
+
+
+def paired_table(results: dict[str, dict[str, Any]]) -> list[str]:
+    """Lines of a table of each ``+head`` row against the same row without the head band, human by human
+    (``paired_differences``); none when no such pair has per-human values."""
+    pairs = [(key, base) for key in results if HEAD in key and (base := key.replace(HEAD, "")) in results
+             and "per_human" in results[key] and "per_human" in results[base]]
+    if not pairs:
+        return []
+    metrics = [name for name, m in GENERATION_METRICS.items() if m.human]
+    lines = ["", "Head band kept, human by human (the same seeds): the mean over humans of each human's difference "
+             "(its values averaged over the layers), +- one standard error.", "",
+             f"| row - the row without the head band | {' | '.join(metrics)} |", "|---" * (len(metrics) + 1) + "|"]
+    for key, base in pairs:
+        diffs = paired_differences(results[key], results[base])
+        lines.append(f"| {key} - {base} | " + " | ".join(
+            f"{diffs[m][0]:+.4g} +- {diffs[m][1]:.2g}" if m in diffs else "-" for m in metrics) + " |")
+    return lines
+
+
+def _per_human(result: dict[str, Any], metric: str) -> np.ndarray:
+    """Each human's ``metric`` averaged over the layers where it applies: ``[N]`` (NaN where none does)."""
+    rows = [[np.nan if v is None else v for v in layer[metric]]
+            for layer in result["per_human"].values() if metric in layer]
+    return np.nanmean(np.array(rows, np.float64), axis=0) if rows else np.array([])
+
+
+def paired_differences(result: dict[str, Any], base: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """Per-human metric -> (mean, standard error) over humans of ``result``'s value minus ``base``'s, the
+    humans being the same seeds in both (``evaluate_generation``'s ``per_human``)."""
+    out = {}
+    for metric, spec in GENERATION_METRICS.items():
+        if not spec.human:
+            continue
+        a, b = _per_human(result, metric), _per_human(base, metric)
+        d = (a - b)[np.isfinite(a - b)] if a.shape == b.shape else np.array([])
+        if d.size >= 2:
+            out[metric] = (float(d.mean()), float(d.std(ddof=1) / np.sqrt(d.size)))
+    return out
 
 
 def main() -> None:

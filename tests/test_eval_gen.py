@@ -202,6 +202,12 @@ def test_eval_gen_scores_a_generation_beside_the_ceiling(store, tmp_path, monkey
     assert layer1["generated"]["fd_pca"] > 0.0
     assert all(0.0 <= layer1[s]["containment"] <= 1.0 and 0.0 <= layer1[s]["haze"] <= 1.0
                for s in ("generated", "ceiling"))
+    per_human = metrics["per_human"]
+    assert set(per_human["0"]) == {"haze"} and set(per_human["1"]) == {"containment", "drift_psnr", "haze"}
+    for layer, values in per_human.items():
+        for name, found in values.items():
+            assert len(found) == 3
+            assert np.mean(found) == pytest.approx(metrics["layers"][layer]["generated"][name])
     assert (out / "renders.png").is_file()
 
 
@@ -247,3 +253,24 @@ def test_quality_benchmark_table():
     names = [r.name for r in ROWS]
     assert {"ddpm_250", "ddim_50_eta1", "dpmpp_20", "dpmpp_sde_20", "dpmpp_sde_10"} <= set(names)
     assert all(r.planes_of in names for r in ROWS if r.planes_of)
+
+
+def test_quality_benchmark_pairs_the_head_band_rows_human_by_human():
+    from benchmarks.quality import markdown, paired_differences
+
+    def result(haze0, haze1, drift1):
+        per_human = {"0": {"haze": haze0}, "1": {"haze": haze1, "drift_psnr": drift1}}
+        return {"layers": {"0": {"generated": {}, "ceiling": {}}}, "per_human": per_human,
+                "timings": {"generate_s": None}}
+
+    base = result([0.1, 0.2, 0.3], [0.3, 0.2, None], [20.0, 22.0, 30.0])
+    head = result([0.1, 0.2, 0.3], [0.5, 0.1, 0.4], [25.0, 28.0, 31.0])
+    diffs = paired_differences(head, base)
+    # each human's haze is its mean over the layers (human 2 of base has layer 0 only): 0.1, -0.05, 0.05
+    assert diffs["haze"][0] == pytest.approx(0.1 / 3)
+    assert diffs["haze"][1] == pytest.approx(np.std([0.1, -0.05, 0.05], ddof=1) / np.sqrt(3))
+    assert diffs["drift_psnr"] == pytest.approx((4.0, np.std([5.0, 6.0, 1.0], ddof=1) / np.sqrt(3)))
+    assert "containment" not in diffs
+    lines = markdown({"dpmpp_sde_10 fp32": base, "dpmpp_sde_10+head fp32": head}, 3).splitlines()
+    assert lines[-1] == ("| dpmpp_sde_10+head fp32 - dpmpp_sde_10 fp32 | - | +4 +- 1.5 | +0.03333 +- 0.044 |")
+    assert "human by human" not in markdown({"dpmpp_sde_10+head fp32": head}, 3)

@@ -168,10 +168,16 @@ def test_engine_field_pads_calls_below_the_exported_minimum(artifacts):
         torch.testing.assert_close(sigma_one, sigma_all[:, 2:3])
 
 
-@pytest.mark.parametrize(("sampler", "eta", "layers"), [("dpmpp", 0.0, None), ("ddpm", 0.0, [0, 1]),
-                                                   ("ddim", 1.0, [0, 1]), ("dpmpp_sde", 0.0, [0, 1])])
-def test_run_reproduces_generate(artifacts, tmp_path, sampler, eta, layers):
-    """Every sampler: ``run`` (humans in groups of the manifest's batch 2) = ``generate`` (one batch of 3)."""
+@pytest.mark.parametrize(("sampler", "eta", "layers", "atol"), [
+    ("dpmpp", 0.0, None, 5e-3), ("ddpm", 0.0, [0, 1], 2e-3), ("ddim", 1.0, [0, 1], 2e-3),
+    ("dpmpp_sde", 0.0, [0, 1], 2e-3)])
+def test_run_reproduces_generate(artifacts, tmp_path, sampler, eta, layers, atol):
+    """Every sampler: ``run`` (humans in groups of the manifest's batch 2) = ``generate`` (one batch of 3).
+
+    Both are fp32 roundings of one computation: a UNet call differs from an fp64 one by ~3e-6, which the
+    x0 prediction at t = 999 multiplies by sqrt(1/abar - 1) = 157 and the 4-layer chain carries on; at
+    seeds 0-5 and 7, each fp32 path of the 4-layer dpmpp case lies up to 2.0e-3 from the fp64 UNet's planes and
+    the two up to 2.8e-3 apart, with or without ``keep_top`` (the 2-layer cases: 3.3e-4). Plus fp16 storage (4.9e-4)."""
     ema, store, folder = artifacts
     cfg = load_config("tiny", [*FAST, f"sample.sampler={sampler}", f"sample.eta={eta}", "sample.seed=7",
                                "sample.batch=3"])
@@ -183,7 +189,7 @@ def test_run_reproduces_generate(artifacts, tmp_path, sampler, eta, layers):
     b = np.load(result["planes"])["planes"].astype(np.float32)
     n_layers = 4 if layers is None else len(layers)
     assert a.shape == b.shape == (n_layers, 3, 27, 16, 16)
-    np.testing.assert_allclose(b, a, atol=2e-3)  # fp16 storage: one step at 1.0 is 1e-3
+    np.testing.assert_allclose(b, a, atol=atol)  # fp16 storage: one step at 1.0 is 1e-3
     assert len(result["views"]) == len(expected["views"]) == n_layers * 3
     for x, y in zip(expected["views"], result["views"], strict=True):
         assert x.relative_to(tmp_path / "gen") == y.relative_to(tmp_path / "run")

@@ -135,19 +135,19 @@ class _Renderer:
 
 
 def _score(plane_set: PlaneSet, renderer: _Renderer, label: str, progress: bool
-           ) -> Iterator[tuple[int, dict[str, list[float]], np.ndarray]]:
-    """Per layer: ``(layer, per-human metric values, renders [N, V, S, S, 3])``, layers in order."""
+           ) -> Iterator[tuple[int, dict[str, list[float | None]], np.ndarray]]:
+    """Per layer: ``(layer, per-human metric values [N] (None where one does not apply), renders [N, V, S, S,
+    3])``, layers in order."""
     below: list[HumanLayer | None] = [None] * plane_set.planes.shape[1]
     for li, layer in enumerate(plane_set.layers):
-        values: dict[str, list[float]] = {name: [] for name, m in GENERATION_METRICS.items() if m.human}
+        values: dict[str, list[float | None]] = {name: [] for name, m in GENERATION_METRICS.items() if m.human}
         renders = []
         for i in tqdm(range(plane_set.planes.shape[1]), desc=f"{label} layer {layer}", disable=not progress,
                       leave=False):
             now = renderer.human(plane_set.planes[li, i], plane_set.bounds[i])
             for name, metric in GENERATION_METRICS.items():
-                value = metric.human(now, below[i]) if metric.human else None
-                if value is not None:
-                    values[name].append(value)
+                if metric.human:
+                    values[name].append(metric.human(now, below[i]))
             below[i] = now if li + 1 < len(plane_set.layers) and plane_set.layers[li + 1] == layer + 1 else None
             renders.append(now.renders)
         yield layer, values, np.stack(renders)
@@ -159,9 +159,11 @@ def evaluate_generation(gen_dir: str | Path, store_path: str | Path, out_dir: st
                         progress: bool = True) -> dict[str, Any]:
     """Score a generation folder against a tri-plane store; writes ``metrics.json`` and ``renders.png``.
 
-    Returns ``{"layers": {k: {"generated": {metric: value}, "ceiling": {...}}}, "humans", "subjects",
-    "views", "size", "head_band", "fid": "computed" | reason}``; a metric is absent where it does not apply
-    (containment and drift at the first layer, FID / KID without the Inception weights).
+    Returns ``{"layers": {k: {"generated": {metric: value}, "ceiling": {...}}}, "per_human": {k: {metric:
+    [N values, None where it does not apply]}}, "humans", "subjects", "views", "size", "head_band", "fid":
+    "computed" | reason}``; a metric is absent where it does not apply (containment and drift at the first
+    layer, FID / KID without the Inception weights). ``per_human`` holds the generated humans' values of the
+    per-human metrics, so two generations of the same seeds can be compared human by human.
     """
     device = default_device(device)
     gen_path = Path(gen_dir)
@@ -180,7 +182,7 @@ def evaluate_generation(gen_dir: str | Path, store_path: str | Path, out_dir: st
               for name, s in (("generated", gen), ("ceiling", ref))}
     result: dict[str, Any] = {"layers": {}, "humans": int(gen.planes.shape[1]), "subjects": len(store.subjects),
                               "views": views, "size": size, "head_band": HEAD_BAND,
-                              "fid": "computed" if net else missing_weights_hint(weights)}
+                              "fid": "computed" if net else missing_weights_hint(weights), "per_human": {}}
     for li, layer in enumerate(gen.layers):
         flat = {name: s.planes[li].reshape(s.planes.shape[1], -1).astype(np.float64)
                 for name, s in (("generated", gen), ("ceiling", ref))}
@@ -188,8 +190,11 @@ def evaluate_generation(gen_dir: str | Path, store_path: str | Path, out_dir: st
         sets = {name: LayerSet((x - mean) @ basis.T, None if net is None else inception_features(
                     net, scored[name][layer][1].reshape(-1, size, size, 3))) for name, x in flat.items()}
         entry = result["layers"][str(layer)] = {}
+        result["per_human"][str(layer)] = {m: v for m, v in scored["generated"][layer][0].items()
+                                           if any(x is not None for x in v)}
         for name in ("generated", "ceiling"):
-            row = {m: float(np.mean(v)) for m, v in scored[name][layer][0].items() if v}
+            row = {m: float(np.mean(found)) for m, v in scored[name][layer][0].items()
+                   if (found := [x for x in v if x is not None])}
             for metric_name, metric in GENERATION_METRICS.items():
                 value = metric.pair(sets[name], sets["ceiling"]) if metric.pair else None
                 if value is not None:
