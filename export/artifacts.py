@@ -39,6 +39,7 @@ from humanliff.io import atomic_path, removed_if_killed
 from humanliff.models.checkpoint import load_ema
 from humanliff.models.decoder import build_decoder
 from humanliff.runtime.cameras import orbit_cameras
+from humanliff.runtime.compute import default_device
 from humanliff.runtime.formats import FORMATS, EngineUnavailable
 from humanliff.runtime.formats.aoti_compiler import TUNINGS, candidates
 from humanliff.runtime.formats.base import Reference, WriteJob, max_rel_error
@@ -221,7 +222,7 @@ def export_artifacts(unet_ckpt: str | Path, store: str | Path, out_dir: str | Pa
 
     Returns the manifest (also written to ``out_dir/manifest.json``).
     """
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = default_device(device)
     formats = parse_formats(formats, device)
     if dtype not in PRECISIONS:
         raise HumanLiffError(f"--dtype {dtype} is not one of {', '.join(PRECISIONS)}")

@@ -8,6 +8,7 @@ import torch
 
 from humanliff.export.artifacts import export_artifacts
 from humanliff.pretrained import default_model
+from humanliff.runtime.compute import default_device
 from humanliff.runtime.formats.base import cache_dir
 from humanliff.runtime.manifest import sha256_file
 
@@ -18,7 +19,7 @@ DEFAULT_DTYPE = {"cuda": "bf16", "cpu": "fp32"}
 def default_artifacts(device: str | torch.device | None = None) -> Path:
     """The default model's artifacts for ``device``'s type, exported on first use (``--formats auto``),
     keyed by the weights' hash and the device type."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = default_device(device)
     ema, store = default_model()
     folder = cache_dir() / f"default-{sha256_file(ema)[:12]}-{device.type}"
     if not (folder / "manifest.json").is_file():
