@@ -207,10 +207,7 @@ def main() -> None:
                                      "loss": last["loss"], "steps_per_s": last["steps_per_s"]}
             log.info("%s: %d steps in %.0f s, loss %.4g", name, last["step"], results["runs"][name]["train_s"],
                      last["loss"])
-            reached = len(read_schedule(ema).timesteps)
-            if reached != steps:  # the budget ended a progressive run before its last round
-                log.warning("%s: the student samples in %d calls a layer, not %d (raise --budget-s or lower "
-                            "--train-steps)", name, reached, steps)
+            reached = len(read_schedule(ema).timesteps)  # fewer rounds than asked when the budget ended the run
             results["runs"][name]["student_calls"] = reached
             rows.append(Row(f"{name} student", ema, "distilled", reached))
             if method == "consistency":
