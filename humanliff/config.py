@@ -264,6 +264,8 @@ class SampleConfig:
     turntable_frames: int = 36
     turntable_seconds: float = 3.0
     """Duration of one turn of the turntables (frames per second = turntable_frames / this)."""
+    meshes: bool = True
+    """Write each human's layer as a mesh (PLY and GLB); false: no marching cubes at all."""
     mesh_resolution: int = 256
     """Marching-cubes grid cells per side."""
     mesh_level: float = MESH_LEVEL

@@ -67,7 +67,7 @@ def generation_bytes(sample: SampleConfig, humans: int, resolution: int, layers:
     columns = -(-views // max(1, int(views ** 0.5)))
     planes = NPZ_HEADER + layers * humans * PLANE_CHANNELS * resolution ** 2 * FP16
     per_layer = views * png_bytes(side ** 2) + png_bytes(columns * side * -(-views // columns) * side)
-    per_layer += mesh_bytes(sample.mesh_resolution)
+    per_layer += mesh_bytes(sample.mesh_resolution) if sample.meshes else 0
     contact = png_bytes((layers * side + CONTACT_MARGIN) * (humans * side + CONTACT_BAR))
     gifs = humans * (GIF_HEADER + GIF_PER_PIXEL * frames * layers * side ** 2)
     strip = frames * min(side, VIEWER_SIDE) ** 2

@@ -49,6 +49,13 @@ def test_generate_writes_all_outputs(models, tmp_path):
     assert result["viewer"].name == "viewer.html" and page.count("data:image/jpeg;base64,") == 4 * batch
 
 
+def test_meshes_off_writes_no_mesh(models, tmp_path):
+    ema, store = models
+    cfg = load_config("tiny", [*FAST, "sample.batch=1", "sample.meshes=false"])
+    result = generate(cfg, ema, store, tmp_path / "out", [0], device="cpu", progress=False)
+    assert result["meshes"] == [] and not list((tmp_path / "out").rglob("*.ply")) and result["views"]
+
+
 def _planes(models, out, seed, batch, layers=None, sampler=()):
     ema, store = models
     cfg = load_config("tiny", [*FAST, f"sample.seed={seed}", f"sample.batch={batch}", *sampler])

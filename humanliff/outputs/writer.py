@@ -83,7 +83,10 @@ def render_occupancy(field: Field, render_cfg: RenderConfig, device: torch.devic
 
 
 def _write_meshes(stem: Path, field: Field, bounds: torch.Tensor, sample_cfg: SampleConfig) -> list[Path]:
-    """PLY and GLB of the field's cleaned surface (``surface_mesh``); none when it has no surface."""
+    """PLY and GLB of the field's cleaned surface (``surface_mesh``); none when it has no surface or
+    ``sample.meshes`` is off."""
+    if not sample_cfg.meshes:
+        return []
     name = str(stem.relative_to(stem.parents[1]))
     mesh = surface_mesh(field, bounds, sample_cfg.mesh_resolution, sample_cfg.mesh_level, sample_cfg.mesh_keep,
                         name=name)
