@@ -60,7 +60,7 @@ default-model: $(STAMP)
 	$(VENV)/bin/humanliff train --config default --store out/default/fit_a/store_a --out out/default/train
 	$(VENV)/bin/humanliff model pack --unet out/default/train --store out/default/fit_a/store_a --out humanliff/assets/default --subjects 4
 
-# The default model retrained on anny data, and `eval gen` of the shipped model and the new one (one GPU, about 6 min
+# The default model retrained on anny data, and `eval gen` of the shipped model and the new one (one GPU, 466 s
 # on an H200; benchmarks/default_model_anny.sh says what it writes). Data synthesis needs anny (`pip install -e
 # ".[anny]"`); where anny cannot be installed, synthesize $(ANNY_OUT)/data (or its data.tar.gz) elsewhere and
 # bring it: it is reused when complete and of the same settings.

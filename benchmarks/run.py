@@ -465,7 +465,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="seconds by which the train section's optional rows end")
     parser.add_argument("--formats", default="", help="runtime section: engine formats, e.g. torchscript,aoti "
                         "(default: CUDA aoti,torchscript; CPU torchscript,onnx)")
-    parser.add_argument("--aoti-tuning", default="plain", help="runtime section: plain, frozen or autotune "
+    parser.add_argument("--aoti-tuning", default="frozen", help="runtime section: plain, frozen or autotune "
                         "(export --aoti-tuning); env HUMANLIFF_BENCH_RUNTIME_S: the section's budget in seconds")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

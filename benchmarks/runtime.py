@@ -166,7 +166,7 @@ def _unet_feeds(device: torch.device, batch: int, res: int) -> dict[str, torch.T
 
 def bench_runtime(rep: Report, device: torch.device, unet: torch.nn.Module, decoder: torch.nn.Module,
                   planes: torch.Tensor, bounds: torch.Tensor, cfg: Config, resolution: int, workdir: Path,
-                  batches: tuple[int, ...], formats: tuple[str, ...] | None = None, aoti_tuning: str = "plain",
+                  batches: tuple[int, ...], formats: tuple[str, ...] | None = None, aoti_tuning: str = "frozen",
                   budget_s: float | None = None) -> None:
     """Export, then per format: start-up, UNet call per batch against the torch path in this process, a warm
     human (see the module doc). ``formats`` default: CUDA aoti, torchscript; CPU torchscript, onnx.

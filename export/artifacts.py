@@ -41,7 +41,7 @@ from humanliff.models.decoder import build_decoder
 from humanliff.runtime.cameras import orbit_cameras
 from humanliff.runtime.compute import default_device
 from humanliff.runtime.formats import FORMATS, EngineUnavailable
-from humanliff.runtime.formats.aoti_compiler import TUNINGS, candidates
+from humanliff.runtime.formats.aoti_compiler import DEFAULT_TUNING, TUNINGS, candidates
 from humanliff.runtime.formats.base import Reference, WriteJob, max_rel_error
 from humanliff.runtime.formats.onnx import OPSETS
 from humanliff.runtime.layers import NUM_LAYERS
@@ -201,7 +201,7 @@ def export_artifacts(unet_ckpt: str | Path, store: str | Path, out_dir: str | Pa
                      formats: str | Sequence[str] = "auto", batch: int = 1, dtype: str = "fp32", *,
                      overrides: Sequence[str] = (), device: str | torch.device | None = None,
                      opset: int = OPSETS[0], unet_layout: str = "parts", cxx: str | None = None,
-                     aoti_tuning: str = "plain", progress: bool = True) -> dict[str, Any]:
+                     aoti_tuning: str = DEFAULT_TUNING, progress: bool = True) -> dict[str, Any]:
     """Export the UNet of ``unet_ckpt`` (``ema.pt`` or its run folder) and the decoder of ``store``.
 
     Args:

@@ -30,6 +30,7 @@ from humanliff.models.unet import build_unet
 from humanliff.output_sizes import artifacts_bytes
 from humanliff.runtime.formats import EngineUnavailable
 from humanliff.runtime.formats.aoti_compiler import (
+    DEFAULT_TUNING,
     PACKAGE_CONFIG,
     TUNINGS,
     candidates,
@@ -336,6 +337,6 @@ def test_aoti_tuning_sets_inductor_configs_and_unknown_one_is_refused(tmp_path, 
     assert not (tmp_path / "out").exists()
 
 
-def test_export_help_names_every_aoti_tuning():
-    text = CliRunner().invoke(app, ["export", "--help"], terminal_width=200).output
-    assert f"Inductor settings: {', '.join(TUNINGS)}." in " ".join(text.split())
+def test_export_help_names_every_aoti_tuning_and_the_default():
+    text = " ".join(CliRunner().invoke(app, ["export", "--help"], terminal_width=200).output.split())
+    assert f"Inductor settings: {', '.join(TUNINGS)}. [default: {DEFAULT_TUNING}]" in text

@@ -27,7 +27,7 @@ from humanliff.run_folder import check_count, guard_output
 @click.option("--cxx", default=None, metavar="PATH",
               help="C++ compiler for AOTInductor (default: the first of $CXX, g++, c++, clang++ whose "
                    "packages load here).")
-@click.option("--aoti-tuning", default="plain", show_default=True, help="Inductor settings: plain, frozen, autotune.")
+@click.option("--aoti-tuning", default="frozen", show_default=True, help="Inductor settings: plain, frozen, autotune.")
 @click.option("--opset", type=click.IntRange(18, 19), default=18, show_default=True, help="ONNX opset.")
 @click.option("--device", default=None, help="Build and check on this device (default: cuda if available).")
 @set_option("Change the run's sample / render settings recorded as the runtime defaults; repeatable.")

@@ -43,10 +43,13 @@ TUNINGS: dict[str, dict[str, Any]] = {
 which every exported UNet has), as the compiled torch path runs. ``autotune``: ``frozen`` plus Inductor
 benchmarking its kernel choices (``max_autotune``, ``coordinate_descent_tuning``) at compile time: a
 longer export."""
+DEFAULT_TUNING = "frozen"
+"""The default: on the H200 (2026-12-02) the frozen UNet parts ran a call in 9.56 ms at batch 1 and 105.4 ms at
+batch 16, against 12.2 ms and 113.1 ms built plain (2026-12-01)."""
 
 
 def compile_package(program: torch.export.ExportedProgram, path: str | Path, cxx: str,
-                    tuning: str = "plain") -> Path:
+                    tuning: str = DEFAULT_TUNING) -> Path:
     """Compile ``program`` into an AOTInductor package at ``path`` with the C++ compiler ``cxx`` and the
     Inductor settings of ``TUNINGS[tuning]``."""
     import torch._inductor
