@@ -248,7 +248,7 @@ class SampleConfig:
     steps: int = 20
     eta: float = 0.0
     """DDIM eta (0: deterministic)."""
-    keep_top: float = 0.0
+    keep_top: float = 0.125
     """Share of the box's height, from the top, that layer k keeps from layer k-1 (RePaint on the planes'
     height rows at every step; 0.125 is the head band, above every garment); 0: off."""
     batch: int = 4
