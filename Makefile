@@ -52,7 +52,8 @@ cpp-example: $(STAMP)
 clean:
 	rm -rf demo_out .pytest_cache .ruff_cache
 
-# The default model in humanliff/assets/default (run on one GPU; see README "The default model").
+# The default model on the primitives, as shipped until 2026-12-02 (one GPU; see README "The default model"); the
+# shipped one now comes from default-model-anny below.
 default-model: $(STAMP)
 	$(VENV)/bin/humanliff data synth --config default --out out/default/data
 	$(VENV)/bin/humanliff fit --config default --stage a --out out/default/fit_a

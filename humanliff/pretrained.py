@@ -3,8 +3,8 @@
 A packed model folder holds ``ema.pt`` (the EMA UNet in fp16 with its config) and ``store/`` (the
 decoder and the first few subjects' planes and boxes: the reference box that generated humans are
 framed by, and bodies to start from with ``--from``). The default model ships inside the package at
-``humanliff/assets/default`` (trained on the built-in synthetic humans; see the README for the
-commands); ``generate`` and ``run`` use it when no checkpoint is given.
+``humanliff/assets/default`` (trained on built-in anny humans by ``make default-model-anny``; see the README
+for the commands); ``generate`` and ``run`` use it when no checkpoint is given.
 """
 
 from __future__ import annotations
