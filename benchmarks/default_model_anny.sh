@@ -10,10 +10,10 @@
 # humanliff/assets/default to ship it), gen_before/, gen_after/ (contact_sheet.png), eval_gen_before/,
 # eval_gen_after/, eval_gen_after_full/ (against all 32 subjects), timings.tsv (seconds per step) and summary.txt
 # (the figures). The config is configs/default.yaml (32 subjects x 32 views x 128 px, tri-planes R = 64) with anny
-# bodies, a shorter fit (2000 iterations), and a longer training (7000 steps) without torch.compile (RECIPE_SETS
-# below); RECIPE_CONFIG, RECIPE_EXTRA (more --set arguments), RECIPE_EVAL (more `eval gen` options), RECIPE_HUMANS and RECIPE_BEFORE
-# resize it, which is how tests/test_default_model_anny.py runs it at tiny size on the CPU. HUMANLIFF is the
-# command to run (default `humanliff`).
+# bodies, a shorter fit (2000 iterations), and a longer training (7000 steps) without torch.compile
+# (RECIPE_SETS below); RECIPE_CONFIG, RECIPE_EXTRA (more --set arguments), RECIPE_EVAL (more `eval gen` options),
+# RECIPE_HUMANS and RECIPE_BEFORE resize it, which is how tests/test_default_model_anny.py runs it at tiny size on
+# the CPU. HUMANLIFF is the command to run (default `humanliff`).
 set -euo pipefail
 OUT=${1:-out/default_anny}
 read -r -a HL <<< "${HUMANLIFF:-humanliff}"

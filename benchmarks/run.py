@@ -34,6 +34,7 @@ from humanliff.models.inference import inference_unet
 from humanliff.models.unet import build_unet
 from humanliff.runtime.compute import default_device
 from humanliff.runtime.field import decode_points, make_field
+from humanliff.runtime.formats.aoti_compiler import DEFAULT_TUNING
 from humanliff.runtime.fused_field import (
     WGRAD_MODES,
     decoder_weights,
@@ -465,7 +466,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="seconds by which the train section's optional rows end")
     parser.add_argument("--formats", default="", help="runtime section: engine formats, e.g. torchscript,aoti "
                         "(default: CUDA aoti,torchscript; CPU torchscript,onnx)")
-    parser.add_argument("--aoti-tuning", default="frozen", help="runtime section: plain, frozen or autotune "
+    parser.add_argument("--aoti-tuning", default=DEFAULT_TUNING, help="runtime section: plain, frozen or autotune "
                         "(export --aoti-tuning); env HUMANLIFF_BENCH_RUNTIME_S: the section's budget in seconds")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

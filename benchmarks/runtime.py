@@ -35,6 +35,7 @@ from humanliff.pipeline import Pipeline
 from humanliff.run_pipeline import engine_field, load_artifacts, run_config
 from humanliff.runtime.cameras import orbit_cameras
 from humanliff.runtime.engines import graphed
+from humanliff.runtime.formats.aoti_compiler import DEFAULT_TUNING
 from humanliff.runtime.occupancy import build_occupancy
 from humanliff.runtime.render import render_image
 from humanliff.store import create_store
@@ -166,7 +167,7 @@ def _unet_feeds(device: torch.device, batch: int, res: int) -> dict[str, torch.T
 
 def bench_runtime(rep: Report, device: torch.device, unet: torch.nn.Module, decoder: torch.nn.Module,
                   planes: torch.Tensor, bounds: torch.Tensor, cfg: Config, resolution: int, workdir: Path,
-                  batches: tuple[int, ...], formats: tuple[str, ...] | None = None, aoti_tuning: str = "frozen",
+                  batches: tuple[int, ...], formats: tuple[str, ...] | None = None, aoti_tuning: str = DEFAULT_TUNING,
                   budget_s: float | None = None) -> None:
     """Export, then per format: start-up, UNet call per batch against the torch path in this process, a warm
     human (see the module doc). ``formats`` default: CUDA aoti, torchscript; CPU torchscript, onnx.
