@@ -30,12 +30,14 @@ from benchmarks.report import Report
 from benchmarks.timing import time_fn
 from humanliff.config import Config, RenderConfig
 from humanliff.ema_file import EMA_FILE, write_ema
+from humanliff.errors import HumanLiffError
 from humanliff.export.artifacts import export_artifacts
 from humanliff.pipeline import Pipeline
 from humanliff.run_pipeline import engine_field, load_artifacts, run_config
 from humanliff.runtime.cameras import orbit_cameras
 from humanliff.runtime.engines import graphed
 from humanliff.runtime.formats.aoti_compiler import DEFAULT_TUNING
+from humanliff.runtime.manifest import read_manifest
 from humanliff.runtime.occupancy import build_occupancy
 from humanliff.runtime.render import render_image
 from humanliff.store import create_store
@@ -168,28 +170,38 @@ def _unet_feeds(device: torch.device, batch: int, res: int) -> dict[str, torch.T
 def bench_runtime(rep: Report, device: torch.device, unet: torch.nn.Module, decoder: torch.nn.Module,
                   planes: torch.Tensor, bounds: torch.Tensor, cfg: Config, resolution: int, workdir: Path,
                   batches: tuple[int, ...], formats: tuple[str, ...] | None = None, aoti_tuning: str = DEFAULT_TUNING,
-                  budget_s: float | None = None) -> None:
+                  budget_s: float | None = None, artifacts: Path | None = None, export_only: bool = False) -> None:
     """Export, then per format: start-up, UNet call per batch against the torch path in this process, a warm
     human (see the module doc). ``formats`` default: CUDA aoti, torchscript; CPU torchscript, onnx.
+
+    ``artifacts``: the folder the export goes to (default: in ``workdir``); when it already holds an export of
+    ``formats`` with ``aoti_tuning`` (from an earlier ``export_only`` run on this machine), it is reused and the
+    export rows are not repeated. ``export_only``: stop after the export rows.
 
     Within ``budget_s`` (None: no limit) the order is: torch path at the first batch, export, the first
     format's start-up, every format's calls, then what fits: the torch path's other batches, the other
     formats' start-up, warm humans.
     """
     budget = Budget(budget_s)
-    ema, store = _store_and_ema(workdir, unet, decoder, planes, bounds, cfg, resolution)
     cuda = device.type == "cuda"
     precision = "bf16" if cuda else "fp32"
     formats = formats or (("aoti", "torchscript") if cuda else ("torchscript", "onnx"))
+    arts = artifacts or workdir / "artifacts"
+    reused = _complete_export(arts, formats, aoti_tuning)
+    if reused:
+        rep.add("runtime", f"export reused: {arts}", 0.0, "s", note=f"exported {reused}")
+    else:
+        ema, store = _store_and_ema(workdir, unet, decoder, planes, bounds, cfg, resolution)
+        start = time.perf_counter()
+        manifest = export_artifacts(ema, store, arts, formats, batch=max(batches), dtype=precision, device=device,
+                                    aoti_tuning=aoti_tuning, progress=False)
+        rep.add("runtime", f"export {'+'.join(formats)} (UNet parts + decoder, {precision}, aoti tuning "
+                           f"{aoti_tuning})", time.perf_counter() - start, "s")
+        _export_rows(rep, manifest, formats)
+    if export_only:
+        return
     path = _torch_path(device, unet)
     torch_ms, compile_s = _torch_calls(rep, path, device, resolution, batches[:1], budget)
-    arts = workdir / "artifacts"
-    start = time.perf_counter()
-    manifest = export_artifacts(ema, store, arts, formats, batch=max(batches), dtype=precision, device=device,
-                                aoti_tuning=aoti_tuning, progress=False)
-    rep.add("runtime", f"export {'+'.join(formats)} (UNet parts + decoder, {precision}, aoti tuning {aoti_tuning})",
-            time.perf_counter() - start, "s")
-    _export_rows(rep, manifest, formats)
     size = 512 if cuda else 32
     startup_s = _startup(rep, arts, formats[0], workdir, size)
     per_call = {}
@@ -216,6 +228,21 @@ def bench_runtime(rep: Report, device: torch.device, unet: torch.nn.Module, deco
             _warm_human(rep, device, arts, fmt, bounds, size, calls[batches[0]])
         else:
             rep.error(f"runtime-{fmt}-warm", f"skipped: about {estimate:.0f} s does not fit the budget")
+
+
+def _complete_export(arts: Path, formats: tuple[str, ...], aoti_tuning: str) -> str | None:
+    """The export date of ``arts`` when every network there has an ``ok`` artifact of each of ``formats`` (the
+    AOTInductor ones built with ``aoti_tuning``), else None."""
+    try:
+        manifest = read_manifest(arts)
+    except HumanLiffError:
+        return None
+    for net in manifest["networks"].values():
+        for fmt in formats:
+            record = net["artifacts"].get(fmt, {})
+            if record.get("status") != "ok" or (fmt == "aoti" and record.get("tuning") != aoti_tuning):
+                return None
+    return str(manifest.get("created", "earlier"))
 
 
 def _export_rows(rep: Report, manifest: dict, formats: tuple[str, ...]) -> None:

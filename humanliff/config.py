@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from humanliff.errors import HumanLiffError, InputFileError
 from humanliff.runtime.compute import PRECISIONS
 from humanliff.runtime.sampler_names import SAMPLER_NAMES
@@ -312,8 +310,16 @@ class Config:
             if not sep or "." not in key:
                 raise HumanLiffError(f"{source}: '{item}' is not of the form section.key=value")
             section, name = key.split(".", 1)
-            cfg = _merge(cfg, {section: {name: yaml.safe_load(raw)}}, source)
+            cfg = _merge(cfg, {section: {name: _yaml_scalar(raw)}}, source)
         return cfg
+
+
+def _yaml_scalar(raw: str) -> Any:
+    """``raw`` read as YAML (``10``, ``false``, ``[1, 2]``); yaml is imported by the commands that read some
+    (not by a plain ``humanliff run``)."""
+    import yaml
+
+    return yaml.safe_load(raw)
 
 
 def _to_plain(value: Any) -> Any:
@@ -471,6 +477,8 @@ def load_config(preset: str | Path | None = None, overrides: Iterable[str] = ())
     """Defaults, then the preset's YAML (name or path), then ``section.key=value`` overrides."""
     cfg = Config()
     if preset is not None:
+        import yaml
+
         path = preset_path(preset)
         try:
             values = yaml.safe_load(path.read_text()) or {}
@@ -482,4 +490,6 @@ def load_config(preset: str | Path | None = None, overrides: Iterable[str] = ())
 
 def dump_config(cfg: Config, path: str | Path) -> None:
     """Write the resolved config as YAML."""
+    import yaml
+
     Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -51,8 +52,24 @@ def test_python_m_humanliff_cli_runs():
     assert done.returncode == 0 and "version" in done.stdout, done.stderr
 
 
+def test_run_imports_no_other_command_module_nor_yaml():
+    """``humanliff run`` imports its command's module alone (the group is lazy) and, with its pipeline
+    modules, no yaml (nothing it reads is YAML without --set): start-up time."""
+    code = ("import sys; from humanliff.cli import app; app(['run', '--help'], standalone_mode=False); "
+            "import humanliff.pipeline, humanliff.run_pipeline, humanliff.generation_result; "
+            "print(sorted(m for m in sys.modules if m.startswith('humanliff.cli.') or m.split('.')[0] == 'yaml'))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == str(
+        ["humanliff.cli.app", "humanliff.cli.generation_commands", "humanliff.cli.options"])
+
+
 def test_every_command_is_registered():
-    commands = {name: sorted(getattr(cmd, "commands", {})) for name, cmd in app.commands.items()}
+    ctx = click.Context(app)
+    found = {name: app.get_command(ctx, name) for name in app.list_commands(ctx)}
+    assert all(cmd.name == name for name, cmd in found.items())
+    commands = {name: sorted(getattr(cmd, "commands", {})) for name, cmd in found.items()}
     assert commands == {"data": ["check", "preview", "synth"], "demo": [], "distill": [],
                         "eval": ["gen", "recon"], "export": [], "fit": [], "generate": [], "model": ["pack"],
                         "render": [], "run": [], "store": ["import"], "train": [], "view": []}

@@ -200,13 +200,16 @@ def test_run_reproduces_generate(artifacts, tmp_path, sampler, eta, layers, atol
 
 def test_run_cli_imports_no_training_code(artifacts, tmp_path):
     folder = artifacts[2]
-    code = ("import json, sys; from humanliff.cli import app; app(sys.argv[1:], standalone_mode=False); "
-            "print(json.dumps(sorted(m for m in sys.modules if m.startswith('humanliff'))))")
+    code = ("import gc, json, sys; from humanliff.cli import app; app(sys.argv[1:], standalone_mode=False); "
+            "print(json.dumps(sorted(m for m in sys.modules if m.startswith('humanliff')))); "
+            "print(gc.get_freeze_count())")
     args = ["run", str(folder), "--out", str(tmp_path / "out"), "--humans", "1", "--steps", "2",
             "--seed", "1", "--layers", "0-1", "--engine", "onnx", "--device", "cpu"]
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    modules = json.loads(proc.stdout.strip().splitlines()[-1])
+    *_, listed, frozen = proc.stdout.strip().splitlines()
+    assert int(frozen) > 0  # torch's objects, out of every later collection (options.frozen_imports)
+    modules = json.loads(listed)
     assert {"humanliff.pipeline", "humanliff.run_pipeline"} <= set(modules)
     assert not [m for m in modules if m.startswith(FORBIDDEN)]
     assert np.load(tmp_path / "out" / "planes.npz")["planes"].shape == (2, 1, 27, 16, 16)
@@ -353,3 +356,15 @@ def test_runtime_benchmark_runs_a_step_only_when_it_fits_the_budget(tmp_path):
     assert [r.name for r in rep.rows] == ["torch (fake): UNet call, batch 1", "torch (fake): UNet call, batch 2"]
     per_call, _ = _torch_calls(rep, (fn, "fake"), torch.device("cpu"), 8, (3,), Budget(60.0), estimate_s=120.0)
     assert per_call == {} and 3 not in calls and "about 120 s" in rep.errors["runtime-torch-batch-3"]
+
+
+def test_runtime_benchmark_reuses_only_a_complete_export(artifacts, tmp_path):
+    from benchmarks.runtime import _complete_export
+
+    folder = artifacts[2]
+    assert _complete_export(folder, ("onnx", "torchscript"), "frozen") is not None
+    assert _complete_export(folder, ("aoti",), "frozen") is None
+    assert _complete_export(tmp_path / "none", ("onnx",), "frozen") is None
+    copy = _copy(folder, tmp_path)
+    _edit_manifest(copy, lambda m: m["networks"]["decoder"]["artifacts"]["onnx"].update(status="failed"))
+    assert _complete_export(copy, ("onnx",), "frozen") is None

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from tiny_models import make_tiny_models
 
 from humanliff.cli import app
+from humanliff.cli.generation_commands import generate_command, run_command
 from humanliff.config import load_config
 from humanliff.errors import HumanLiffError
 from humanliff.io import MARKER, atomic_path, recover_swap, write_marker
@@ -90,9 +91,9 @@ def test_foreign_folder_is_refused_and_force_replaces_ours(models, tmp_path):
 
 
 def test_generate_and_run_default_to_distinct_folders():
-    defaults = {name: next(p.default for p in app.commands[name].params if p.name == "out_dir")
-                for name in ("generate", "run")}
-    assert defaults["generate"] != defaults["run"]
+    generate, run = (next(p.default for p in cmd.params if p.name == "out_dir")
+                     for cmd in (generate_command, run_command))
+    assert generate != run
 
 
 def test_out_file_unwritable_and_full_disk_fail_before_sampling(models, tmp_path, monkeypatch):

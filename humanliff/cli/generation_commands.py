@@ -11,6 +11,7 @@ from humanliff.cli.options import (
     command,
     config_options,
     device_option,
+    frozen_imports,
     generation_options,
     set_option,
     views_size_options,
@@ -41,7 +42,8 @@ def generate_command(unet_ckpt: str | None, store: str | None, preset: str | Non
     config its training recorded) unless --config is given, then --set, then the options. Writes the
     tri-planes, views, a contact sheet, turntables, meshes and viewer.html to --out.
     """
-    from humanliff.pipeline import Pipeline, parse_from, resolve_layers
+    with frozen_imports():
+        from humanliff.pipeline import Pipeline, parse_from, resolve_layers
 
     if batch is not None:
         click.echo("warning: --batch is deprecated, use --humans", err=True)
@@ -78,7 +80,8 @@ def run_command(artifacts: str | None, out_dir: str, force: bool, humans: int | 
     """
     import time
 
-    from humanliff.pipeline import Pipeline, resolve_layers
+    with frozen_imports():
+        from humanliff.pipeline import Pipeline, resolve_layers
 
     started = time.perf_counter()
     check_generation_counts(humans, steps, views, size)
