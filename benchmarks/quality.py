@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from humanliff.config import load_config
+from humanliff.config import SampleConfig, load_config
 from humanliff.evaluation.generation import evaluate_generation
 from humanliff.evaluation.metrics import GENERATION_METRICS
 from humanliff.generate import generate
@@ -56,6 +56,9 @@ class Row:
     """Re-score this row's planes instead of sampling (render-time changes only)."""
 
 
+BAND = SampleConfig.keep_top
+"""The head band of the ``+head`` rows: the default's (0.125 before 2026-12-02's sixth session)."""
+NARROW = 0.125
 HEAD = "+head"
 """What a row's name adds when it keeps the head band; its pair is the name without it."""
 ROWS = (
@@ -65,12 +68,13 @@ ROWS = (
     Row("dpmpp_sde_20", "dpmpp_sde", 20),
     Row("dpmpp_sde_10", "dpmpp_sde", 10),
     Row("dpmpp_sde_20+floaters", "dpmpp_sde", 20, floaters_removed=True, planes_of="dpmpp_sde_20"),
-    Row("dpmpp_sde_20+head", "dpmpp_sde", 20, keep_top=0.125),
-    Row("dpmpp_sde_20+head+floaters", "dpmpp_sde", 20, keep_top=0.125, floaters_removed=True,
+    Row("dpmpp_sde_20+head", "dpmpp_sde", 20, keep_top=BAND),
+    Row("dpmpp_sde_20+head+floaters", "dpmpp_sde", 20, keep_top=BAND, floaters_removed=True,
         planes_of="dpmpp_sde_20+head"),
+    Row("dpmpp_sde_20+narrow_head", "dpmpp_sde", 20, keep_top=NARROW),
     Row("dpmpp_sde_10+floaters", "dpmpp_sde", 10, floaters_removed=True, planes_of="dpmpp_sde_10"),
-    Row("dpmpp_sde_10+head", "dpmpp_sde", 10, keep_top=0.125),
-    Row("dpmpp_sde_10+head+floaters", "dpmpp_sde", 10, keep_top=0.125, floaters_removed=True,
+    Row("dpmpp_sde_10+head", "dpmpp_sde", 10, keep_top=BAND),
+    Row("dpmpp_sde_10+head+floaters", "dpmpp_sde", 10, keep_top=BAND, floaters_removed=True,
         planes_of="dpmpp_sde_10+head"),
 )
 
