@@ -72,6 +72,8 @@ ROWS = (
     Row("dpmpp_sde_20+head+floaters", "dpmpp_sde", 20, keep_top=BAND, floaters_removed=True,
         planes_of="dpmpp_sde_20+head"),
     Row("dpmpp_sde_20+narrow_head", "dpmpp_sde", 20, keep_top=NARROW),
+    Row("ddim_50_eta1+head", "ddim", 50, eta=1.0, keep_top=BAND),
+    Row("ddpm_250+head", "ddpm", 250, keep_top=BAND),
     Row("dpmpp_sde_10+floaters", "dpmpp_sde", 10, floaters_removed=True, planes_of="dpmpp_sde_10"),
     Row("dpmpp_sde_10+head", "dpmpp_sde", 10, keep_top=BAND),
     Row("dpmpp_sde_10+head+floaters", "dpmpp_sde", 10, keep_top=BAND, floaters_removed=True,
