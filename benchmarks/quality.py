@@ -7,7 +7,8 @@ Usage (GPU, the issue's table)::
 Each row generates ``--humans`` humans (seeds 0..N-1, layers 0-3) with the default model through
 ``humanliff generate`` (cheap output settings: the evaluation renders on its own), then scores them with
 ``evaluate_generation`` against the default store; the improvement rows re-score a row's planes with
-floater removal (``render.occupancy_largest``) or sample with the head band kept (``sample.keep_top``).
+floater removal (``render.occupancy_largest``) or sample with the head band kept (``sample.keep_top``) or
+layers above the first started from the layer below (``sample.strength``, SDEdit).
 A generation folder or a row's score already under ``--out`` is reused, so a run cut short resumes
 (run the same command again). Results go to
 ``<out>/quality.json`` and ``<out>/quality.md`` (and ``$OUT`` when set), rewritten after every row.
@@ -51,6 +52,7 @@ class Row:
     steps: int
     eta: float = 0.0
     keep_top: float = 0.0
+    strength: float = 1.0
     floaters_removed: bool = False
     planes_of: str | None = None
     """Re-score this row's planes instead of sampling (render-time changes only)."""
@@ -59,8 +61,6 @@ class Row:
 BAND = SampleConfig.keep_top
 """The head band of the ``+head`` rows: the default's (0.125 before 2026-12-02's sixth session)."""
 NARROW = 0.125
-HEAD = "+head"
-"""What a row's name adds when it keeps the head band; its pair is the name without it."""
 ROWS = (
     Row("ddpm_250", "ddpm", 250),
     Row("ddim_50_eta1", "ddim", 50, eta=1.0),
@@ -73,6 +73,10 @@ ROWS = (
         planes_of="dpmpp_sde_20+head"),
     Row("dpmpp_sde_20+narrow_head", "dpmpp_sde", 20, keep_top=NARROW),
     Row("ddim_50_eta1+head", "ddim", 50, eta=1.0, keep_top=BAND),
+    Row("dpmpp_sde_20+head+sdedit_0.7", "dpmpp_sde", 20, keep_top=BAND, strength=0.7),
+    Row("dpmpp_sde_20+head+sdedit_0.5", "dpmpp_sde", 20, keep_top=BAND, strength=0.5),
+    Row("dpmpp_sde_20+head+sdedit_0.3", "dpmpp_sde", 20, keep_top=BAND, strength=0.3),
+    Row("dpmpp_sde_20+sdedit_0.5", "dpmpp_sde", 20, strength=0.5),
     Row("ddpm_250+head", "ddpm", 250, keep_top=BAND),
     Row("dpmpp_sde_10+floaters", "dpmpp_sde", 10, floaters_removed=True, planes_of="dpmpp_sde_10"),
     Row("dpmpp_sde_10+head", "dpmpp_sde", 10, keep_top=BAND),
@@ -95,6 +99,7 @@ def run_row(row: Row, precision: str, args: argparse.Namespace, out: Path) -> di
         gen.parent.mkdir(parents=True)
         cfg = load_config(None, [*CHEAP_OUTPUTS, f"sample.sampler={row.sampler}", f"sample.steps={row.steps}",
                                  f"sample.eta={row.eta}", f"sample.keep_top={row.keep_top}", "sample.seed=0",
+                                 f"sample.strength={row.strength}",
                                  f"sample.batch={args.humans}", f"sample.precision={precision}"])
         start = time.perf_counter()
         generate(cfg, None, None, gen, device=args.device, progress=False)
@@ -134,17 +139,25 @@ def markdown(results: dict[str, dict[str, Any]], humans: int) -> str:
     return "\n".join([*lines, *paired_table(results)]) + "\n"
 
 
+def extended_row(key: str) -> str | None:
+    """The result key (``"<row> <precision>"``) of the row that ``key``'s row extends: its name without the
+    last ``+`` part, the same precision (``a+head+sdedit_0.7 fp32`` -> ``a+head fp32``); None for a base row."""
+    name, _, precision = key.partition(" ")
+    return f"{name.rsplit('+', 1)[0]} {precision}" if "+" in name else None
+
+
 def paired_table(results: dict[str, dict[str, Any]]) -> list[str]:
-    """Lines of a table of each ``+head`` row against the same row without the head band, human by human
-    (``paired_differences``); none when no such pair has per-human values."""
-    pairs = [(key, base) for key in results if HEAD in key and (base := key.replace(HEAD, "")) in results
+    """Lines of a table of each row against the row its name extends (the name without its last ``+``
+    part: ``a+head+sdedit_0.7`` against ``a+head``), human by human (``paired_differences``); none when no
+    such pair has per-human values."""
+    pairs = [(key, base) for key in results if (base := extended_row(key)) in results
              and "per_human" in results[key] and "per_human" in results[base]]
     if not pairs:
         return []
     metrics = [name for name, m in GENERATION_METRICS.items() if m.human]
-    lines = ["", "Head band kept, human by human (the same seeds): the mean over humans of each human's difference "
-             "(its values averaged over the layers), +- one standard error.", "",
-             f"| row - the row without the head band | {' | '.join(metrics)} |", "|---" * (len(metrics) + 1) + "|"]
+    lines = ["", "Each change against the row without it, human by human (the same seeds): the mean over humans "
+             "of each human's difference (its values averaged over the layers), +- one standard error.", "",
+             f"| row - the row it extends | {' | '.join(metrics)} |", "|---" * (len(metrics) + 1) + "|"]
     for key, base in pairs:
         diffs = paired_differences(results[key], results[base])
         lines.append(f"| {key} - {base} | " + " | ".join(

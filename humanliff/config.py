@@ -250,6 +250,9 @@ class SampleConfig:
     """Share of the box's height, from the top, that layer k keeps from layer k-1 (RePaint on the planes'
     height rows at every step; 0: off). 0.16: normalized y >= 0.68, where no garment of either synthetic
     dataset reaches (at R = 64 its kept texels shape only y >= 0.6875)."""
+    strength: float = 1.0
+    """Share of ``steps`` a layer above layer 0 runs, starting from the layer below's planes noised to that
+    level (SDEdit) instead of from pure noise; 1: from noise, as the original."""
     batch: int = 4
     """Humans generated (``--humans``); human i uses ``seed + i`` whatever the batch."""
     seed: int = 0
@@ -416,7 +419,7 @@ LIMITS: dict[str, dict[str, Limit]] = {
                "eta": NON_NEGATIVE, "batch": POSITIVE, "image_size": Limit(8), "views": POSITIVE,
                "turntable_frames": POSITIVE, "turntable_seconds": GREATER_THAN_0, "mesh_resolution": Limit(2),
                "mesh_level": GREATER_THAN_0, "mesh_keep": PROBABILITY, "background": Limit(choices=BACKGROUNDS),
-               "precision": PRECISION_CHOICES},
+               "precision": PRECISION_CHOICES, "keep_top": Limit(0.0, 0.5), "strength": Limit(0.0, 1.0, above=True)},
 }
 """Allowed values of the config keys, checked wherever a config is read (``--set``, YAML, checkpoints)."""
 

@@ -36,7 +36,7 @@ from humanliff.runtime.compute import default_device
 from humanliff.runtime.field import Field
 from humanliff.runtime.files import read_json
 from humanliff.runtime.formats import PREFERENCE
-from humanliff.runtime.layered import UNetFn, human_generators, parse_layers, sample_layers
+from humanliff.runtime.layered import UNetFn, calls_per_layer, human_generators, parse_layers, sample_layers
 from humanliff.runtime.layers import NUM_LAYERS
 from humanliff.runtime.manifest import MANIFEST_FORMAT, MANIFEST_NAME
 from humanliff.runtime.sampling import check_sampler
@@ -181,10 +181,11 @@ class Pipeline:
         return cls(models, validate(cfg))
 
     def sample_config(self, humans: int | None = None, sampler: str | None = None, steps: int | None = None,
-                      seed: int | None = None, eta: float | None = None, keep_top: float | None = None) -> Config:
+                      seed: int | None = None, eta: float | None = None, keep_top: float | None = None,
+                      strength: float | None = None) -> Config:
         """``self.config`` with the given sample settings (None: keep), checked."""
         chosen = {"batch": humans, "sampler": sampler, "steps": steps, "seed": seed, "eta": eta,
-                  "keep_top": keep_top}
+                  "keep_top": keep_top, "strength": strength}
         sample = dataclasses.replace(self.config.sample, **{k: v for k, v in chosen.items() if v is not None})
         return validate(dataclasses.replace(self.config, sample=sample), "pipeline")
 
@@ -199,18 +200,19 @@ class Pipeline:
     def __call__(self, humans: int | None = None, layers: str | Sequence[int] | None = None, *,
                  sampler: str | None = None, steps: int | None = None, seed: int | None = None,
                  start: StartSpec | str | None = None, eta: float | None = None, keep_top: float | None = None,
-                 callback: Callback | None = None, progress: bool = False) -> GenerationResult:
+                 strength: float | None = None, callback: Callback | None = None, progress: bool = False
+                 ) -> GenerationResult:
         """Generate ``humans`` layered humans (default ``sample.batch``); human i uses ``seed + i``.
 
         ``layers``: ``"0-3"`` or ids (default all, or those above ``start``); ``start``: a fitted layer
         kept fixed, ``STORE:SUBJECT:LAYER`` (the result then holds it as its first layer); ``sampler``,
-        ``steps``, ``eta``, ``keep_top`` as ``sample.*`` (a distilled student takes only ``distilled`` with
-        its own steps, the default ``steps`` then). ``callback`` is called after every UNet call.
+        ``steps``, ``eta``, ``keep_top``, ``strength`` as ``sample.*`` (a distilled student takes only
+        ``distilled`` with its own steps, the default ``steps`` then). ``callback`` is called after every UNet call.
         """
         schedule = self.models.schedule
         if steps is None and schedule is not None and (sampler or self.config.sample.sampler) == "distilled":
             steps = schedule.steps  # the student's own number of calls
-        cfg = self.sample_config(humans, sampler, steps, seed, eta, keep_top)
+        cfg = self.sample_config(humans, sampler, steps, seed, eta, keep_top, strength)
         s = cfg.sample
         check_sampler(s.sampler, schedule, s.steps, self.models.inputs[0])
         start = parse_from(start) if isinstance(start, str) else start
@@ -224,11 +226,12 @@ class Pipeline:
             shape = (n, self.models.channels, self.models.resolution, self.models.resolution)
             unet_fn = self.models.unet_for(n)
             if callback is not None:
-                unet_fn = _reporting(unet_fn, callback, s.steps, first, s.batch)
+                unet_fn = _reporting(unet_fn, callback, s.steps, s.strength, first, s.batch)
             fixed = None if start_planes is None else start_planes.expand(shape).contiguous()
             parts.append(sample_layers(unet_fn, shape, self.models.alphas_cumprod, layers, s.sampler, s.steps,
                                        generator=human_generators(s.seed + first, n), start=fixed, eta=s.eta,
-                                       keep_top=s.keep_top, progress=progress, schedule=schedule))
+                                       keep_top=s.keep_top, strength=s.strength, progress=progress,
+                                       schedule=schedule))
         planes = torch.cat(parts, dim=1)
         require_finite(planes, "the sampled tri-planes", f"{self.models.inputs[0]}: the UNet")
         if start_planes is not None:
@@ -277,14 +280,18 @@ class Pipeline:
         self.models.close()
 
 
-def _reporting(unet_fn: UNetFn, callback: Callback, steps: int, first: int, humans: int) -> UNetFn:
-    """``unet_fn`` that calls ``callback`` after each call (every sampler makes ``steps`` calls a layer)."""
-    calls = {"n": 0}
+def _reporting(unet_fn: UNetFn, callback: Callback, steps: int, strength: float, first: int, humans: int
+               ) -> UNetFn:
+    """``unet_fn`` that calls ``callback`` after each call (a layer makes ``calls_per_layer`` calls)."""
+    calls = {"n": 0, "layer": -1}
 
     def fn(x: torch.Tensor, t: torch.Tensor, x_cond: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         eps = unet_fn(x, t, x_cond, y)
-        calls["n"] = calls["n"] % steps + 1
-        callback({"layer": int(y[0]), "step": calls["n"], "steps": steps, "first_human": first, "humans": humans})
+        layer = int(y[0])
+        total = calls_per_layer(steps, strength, layer)
+        calls["n"] = 1 if layer != calls["layer"] else calls["n"] % total + 1
+        calls["layer"] = layer
+        callback({"layer": layer, "step": calls["n"], "steps": total, "first_human": first, "humans": humans})
         return eps
 
     return fn

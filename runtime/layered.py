@@ -6,6 +6,7 @@ Shared by ``humanliff generate`` (torch UNet) and the ``run`` pipeline (exported
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -13,10 +14,8 @@ from tqdm.auto import tqdm
 
 from humanliff.runtime.errors import HumanLiffError
 from humanliff.runtime.layers import NUM_LAYERS
-from humanliff.runtime.sampling import sample
+from humanliff.runtime.sampling import check_sampler, sample, sampler_timesteps
 from humanliff.runtime.schedule import DistilledSchedule
-
-"""Column titles of the four layers (layer id = index): what each layer adds."""
 
 UNetFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -58,6 +57,12 @@ def _step_generators(generators: Sequence[torch.Generator], device: torch.device
             for g in generators]
 
 
+def calls_per_layer(steps: int, strength: float, layer: int) -> int:
+    """UNet calls ``sample_layers`` makes for ``layer`` with ``steps`` sampler steps: all of them for layer
+    0, the last ``round(strength * steps)`` (at least one) for a layer above it."""
+    return steps if layer == 0 else max(1, round(strength * steps))
+
+
 def top_rows_mask(shape: Sequence[int], keep_top: float) -> torch.Tensor:
     """Which texels of a tri-plane ``[B, 27, R, R]`` only ever shape the top ``keep_top`` of the box: ``[1, 27,
     R, R]`` bool, true on the XY and ZY planes' rows (their row axis is height) whose bilinear footprint,
@@ -84,6 +89,7 @@ def sample_layers(
     eta: float = 0.0,
     clip_denoised: bool = True,
     keep_top: float = 0.0,
+    strength: float = 1.0,
     progress: bool = False,
     schedule: DistilledSchedule | None = None,
 ) -> torch.Tensor:
@@ -99,8 +105,12 @@ def sample_layers(
     on CUDA the step noise is drawn on the device from a generator seeded by the human's. The device is
     ``alphas_cumprod``'s. ``keep_top`` > 0: while layer k is sampled, the texels that shape only the top
     ``keep_top`` of the box (``top_rows_mask``; the head, which no garment reaches) are replaced at every
-    step from layer k-1 (RePaint), so the head of layer k is layer k-1's. ``schedule``: a distilled
-    student's, for the sampler ``distilled``.
+    step from layer k-1 (RePaint), so the head of layer k is layer k-1's. ``strength`` < 1: a layer with
+    a layer below starts from that layer's planes noised to the level of its sampler's timestep
+    ``steps - round(strength * steps)`` (the same starting noise, scaled) and runs only the last
+    ``round(strength * steps)`` calls (at least one; SDEdit, Meng et al. 2022), so it keeps the coarse
+    shape of the layer below; layer 0 always starts from noise. ``schedule``: a distilled student's, for
+    the sampler ``distilled``.
     """
     layers = list(layers)
     if not layers or layers != list(range(layers[0], layers[0] + len(layers))):
@@ -122,6 +132,12 @@ def sample_layers(
         raise HumanLiffError(f"start must be {list(shape)}, got {list(start.shape)}")
     x_cond = torch.zeros(shape, device=device) if start is None else start.to(device, torch.float32)
     keep = top_rows_mask(shape, keep_top).to(device) if keep_top > 0 else None
+    if not 0.0 < strength <= 1.0:
+        raise HumanLiffError(f"strength must be in (0, 1], got {strength}")
+    check_sampler(sampler, schedule, steps)
+    timesteps = sampler_timesteps(sampler, alphas_cumprod, steps, schedule)
+    skip = len(timesteps) - calls_per_layer(len(timesteps), strength, 1)
+    abar_start = float(alphas_cumprod[timesteps[skip]])
     outputs = []
     for layer in tqdm(layers, desc="layers", unit="layer", disable=not progress):
         y = torch.full((batch,), layer, dtype=torch.int64, device=device)
@@ -132,9 +148,13 @@ def sample_layers(
                    ) -> torch.Tensor:
             return unet_fn(x, t, x_cond, y)
 
+        below = layer > 0 and skip > 0
+        if below:
+            x_T = math.sqrt(abar_start) * x_cond + math.sqrt(1.0 - abar_start) * x_T
         x_cond = sample(sampler, eps_fn, x_T, alphas_cumprod, steps,
                         generator=steps_noise[0] if len(steps_noise) == 1 else steps_noise, eta=eta,
                         clip_denoised=clip_denoised, progress=progress,
-                        known=None if keep is None or layer == 0 else (x_cond, keep), schedule=schedule).float()
+                        known=None if keep is None or layer == 0 else (x_cond, keep), schedule=schedule,
+                        skip=skip if below else 0).float()
         outputs.append(x_cond)
     return torch.stack(outputs)

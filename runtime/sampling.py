@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from humanliff.runtime.errors import HumanLiffError, InputFileError
-from humanliff.runtime.sampler_names import ETA_SAMPLERS, SAMPLER_INFO, SAMPLER_NAMES, SCHEDULED
+from humanliff.runtime.sampler_names import ETA_SAMPLERS, LOGSNR_SAMPLERS, SAMPLER_INFO, SAMPLER_NAMES, SCHEDULED
 from humanliff.runtime.schedule import DistilledSchedule, logsnr_timesteps, space_timesteps
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -68,16 +68,36 @@ def ddim_step(x: torch.Tensor, eps: torch.Tensor, abar: float, abar_prev: float,
     return x_prev, x0
 
 
-def _steps(alphas_cumprod: torch.Tensor, steps: int, progress: bool, logsnr: bool = False
-           ) -> Iterator[tuple[int, float, float]]:
-    """Yield ``(t, abar_t, abar_next)`` from t = T-1 down to 0 (abar_next = 1 last); ``logsnr`` picks the
-    log-SNR spacing instead of the original's respacing."""
+def sampler_timesteps(name: str, alphas_cumprod: torch.Tensor, steps: int,
+                      schedule: DistilledSchedule | None = None) -> list[int]:
+    """The ``steps`` timesteps sampler ``name`` calls the model at, from the first (near T-1) down to 0:
+    the original's respacing (``ddpm``, ``ddim``), log-SNR spacing (``dpmpp``, ``dpmpp_sde``) or the
+    student's ``schedule`` (``distilled``)."""
     total = alphas_cumprod.shape[0]
+    if name in SCHEDULED:
+        if schedule is None:
+            raise HumanLiffError(f"sampler '{name}' needs a distilled schedule")
+        return list(schedule.timesteps)
     if not 1 <= steps <= total:
         raise HumanLiffError(f"sampling steps must be between 1 and {total}, got {steps}")
+    if name in LOGSNR_SAMPLERS:
+        return list(logsnr_timesteps(alphas_cumprod, steps))
+    return sorted(space_timesteps(total, [steps]), reverse=True)
+
+
+def _check_skip(skip: int, count: int) -> None:
+    if not 0 <= skip < count:
+        raise HumanLiffError(f"cannot skip {skip} of {count} sampling steps (0 to {count - 1})")
+
+
+def _steps(alphas_cumprod: torch.Tensor, steps: int, progress: bool, name: str, skip: int = 0
+           ) -> Iterator[tuple[int, float, float]]:
+    """Yield ``(t, abar_t, abar_next)`` over sampler ``name``'s timesteps (abar_next = 1 last), the first
+    ``skip`` left out."""
+    kept = sampler_timesteps(name, alphas_cumprod, steps)
+    _check_skip(skip, len(kept))
+    kept = kept[skip:]
     table = alphas_cumprod.detach().double().cpu().tolist()
-    kept = (logsnr_timesteps(alphas_cumprod, steps) if logsnr
-            else sorted(space_timesteps(total, [steps]), reverse=True))
     pairs = zip(kept, kept[1:] + [None], strict=True)
     for t, t_next in tqdm(pairs, total=len(kept), desc="sampling", unit="step", disable=not progress):
         yield t, table[t], 1.0 if t_next is None else table[t_next]
@@ -116,11 +136,11 @@ def _paste(x: torch.Tensor, known: Known, abar: float, generator: Generators) ->
 @torch.no_grad()
 def sample_ddpm(eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int, *,
                 generator: Generators = None, eta: float = 0.0, clip_denoised: bool = True,
-                progress: bool = False, known: Known = None) -> torch.Tensor:
+                progress: bool = False, known: Known = None, skip: int = 0) -> torch.Tensor:
     """Ancestral DDPM over the respaced process (the original samples with 250 steps); ``eta`` must be 0."""
     check_eta("ddpm", eta)
     x = x_T.float()
-    for t, abar, abar_next in _steps(alphas_cumprod, steps, progress):
+    for t, abar, abar_next in _steps(alphas_cumprod, steps, progress, "ddpm", skip):
         noise = _noise(x, generator) if t > 0 else None
         x, _ = ddpm_step(x, _eps(eps_fn, x, t, x_T.dtype), abar, abar_next, noise, clip_denoised)
         x = _paste(x, known, abar_next, generator)
@@ -130,10 +150,10 @@ def sample_ddpm(eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, 
 @torch.no_grad()
 def sample_ddim(eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int, *,
                 generator: Generators = None, eta: float = 0.0, clip_denoised: bool = True,
-                progress: bool = False, known: Known = None) -> torch.Tensor:
+                progress: bool = False, known: Known = None, skip: int = 0) -> torch.Tensor:
     """DDIM (Song et al. 2021); deterministic for ``eta = 0``, ancestral-like for ``eta = 1``."""
     x = x_T.float()
-    for t, abar, abar_next in _steps(alphas_cumprod, steps, progress):
+    for t, abar, abar_next in _steps(alphas_cumprod, steps, progress, "ddim", skip):
         noise = _noise(x, generator) if eta > 0.0 and t > 0 else None
         x, _ = ddim_step(x, _eps(eps_fn, x, t, x_T.dtype), abar, abar_next, eta, noise, clip_denoised)
         x = _paste(x, known, abar_next, generator)
@@ -141,12 +161,14 @@ def sample_ddim(eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, 
 
 
 def _dpmpp(eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int, sde: bool,
-           generator: Generators, eta: float, clip_denoised: bool, progress: bool, known: Known) -> torch.Tensor:
+           generator: Generators, eta: float, clip_denoised: bool, progress: bool, known: Known, skip: int
+           ) -> torch.Tensor:
     """The DPM-Solver++(2M) loop of ``sample_dpmpp`` (``sde=False``) and ``sample_dpmpp_sde``."""
-    check_eta("dpmpp_sde" if sde else "dpmpp", eta)
+    name = "dpmpp_sde" if sde else "dpmpp"
+    check_eta(name, eta)
     x = x_T.float()
     x0_old, h_old = None, None
-    for t, abar, abar_next in _steps(alphas_cumprod, steps, progress, logsnr=True):
+    for t, abar, abar_next in _steps(alphas_cumprod, steps, progress, name, skip):
         x0 = predict_x0(x, _eps(eps_fn, x, t, x_T.dtype), abar, clip_denoised)
         if t == 0:
             x = _paste(x0, known, 1.0, generator)
@@ -170,30 +192,31 @@ def _dpmpp(eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, steps
 @torch.no_grad()
 def sample_dpmpp(eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int, *,
                  generator: Generators = None, eta: float = 0.0, clip_denoised: bool = True,
-                 progress: bool = False, known: Known = None) -> torch.Tensor:
+                 progress: bool = False, known: Known = None, skip: int = 0) -> torch.Tensor:
     """DPM-Solver++(2M), multistep second order in data prediction (Lu et al. 2022, Algorithm 2), over
     timesteps evenly spaced in log-SNR. Deterministic: ``generator`` is unused and ``eta`` must be 0.
     The result is the x0-prediction of the last call (at t = 0).
     """
-    return _dpmpp(eps_fn, x_T, alphas_cumprod, steps, False, generator, eta, clip_denoised, progress, known)
+    return _dpmpp(eps_fn, x_T, alphas_cumprod, steps, False, generator, eta, clip_denoised, progress, known, skip)
 
 
 @torch.no_grad()
 def sample_dpmpp_sde(eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int, *,
                      generator: Generators = None, eta: float = 0.0, clip_denoised: bool = True,
-                     progress: bool = False, known: Known = None) -> torch.Tensor:
+                     progress: bool = False, known: Known = None, skip: int = 0) -> torch.Tensor:
     """SDE-DPM-Solver++(2M) (Lu et al. 2022): the stochastic counterpart of ``sample_dpmpp``, same log-SNR
     timesteps. With ``h`` the step in half log-SNR and ``D`` the (second-order corrected) data prediction,
     ``x' = (sigma'/sigma) e^-h x + alpha' (1 - e^-2h) D + sigma' sqrt(1 - e^-2h) z``. Fresh noise every step
     keeps small models on track where the deterministic solvers drift (speckled planes); ``eta`` must be 0.
     """
-    return _dpmpp(eps_fn, x_T, alphas_cumprod, steps, True, generator, eta, clip_denoised, progress, known)
+    return _dpmpp(eps_fn, x_T, alphas_cumprod, steps, True, generator, eta, clip_denoised, progress, known, skip)
 
 
 @torch.no_grad()
 def sample_distilled(eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int, *,
                      schedule: DistilledSchedule, generator: Generators = None, eta: float = 0.0,
-                     clip_denoised: bool = True, progress: bool = False, known: Known = None) -> torch.Tensor:
+                     clip_denoised: bool = True, progress: bool = False, known: Known = None, skip: int = 0
+                     ) -> torch.Tensor:
     """A distilled student (``humanliff distill``): one call at each of the schedule's timesteps, each
     giving x0; the next call's input is ``sqrt(abar') x0 + sqrt(1 - abar') e`` with ``e`` the call's own
     epsilon (rule ``ddim``: deterministic DDIM, as progressive distillation trains it, Salimans & Ho 2022)
@@ -206,7 +229,9 @@ def sample_distilled(eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Ten
         raise HumanLiffError(f"the distilled schedule starts at t = {schedule.timesteps[0]}, past the "
                              f"{total} training steps")
     table = alphas_cumprod.detach().double().cpu().tolist()
-    kept = list(schedule.timesteps)
+    kept = sampler_timesteps("distilled", alphas_cumprod, steps, schedule)
+    _check_skip(skip, len(kept))
+    kept = kept[skip:]
     x = x_T.float()
     for t, t_next in tqdm(zip(kept, kept[1:] + [None], strict=True), total=len(kept), desc="sampling",
                           unit="step", disable=not progress):
@@ -261,15 +286,17 @@ def check_sampler(name: str, schedule: DistilledSchedule | None, steps: int, sou
 
 def sample(name: str, eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int, *,
            generator: Generators = None, eta: float = 0.0, clip_denoised: bool = True,
-           progress: bool = False, known: Known = None, schedule: DistilledSchedule | None = None
-           ) -> torch.Tensor:
+           progress: bool = False, known: Known = None, schedule: DistilledSchedule | None = None,
+           skip: int = 0) -> torch.Tensor:
     """Run sampler ``name`` from noise ``x_T [B, C, H, W]`` to x_0 in ``steps`` model calls.
 
     ``alphas_cumprod``: ``[T]`` training schedule (float64 fine); ``generator`` drives the noise of the
     stochastic samplers: one for the batch or one per row, on ``x_T``'s device. ``known`` fixes a region
     of x_0 (see ``Known``). ``schedule``: a distilled student's (``distilled`` only; ``check_sampler``).
+    ``skip``: leave out the first ``skip`` of the sampler's timesteps (``sampler_timesteps``), so ``x_T`` is
+    the noisy sample at the first one left and ``steps - skip`` calls are made (SDEdit, Meng et al. 2022).
     """
     check_sampler(name, schedule, steps)
     extra = {"schedule": schedule} if name in SCHEDULED else {}
     return SAMPLERS[name](eps_fn, x_T, alphas_cumprod, steps, generator=generator, eta=eta,
-                          clip_denoised=clip_denoised, progress=progress, known=known, **extra)
+                          clip_denoised=clip_denoised, progress=progress, known=known, skip=skip, **extra)

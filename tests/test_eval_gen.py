@@ -255,7 +255,7 @@ def test_quality_benchmark_table():
     assert all(r.planes_of in names for r in ROWS if r.planes_of)
 
 
-def test_quality_benchmark_pairs_the_head_band_rows_human_by_human():
+def test_quality_benchmark_pairs_each_row_with_the_row_it_extends():
     from benchmarks.quality import markdown, paired_differences
 
     def result(haze0, haze1, drift1):
@@ -274,3 +274,6 @@ def test_quality_benchmark_pairs_the_head_band_rows_human_by_human():
     lines = markdown({"dpmpp_sde_10 fp32": base, "dpmpp_sde_10+head fp32": head}, 3).splitlines()
     assert lines[-1] == ("| dpmpp_sde_10+head fp32 - dpmpp_sde_10 fp32 | - | +4 +- 1.5 | +0.03333 +- 0.044 |")
     assert "human by human" not in markdown({"dpmpp_sde_10+head fp32": head}, 3)
+    chained = markdown({"a fp32": base, "a+head fp32": head, "a+head+sdedit_0.5 fp32": base, "a+head bf16": head}, 3)
+    assert [line.split(" | ")[0] for line in chained.splitlines()[-2:]] == [
+        "| a+head fp32 - a fp32", "| a+head+sdedit_0.5 fp32 - a+head fp32"]

@@ -5,13 +5,15 @@ import torch
 
 from humanliff.config import SampleConfig
 from humanliff.errors import HumanLiffError
+from humanliff.pipeline import _reporting
 from humanliff.runtime.layered import (
+    calls_per_layer,
     human_generators,
     parse_layers,
     sample_layers,
     top_rows_mask,
 )
-from humanliff.runtime.sampling import ddpm_step
+from humanliff.runtime.sampling import ddpm_step, sampler_timesteps
 from humanliff.runtime.schedule import linear_schedule, space_timesteps
 
 ABAR = linear_schedule()
@@ -179,3 +181,37 @@ def test_parse_layers(spec, layers):
 def test_parse_layers_rejects(spec):
     with pytest.raises(HumanLiffError, match="layer range"):
         parse_layers(spec)
+
+
+@pytest.mark.parametrize(("sampler", "eta"), [("ddpm", 0.0), ("ddim", 1.0), ("dpmpp", 0.0), ("dpmpp_sde", 0.0)])
+def test_strength_starts_each_layer_from_the_noised_layer_below(sampler, eta):
+    """strength 0.5 of 4 steps: layer 0 as before; layers 1-2 make their last 2 calls, from the layer below
+    noised with the same starting noise that strength 1 would sample from."""
+    shape = (2, 27, 4, 4)
+    full, part = RecordingUNet(), RecordingUNet()
+    plain = sample_layers(full, shape, ABAR, [0, 1, 2], sampler, 4, generator=human_generators(3, 2), eta=eta)
+    out = sample_layers(part, shape, ABAR, [0, 1, 2], sampler, 4, generator=human_generators(3, 2), eta=eta,
+                        strength=0.5)
+    timesteps = sampler_timesteps(sampler, ABAR, 4)
+    assert len(part.calls) == 4 + 2 + 2
+    assert [int(c[2][0]) for c in part.calls] == timesteps + timesteps[2:] * 2
+    torch.testing.assert_close(out[0], plain[0])
+    abar = float(ABAR[timesteps[2]])
+    expected = abar**0.5 * out[0] + (1.0 - abar) ** 0.5 * full.calls[4][3]
+    torch.testing.assert_close(part.calls[4][3], expected)
+    assert not torch.allclose(out[1], plain[1])
+
+
+def test_strength_must_be_a_share_of_the_steps():
+    with pytest.raises(HumanLiffError, match="strength"):
+        sample_layers(RecordingUNet(), SHAPE, ABAR, [0, 1], "ddim", 2, generator=seeded(0), strength=0.0)
+    assert [calls_per_layer(20, 0.6, layer) for layer in range(3)] == [20, 12, 12]
+    assert calls_per_layer(4, 0.01, 1) == 1
+
+
+def test_progress_callback_counts_each_layers_own_calls():
+    seen = []
+    unet_fn = _reporting(RecordingUNet(), seen.append, 4, 0.5, 0, 2)
+    sample_layers(unet_fn, SHAPE, ABAR, [0, 1, 2], "dpmpp_sde", 4, generator=seeded(0), strength=0.5)
+    assert [(s["layer"], s["step"], s["steps"]) for s in seen] == (
+        [(0, i, 4) for i in range(1, 5)] + [(1, 1, 2), (1, 2, 2), (2, 1, 2), (2, 2, 2)])
