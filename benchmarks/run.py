@@ -441,7 +441,7 @@ def _bench_runtime(rep: Report, s: Setup, workdir: Path, fitted: dict | None, ar
     formats = tuple(f.strip() for f in args.formats.split(",") if f.strip()) or None
     budget = float(os.environ.get("HUMANLIFF_BENCH_RUNTIME_S", 0)) or None
     bench_runtime(rep, s.device, _unet(s), decoder, planes, bounds, cfg, s.resolution, workdir, s.unet_batches,
-                  formats, args.aoti_tuning, budget, args.artifacts, args.export_only)
+                  formats, args.aoti_tuning, budget, args.artifacts, args.export_only, args.static_batch)
 
 
 def _section(rep: Report, sections: list[str], name: str, fn: Callable[[], object]) -> object | None:
@@ -471,6 +471,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--artifacts", type=Path, default=None,
                         help="runtime section: export into this folder, or reuse the complete export found there")
     parser.add_argument("--export-only", action="store_true", help="runtime section: stop after the export")
+    parser.add_argument("--static-batch", action="store_true",
+                        help="runtime section: UNet engines for batch 1 only, shapes fixed (export --static-batch)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     s = make_setup(args.quick)

@@ -102,7 +102,7 @@ def _startup(rep: Report, arts: Path, fmt: str, workdir: Path, size: int) -> flo
     cmd = [sys.executable, "-m", "humanliff.cli", "run", str(arts), "--out", str(out), "--humans", "1",
            "--sampler", "dpmpp", "--steps", "20", "--engine", f"{fmt},ep", "--set", "sample.views=1",
            "--set", f"sample.image_size={size}", "--set", "sample.turntable_frames=1",
-           "--set", "sample.meshes=false"]
+           "--set", "sample.meshes=false", "--set", "sample.strength=1"]
     start = time.time()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
                           env={**os.environ, "TQDM_DISABLE": "1"})
@@ -112,7 +112,8 @@ def _startup(rep: Report, arts: Path, fmt: str, workdir: Path, size: int) -> flo
         rep.error(f"runtime-run-{fmt}", (proc.stderr.strip().splitlines() or ["failed"])[-1][:300])
     else:
         rep.add("runtime", f"{fmt}: `humanliff run --humans 1` process start to exit (4 layers, dpmpp 20, "
-                           f"one {size}x{size} view per layer, no mesh)", wall, "s", note=last[-200:])
+                           f"80 UNet calls (strength 1), one {size}x{size} view per layer, no mesh)", wall, "s",
+                note=last[-200:])
     return time.time() - began
 
 
@@ -170,13 +171,15 @@ def _unet_feeds(device: torch.device, batch: int, res: int) -> dict[str, torch.T
 def bench_runtime(rep: Report, device: torch.device, unet: torch.nn.Module, decoder: torch.nn.Module,
                   planes: torch.Tensor, bounds: torch.Tensor, cfg: Config, resolution: int, workdir: Path,
                   batches: tuple[int, ...], formats: tuple[str, ...] | None = None, aoti_tuning: str = DEFAULT_TUNING,
-                  budget_s: float | None = None, artifacts: Path | None = None, export_only: bool = False) -> None:
+                  budget_s: float | None = None, artifacts: Path | None = None, export_only: bool = False,
+                  static_batch: bool = False) -> None:
     """Export, then per format: start-up, UNet call per batch against the torch path in this process, a warm
     human (see the module doc). ``formats`` default: CUDA aoti, torchscript; CPU torchscript, onnx.
 
     ``artifacts``: the folder the export goes to (default: in ``workdir``); when it already holds an export of
     ``formats`` with ``aoti_tuning`` (from an earlier ``export_only`` run on this machine), it is reused and the
-    export rows are not repeated. ``export_only``: stop after the export rows.
+    export rows are not repeated. ``export_only``: stop after the export rows. ``static_batch``: UNet engines
+    exported for the first of ``batches`` only, shapes fixed (``export --static-batch``); only that batch runs.
 
     Within ``budget_s`` (None: no limit) the order is: torch path at the first batch, export, the first
     format's start-up, every format's calls, then what fits: the torch path's other batches, the other
@@ -186,17 +189,19 @@ def bench_runtime(rep: Report, device: torch.device, unet: torch.nn.Module, deco
     cuda = device.type == "cuda"
     precision = "bf16" if cuda else "fp32"
     formats = formats or (("aoti", "torchscript") if cuda else ("torchscript", "onnx"))
+    batches = batches[:1] if static_batch else batches
     arts = artifacts or workdir / "artifacts"
-    reused = _complete_export(arts, formats, aoti_tuning)
+    reused = _complete_export(arts, formats, aoti_tuning, static_batch)
     if reused:
         rep.add("runtime", f"export reused: {arts}", 0.0, "s", note=f"exported {reused}")
     else:
         ema, store = _store_and_ema(workdir, unet, decoder, planes, bounds, cfg, resolution)
         start = time.perf_counter()
         manifest = export_artifacts(ema, store, arts, formats, batch=max(batches), dtype=precision, device=device,
-                                    aoti_tuning=aoti_tuning, progress=False)
+                                    aoti_tuning=aoti_tuning, static_batch=static_batch, progress=False)
+        batch_note = f"static batch {batches[0]}" if static_batch else f"batch 1-{max(batches)}"
         rep.add("runtime", f"export {'+'.join(formats)} (UNet parts + decoder, {precision}, aoti tuning "
-                           f"{aoti_tuning})", time.perf_counter() - start, "s")
+                           f"{aoti_tuning}, {batch_note})", time.perf_counter() - start, "s")
         _export_rows(rep, manifest, formats)
     if export_only:
         return
@@ -230,12 +235,15 @@ def bench_runtime(rep: Report, device: torch.device, unet: torch.nn.Module, deco
             rep.error(f"runtime-{fmt}-warm", f"skipped: about {estimate:.0f} s does not fit the budget")
 
 
-def _complete_export(arts: Path, formats: tuple[str, ...], aoti_tuning: str) -> str | None:
+def _complete_export(arts: Path, formats: tuple[str, ...], aoti_tuning: str, static_batch: bool) -> str | None:
     """The export date of ``arts`` when every network there has an ``ok`` artifact of each of ``formats`` (the
-    AOTInductor ones built with ``aoti_tuning``), else None."""
+    AOTInductor ones built with ``aoti_tuning``) and its UNet's batch is static as asked, else None."""
     try:
         manifest = read_manifest(arts)
     except HumanLiffError:
+        return None
+    low, _, high = manifest["networks"][manifest["unet"]["networks"][0]]["dims"]["batch"]
+    if static_batch != (low == high):
         return None
     for net in manifest["networks"].values():
         for fmt in formats:
@@ -279,14 +287,15 @@ def _engine_calls(rep: Report, device: torch.device, arts: Path, fmt: str, res: 
 
 def _warm_human(rep: Report, device: torch.device, arts: Path, fmt: str, bounds: torch.Tensor, size: int,
                 call_ms: float) -> None:
-    """A warm 4-layer human (dpmpp 20 steps, one view) against the pure UNet time of its 80 calls."""
+    """A warm 4-layer human (dpmpp 20 steps, each layer from noise: ``strength`` 1, one view) against the pure
+    UNet time of its 80 calls."""
     loaded = load_artifacts(arts, device, prefer=(fmt, "ep"))
     render_cfg = dataclasses.replace(RenderConfig(**loaded.manifest["render"]), chunk=size * size)
     pipe = Pipeline(loaded, run_config(arts, loaded.manifest))
     K, R, T = (x[0].to(device) for x in orbit_cameras(bounds, 1, size))
 
     def human() -> None:
-        planes = pipe(1, [0, 1, 2, 3], sampler="dpmpp", steps=20, seed=0).planes
+        planes = pipe(1, [0, 1, 2, 3], sampler="dpmpp", steps=20, seed=0, strength=1.0).planes
         field = engine_field(loaded.decoder, planes[-1])
         occupancy = build_occupancy(field, render_cfg.occupancy_resolution, render_cfg.occupancy_threshold,
                                     device=device)

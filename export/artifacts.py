@@ -165,7 +165,7 @@ def export_network(graph: torch.nn.Module, spec: ExportSpec, opt: Mapping[str, i
     trace_sizes = {k: min(max(2, low), high) if k == "batch" else min(64, high)
                    for k, (low, high) in spec.dims.items()}
     example = spec.sample_inputs(trace_sizes, torch.Generator().manual_seed(0), device)
-    check_sizes = {k: min(3, high) if k == "batch" else min(777, high) for k, (_, high) in spec.dims.items()}
+    check_sizes = {k: max(low, min(3 if k == "batch" else 777, high)) for k, (low, high) in spec.dims.items()}
     feeds = spec.sample_inputs(check_sizes, torch.Generator().manual_seed(CHECK_SEED), device)
     reference = float32_reference(graph, spec, feeds)
     graph = with_compute_weights(graph) if lowered is None else lowered
@@ -182,15 +182,17 @@ def export_network(graph: torch.nn.Module, spec: ExportSpec, opt: Mapping[str, i
     return {**network.to_json(), "trace_s": round(trace_s, 3), "artifacts": artifacts}
 
 
-def _unet_jobs(unet: torch.nn.Module, cfg: Config, layout: str, max_batch: int, batch: int,
+def _unet_jobs(unet: torch.nn.Module, cfg: Config, layout: str, batches: tuple[int, int], batch: int,
                compute: torch.dtype) -> tuple[list[tuple[torch.nn.Module, ExportSpec, dict[str, int]]], dict]:
-    """The UNet's graphs to export for ``layout`` and the manifest's ``unet`` record."""
+    """The UNet's graphs to export for ``layout`` (batch range ``batches``: min, max) and the manifest's
+    ``unet`` record."""
     res, channels, steps = cfg.triplane.resolution, cfg.triplane.channels, cfg.diffusion.steps
+    low, high = batches
     jobs = []
     if layout in ("whole", "both"):
-        jobs.append((UNetGraph(unet, compute), unet_spec(res, channels, NUM_LAYERS, steps, max_batch)))
+        jobs.append((UNetGraph(unet, compute), unet_spec(res, channels, NUM_LAYERS, steps, high, low)))
     if layout in ("parts", "both"):
-        jobs += unet_part_specs(unet, res, channels, NUM_LAYERS, steps, max_batch, compute)
+        jobs += unet_part_specs(unet, res, channels, NUM_LAYERS, steps, high, compute, low)
     parts = [spec.name for _, spec in jobs if spec.name != "unet"]
     record = ({"layout": "parts", "networks": parts, "side_stream": ["unet.encode_control"]} if parts
               else {"layout": "whole", "networks": ["unet"], "side_stream": []})
@@ -201,14 +203,17 @@ def export_artifacts(unet_ckpt: str | Path, store: str | Path, out_dir: str | Pa
                      formats: str | Sequence[str] = "auto", batch: int = 1, dtype: str = "fp32", *,
                      overrides: Sequence[str] = (), device: str | torch.device | None = None,
                      opset: int = OPSETS[0], unet_layout: str = "parts", cxx: str | None = None,
-                     aoti_tuning: str = DEFAULT_TUNING, progress: bool = True) -> dict[str, Any]:
+                     aoti_tuning: str = DEFAULT_TUNING, static_batch: bool = False,
+                     progress: bool = True) -> dict[str, Any]:
     """Export the UNet of ``unet_ckpt`` (``ema.pt`` or its run folder) and the decoder of ``store``.
 
     Args:
         formats: ``auto`` (by device: ``DEFAULT_FORMATS``) or any of the registry's formats (``aoti``,
             ``torchscript``, ``onnx``, ``ep``, ``tensorrt``).
         batch: humans per UNet call the engines are tuned for (TensorRT's optimal profile, CUDA graphs);
-            engines accept any batch from 1 to ``max(batch, MIN_MAX_BATCH)``.
+            engines accept any batch from 1 to ``max(batch, MIN_MAX_BATCH)``, or with ``static_batch``
+            exactly ``batch`` for the UNet (shapes fixed at export, as the compiled torch path's; the
+            runtime pads smaller groups).
         dtype: compute dtype ``fp32``, ``fp16`` or ``bf16`` (network I/O stays float32 / int64).
         overrides: ``section.key=value`` changes to the UNet run's config; its ``sample`` and ``render``
             sections are recorded as the runtime's defaults.
@@ -244,7 +249,8 @@ def export_artifacts(unet_ckpt: str | Path, store: str | Path, out_dir: str | Pa
     max_batch = max(batch, MIN_MAX_BATCH)
     render = cfg.render
     points = min(ray_chunk(render.chunk, device) * (render.n_samples + render.n_importance), MAX_POINTS)
-    jobs, unet_record = _unet_jobs(unet, unet_cfg, unet_layout, max_batch, batch, compute)
+    unet_batches = (batch, batch) if static_batch else (1, max_batch)
+    jobs, unet_record = _unet_jobs(unet, unet_cfg, unet_layout, unet_batches, batch, compute)
     jobs.append((DecoderGraph(torch_decoder(triplanes, device), compute), decoder_spec(res, channels, max_batch),
                  {"batch": 1, "points": points}))
     if cxx is not None and "aoti" in formats:

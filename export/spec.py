@@ -176,10 +176,11 @@ class ExportSpec:
         return feeds
 
     def dynamic_shapes(self) -> tuple[Any, ...]:
-        """``torch.export`` dynamic shapes in input order, one shared ``Dim`` per symbol."""
+        """``torch.export`` dynamic shapes in input order, one shared ``Dim`` per symbol; a symbol whose range
+        is one size (a static batch) is traced static."""
         dims = {name: torch.export.Dim.AUTO if name in self.auto_dims else torch.export.Dim(name, min=low, max=high)
-                for name, (low, high) in self.dims.items()}
-        shapes = tuple({i: dims[d] for i, d in enumerate(s.shape) if isinstance(d, str)} for s in self.inputs)
+                for name, (low, high) in self.dims.items() if low < high or name in self.auto_dims}
+        shapes = tuple({i: dims[d] for i, d in enumerate(s.shape) if d in dims} or None for s in self.inputs)
         return (shapes,) if self.varargs else shapes
 
     def network_spec(self, opt: Mapping[str, int]) -> NetworkSpec:
@@ -188,15 +189,17 @@ class ExportSpec:
         return NetworkSpec(self.inputs, self.outputs, ranges)
 
 
-def unet_spec(resolution: int, channels: int, layers: int, timesteps: int, max_batch: int) -> ExportSpec:
-    """The UNet's spec: ``x, timesteps, x_cond, y -> eps`` with a dynamic batch in ``[1, max_batch]``."""
+def unet_spec(resolution: int, channels: int, layers: int, timesteps: int, max_batch: int,
+              min_batch: int = 1) -> ExportSpec:
+    """The UNet's spec: ``x, timesteps, x_cond, y -> eps`` with a batch in ``[min_batch, max_batch]`` (static
+    when the two are equal)."""
     plane = ("batch", channels, resolution, resolution)
     return ExportSpec(
         name="unet",
         inputs=(TensorSpec("x", plane), TensorSpec("timesteps", ("batch",), "int64"),
                 TensorSpec("x_cond", plane), TensorSpec("y", ("batch",), "int64")),
         outputs=(TensorSpec("eps", plane),),
-        dims={"batch": (1, max_batch)},
+        dims={"batch": (min_batch, max_batch)},
         kinds={"x": "normal", "timesteps": f"int:{timesteps}", "x_cond": "normal", "y": f"int:{layers}"},
     )
 
@@ -216,15 +219,15 @@ def decoder_spec(resolution: int, channels: int, max_batch: int) -> ExportSpec:
 
 
 def unet_part_specs(unet: UNet, resolution: int, channels: int, layers: int, timesteps: int, max_batch: int,
-                    dtype: torch.dtype) -> list[tuple[UNetPartGraph, ExportSpec]]:
+                    dtype: torch.dtype, min_batch: int = 1) -> list[tuple[UNetPartGraph, ExportSpec]]:
     """The four part graphs and their specs, in call order (``UNET_PARTS``).
 
     ``embed`` gives ``emb``, the encoders ``h0..hN`` and ``c0..cN``; their channels, sizes and dtypes are
-    read off one evaluation at batch 1 (the batch is the only dynamic dim).
+    read off one evaluation at ``min_batch`` (the batch, in ``[min_batch, max_batch]``, is the only dynamic dim).
     """
-    whole = unet_spec(resolution, channels, layers, timesteps, max_batch)
+    whole = unet_spec(resolution, channels, layers, timesteps, max_batch, min_batch)
     device = next(unet.parameters()).device
-    values = whole.sample_inputs({"batch": 1}, torch.Generator().manual_seed(0), device)
+    values = whole.sample_inputs({"batch": min_batch}, torch.Generator().manual_seed(0), device)
     known = {s.name: s for s in whole.inputs}
     kinds = dict(whole.kinds)
     blocks = len(unet.input_blocks)
@@ -244,6 +247,6 @@ def unet_part_specs(unet: UNet, resolution: int, channels: int, layers: int, tim
         known.update({s.name: s for s in outputs})
         kinds.update({s.name: "normal" for s in outputs})
         out.append((graph, ExportSpec(name=f"unet.{part}", inputs=tuple(known[n] for n in names), outputs=outputs,
-                                      dims={"batch": (1, max_batch)}, kinds={n: kinds[n] for n in names},
+                                      dims=whole.dims, kinds={n: kinds[n] for n in names},
                                       varargs=True)))
     return out

@@ -73,16 +73,18 @@ class EngineModels:
         return {"unet": self.unet.format, "decoder": self.decoder.format}
 
     def unet_for(self, humans: int) -> UNetFn:
-        """The UNet for groups of ``humans``: on CUDA its call captured once as a CUDA graph per size."""
-        if humans not in self.graphs:
+        """The UNet for groups of ``humans``: on CUDA its call captured once as a CUDA graph per size; a
+        group smaller than a static-batch engine's batch is padded to it (``padded_unet_fn``)."""
+        size = max(humans, self.unet.batch_range[0])
+        if size not in self.graphs:
             if self.unet.compiled:
                 log.info("compiling the UNet engine for batch %d and capturing its CUDA graph (about 1-2 min "
-                         "at the original size; Inductor's cache shortens later runs)", humans)
-            shape = (humans, self.channels, self.resolution, self.resolution)
-            example = {"x": torch.zeros(shape), "timesteps": torch.zeros(humans, dtype=torch.int64),
-                       "x_cond": torch.zeros(shape), "y": torch.zeros(humans, dtype=torch.int64)}
-            self.graphs[humans] = engine_unet_fn(graphed(self.unet, example, self.device, self.unet.graphable))
-        return self.graphs[humans]
+                         "at the original size; Inductor's cache shortens later runs)", size)
+            shape = (size, self.channels, self.resolution, self.resolution)
+            example = {"x": torch.zeros(shape), "timesteps": torch.zeros(size, dtype=torch.int64),
+                       "x_cond": torch.zeros(shape), "y": torch.zeros(size, dtype=torch.int64)}
+            self.graphs[size] = engine_unet_fn(graphed(self.unet, example, self.device, self.unet.graphable))
+        return self.graphs[size] if size == humans else padded_unet_fn(self.graphs[size], size)
 
     def field(self, planes: torch.Tensor) -> Field:
         return engine_field(self.decoder, planes)
@@ -121,6 +123,19 @@ def engine_unet_fn(unet: Callable[..., Mapping[str, torch.Tensor]]) -> UNetFn:
         return unet(x=x, timesteps=t, x_cond=x_cond, y=y)["eps"]
 
     return unet_fn
+
+
+def padded_unet_fn(unet_fn: UNetFn, batch: int) -> UNetFn:
+    """``unet_fn`` (a UNet of exactly ``batch`` humans a call) for fewer: each input is padded with copies of
+    its first human and the padding's outputs are dropped (the call costs the full batch)."""
+
+    def pad(v: torch.Tensor) -> torch.Tensor:
+        return torch.cat([v, v[:1].expand(batch - v.shape[0], *v.shape[1:])])
+
+    def fn(x: torch.Tensor, t: torch.Tensor, x_cond: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return unet_fn(pad(x), pad(t), pad(x_cond), pad(y))[:x.shape[0]]
+
+    return fn
 
 
 def engine_field(decoder: Engine, planes: torch.Tensor) -> Field:

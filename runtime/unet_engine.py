@@ -35,6 +35,12 @@ class UNetEngines:
         self.graphable = all(FORMATS[f].graphable for f in formats)
         self.compiled = any(e.compiled for e in self.engines.values())
 
+    @property
+    def batch_range(self) -> tuple[int, int]:
+        """The batches every engine takes: ``(min, max)`` humans a call (equal for a static batch)."""
+        ranges = [e.spec.dims["batch"] for e in self.engines.values()]
+        return max(int(r[0]) for r in ranges), min(int(r[-1]) for r in ranges)
+
     def __call__(self, **feeds: torch.Tensor) -> dict[str, torch.Tensor]:
         """``x, x_cond [B, 27, R, R]``, ``timesteps, y [B]`` -> ``{"eps": [B, 27, R, R]}`` (float32)."""
         values: dict[str, torch.Tensor] = dict(feeds)

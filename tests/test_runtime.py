@@ -8,6 +8,7 @@ from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
+import onnx
 import pytest
 import torch
 from tiny_models import FAST, make_tiny_models
@@ -93,6 +94,31 @@ def test_shapes_that_disagree_with_the_manifest(artifacts):
         engine(**big)
     with pytest.raises(InputFileError, match="inputs .* do not match"):
         engine(x=feeds["x"])
+
+
+def test_static_batch_engines_pad_smaller_groups(artifacts, tmp_path):
+    """``export --static-batch``: UNet engines of exactly the engine batch (traced static, ranges [2, 2, 2]),
+    the decoder's batch still dynamic; a group of one is padded to two and gets the human of dynamic engines."""
+    ema, store, dynamic = artifacts
+    folder = tmp_path / "static"
+    export_artifacts(ema, store, folder, "onnx", batch=2, device="cpu", overrides=FAST, static_batch=True,
+                     progress=False)
+    manifest = read_manifest(folder)
+    assert [manifest["networks"][n]["dims"]["batch"] for n in manifest["unet"]["networks"]] == [[2, 2, 2]] * 4
+    assert manifest["networks"]["decoder"]["dims"]["batch"][0] == 1
+    graph_input = onnx.load(folder / "unet.embed.onnx").graph.input[0].type.tensor_type.shape.dim[0]
+    assert graph_input.dim_value == 2 and not graph_input.dim_param
+    pipe = Pipeline.from_pretrained(folder, device="cpu", prefer=("onnx",))
+    assert pipe.models.unet.batch_range == (2, 2) and pipe.models.group == 2
+    one = {k: torch.zeros((1, *v[1:]), dtype=v[0]) for k, v in
+           {"x": (torch.float32, 27, 16, 16), "timesteps": (torch.int64,), "x_cond": (torch.float32, 27, 16, 16),
+            "y": (torch.int64,)}.items()}
+    with pytest.raises(InputFileError, match=r"batch = 1 is outside the exported range \[2, 2\]"):
+        pipe.models.unet(**one)
+    static = pipe(3, [0, 1], steps=3, seed=5).planes
+    expected = Pipeline.from_pretrained(dynamic, device="cpu", prefer=("onnx",))(3, [0, 1], steps=3, seed=5).planes
+    assert static.shape == (2, 3, 27, 16, 16)
+    torch.testing.assert_close(static, expected, rtol=0, atol=1e-4)
 
 
 def test_engines_agree_and_fall_back(artifacts):
@@ -362,9 +388,10 @@ def test_runtime_benchmark_reuses_only_a_complete_export(artifacts, tmp_path):
     from benchmarks.runtime import _complete_export
 
     folder = artifacts[2]
-    assert _complete_export(folder, ("onnx", "torchscript"), "frozen") is not None
-    assert _complete_export(folder, ("aoti",), "frozen") is None
-    assert _complete_export(tmp_path / "none", ("onnx",), "frozen") is None
+    assert _complete_export(folder, ("onnx", "torchscript"), "frozen", False) is not None
+    assert _complete_export(folder, ("onnx", "torchscript"), "frozen", True) is None  # its batch is dynamic
+    assert _complete_export(folder, ("aoti",), "frozen", False) is None
+    assert _complete_export(tmp_path / "none", ("onnx",), "frozen", False) is None
     copy = _copy(folder, tmp_path)
     _edit_manifest(copy, lambda m: m["networks"]["decoder"]["artifacts"]["onnx"].update(status="failed"))
-    assert _complete_export(copy, ("onnx",), "frozen") is None
+    assert _complete_export(copy, ("onnx",), "frozen", False) is None

@@ -20,6 +20,9 @@ from humanliff.run_folder import check_count, guard_output
                    f"{', '.join(FORMAT_NAMES)}.")
 @click.option("--engine-batch", "batch", type=int, default=1, show_default=True,
               help="Humans per UNet call the engines are tuned for (TensorRT profile, CUDA graphs).")
+@click.option("--static-batch", is_flag=True,
+              help="UNet engines take exactly --engine-batch humans a call, shapes fixed at export (fewer are "
+                   "padded); default: any batch from 1 to max(--engine-batch, 4).")
 @click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True,
               help="Compute dtype inside the engines (their inputs and outputs stay float32).")
 @click.option("--unet-layout", type=click.Choice(UNET_LAYOUTS), default="parts", show_default=True,
@@ -31,9 +34,9 @@ from humanliff.run_folder import check_count, guard_output
 @click.option("--opset", type=click.IntRange(18, 19), default=18, show_default=True, help="ONNX opset.")
 @click.option("--device", default=None, help="Build and check on this device (default: cuda if available).")
 @set_option("Change the run's sample / render settings recorded as the runtime defaults; repeatable.")
-def export_command(unet_ckpt: str, store: str, out_dir: str, force: bool, formats: str, batch: int, dtype: str,
-                   unet_layout: str, cxx: str | None, aoti_tuning: str, opset: int, device: str | None,
-                   overrides: tuple[str, ...]) -> None:
+def export_command(unet_ckpt: str, store: str, out_dir: str, force: bool, formats: str, batch: int,
+                   static_batch: bool, dtype: str, unet_layout: str, cxx: str | None, aoti_tuning: str, opset: int,
+                   device: str | None, overrides: tuple[str, ...]) -> None:
     """Export the UNet and the decoder to engines (checked against torch) plus a manifest."""
     from humanliff.export.artifacts import export_artifacts, parse_formats
     from humanliff.output_sizes import artifacts_bytes
@@ -45,7 +48,7 @@ def export_command(unet_ckpt: str, store: str, out_dir: str, force: bool, format
                  needed_bytes=artifacts_bytes(unet_ckpt, store, written, unet_layout))
     manifest = export_artifacts(unet_ckpt, store, out_dir, formats, batch, dtype, overrides=overrides,
                                 device=device, opset=opset, unet_layout=unet_layout, cxx=cxx,
-                                aoti_tuning=aoti_tuning)
+                                aoti_tuning=aoti_tuning, static_batch=static_batch)
     for name, net in manifest["networks"].items():
         for fmt, art in net["artifacts"].items():
             check = art.get("check") or {}
