@@ -471,8 +471,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--artifacts", type=Path, default=None,
                         help="runtime section: export into this folder, or reuse the complete export found there")
     parser.add_argument("--export-only", action="store_true", help="runtime section: stop after the export")
-    parser.add_argument("--static-batch", action="store_true",
-                        help="runtime section: UNet engines for batch 1 only, shapes fixed (export --static-batch)")
+    parser.add_argument("--static-batch", type=int, default=0, metavar="N",
+                        help="runtime section: UNet engines for batch N only, shapes fixed (export --static-batch)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     s = make_setup(args.quick)

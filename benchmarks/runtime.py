@@ -80,11 +80,11 @@ def _store_and_ema(workdir: Path, unet: torch.nn.Module, decoder: torch.nn.Modul
     return write_ema(workdir / EMA_FILE, unet.state_dict(), cfg.to_dict(), store_manifest), workdir / "store"
 
 
-def _startup(rep: Report, arts: Path, fmt: str, workdir: Path, size: int) -> float:
-    """Fresh processes: the UNet engines from start to ready, the run command's imports, and ``humanliff run
-    --humans 1`` from start to exit. Returns the seconds all of it took."""
+def _startup(rep: Report, arts: Path, fmt: str, workdir: Path, size: int, batch: int = 1) -> float:
+    """Fresh processes: the UNet engines from start to ready (first call at ``batch``), the run command's
+    imports, and ``humanliff run --humans 1`` from start to exit. Returns the seconds all of it took."""
     began = start = time.time()
-    proc = subprocess.run([sys.executable, "-c", STARTUP_CHILD, str(arts), fmt, "1"], capture_output=True,
+    proc = subprocess.run([sys.executable, "-c", STARTUP_CHILD, str(arts), fmt, str(batch)], capture_output=True,
                           text=True, timeout=900)
     if proc.returncode != 0:
         rep.error(f"runtime-{fmt}", proc.stderr.strip().splitlines()[-1][:300] if proc.stderr else "failed")
@@ -172,14 +172,15 @@ def bench_runtime(rep: Report, device: torch.device, unet: torch.nn.Module, deco
                   planes: torch.Tensor, bounds: torch.Tensor, cfg: Config, resolution: int, workdir: Path,
                   batches: tuple[int, ...], formats: tuple[str, ...] | None = None, aoti_tuning: str = DEFAULT_TUNING,
                   budget_s: float | None = None, artifacts: Path | None = None, export_only: bool = False,
-                  static_batch: bool = False) -> None:
+                  static_batch: int = 0) -> None:
     """Export, then per format: start-up, UNet call per batch against the torch path in this process, a warm
     human (see the module doc). ``formats`` default: CUDA aoti, torchscript; CPU torchscript, onnx.
 
     ``artifacts``: the folder the export goes to (default: in ``workdir``); when it already holds an export of
     ``formats`` with ``aoti_tuning`` (from an earlier ``export_only`` run on this machine), it is reused and the
     export rows are not repeated. ``export_only``: stop after the export rows. ``static_batch``: UNet engines
-    exported for the first of ``batches`` only, shapes fixed (``export --static-batch``); only that batch runs.
+    exported for this batch only, shapes fixed (``export --static-batch``), and only it runs (0: ``batches``
+    with engines for any batch up to their largest).
 
     Within ``budget_s`` (None: no limit) the order is: torch path at the first batch, export, the first
     format's start-up, every format's calls, then what fits: the torch path's other batches, the other
@@ -189,16 +190,16 @@ def bench_runtime(rep: Report, device: torch.device, unet: torch.nn.Module, deco
     cuda = device.type == "cuda"
     precision = "bf16" if cuda else "fp32"
     formats = formats or (("aoti", "torchscript") if cuda else ("torchscript", "onnx"))
-    batches = batches[:1] if static_batch else batches
+    batches = (static_batch,) if static_batch else batches
     arts = artifacts or workdir / "artifacts"
-    reused = _complete_export(arts, formats, aoti_tuning, static_batch)
+    reused = _complete_export(arts, formats, aoti_tuning, static_batch > 0)
     if reused:
         rep.add("runtime", f"export reused: {arts}", 0.0, "s", note=f"exported {reused}")
     else:
         ema, store = _store_and_ema(workdir, unet, decoder, planes, bounds, cfg, resolution)
         start = time.perf_counter()
         manifest = export_artifacts(ema, store, arts, formats, batch=max(batches), dtype=precision, device=device,
-                                    aoti_tuning=aoti_tuning, static_batch=static_batch, progress=False)
+                                    aoti_tuning=aoti_tuning, static_batch=static_batch > 0, progress=False)
         batch_note = f"static batch {batches[0]}" if static_batch else f"batch 1-{max(batches)}"
         rep.add("runtime", f"export {'+'.join(formats)} (UNet parts + decoder, {precision}, aoti tuning "
                            f"{aoti_tuning}, {batch_note})", time.perf_counter() - start, "s")
@@ -208,7 +209,7 @@ def bench_runtime(rep: Report, device: torch.device, unet: torch.nn.Module, deco
     path = _torch_path(device, unet)
     torch_ms, compile_s = _torch_calls(rep, path, device, resolution, batches[:1], budget)
     size = 512 if cuda else 32
-    startup_s = _startup(rep, arts, formats[0], workdir, size)
+    startup_s = _startup(rep, arts, formats[0], workdir, size, batches[0])
     per_call = {}
     for fmt in formats:
         try:
@@ -224,7 +225,7 @@ def bench_runtime(rep: Report, device: torch.device, unet: torch.nn.Module, deco
                         note=f"{ms:.2f} vs {torch_ms[batch]:.2f} ms, same process (target 1.05x)")
     for fmt in formats[1:]:
         if budget.fits(startup_s):
-            _startup(rep, arts, fmt, workdir, size)
+            _startup(rep, arts, fmt, workdir, size, batches[0])
         else:
             rep.error(f"runtime-{fmt}-startup", f"skipped: about {startup_s:.0f} s does not fit the budget")
     for fmt, calls in per_call.items():

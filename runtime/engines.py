@@ -8,6 +8,7 @@ graph. The UNet, whole or in parts, is loaded by :mod:`humanliff.runtime.unet_en
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,10 @@ from humanliff.runtime.formats import FORMATS, PREFERENCE, Engine, EngineUnavail
 from humanliff.runtime.manifest import MANIFEST_NAME, check_files, network_spec, read_manifest, usable_formats
 
 log = logging.getLogger(__name__)
+
+_LOADING = threading.Lock()
+"""Engines are loaded one at a time (their loaders are not known to be thread-safe); when networks are loaded
+from several threads (``humanliff.runtime.unet_engine.load_unet``) only their files' sha256 checks overlap."""
 
 EngineCall = Callable[..., dict[str, torch.Tensor]]
 """``call(**feeds) -> {output name: tensor}``: an engine, a set of UNet part engines, or their graph."""
@@ -60,7 +65,8 @@ def load_engine(artifacts_dir: str | Path, network: str, prefer: Sequence[str] =
             continue
         try:
             paths = check_files(artifacts_dir, artifacts[name])
-            engine = fmt.engine(paths[0], spec, device, artifacts[name], compile=compile).load()
+            with _LOADING:
+                engine = fmt.engine(paths[0], spec, device, artifacts[name], compile=compile).load()
         except EngineUnavailable as exc:
             log.info("%s: %s engine skipped: %s", network, name, exc)
             skipped.append(f"{name}: {exc}")
