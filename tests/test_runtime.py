@@ -11,8 +11,10 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from click.testing import CliRunner
 from tiny_models import FAST, make_tiny_models
 
+from humanliff.cli import app
 from humanliff.config import load_config
 from humanliff.errors import HumanLiffError, InputFileError
 from humanliff.export.artifacts import export_artifacts
@@ -101,8 +103,9 @@ def test_static_batch_engines_pad_smaller_groups(artifacts, tmp_path):
     the decoder's batch still dynamic; a group of one is padded to two and gets the human of dynamic engines."""
     ema, store, dynamic = artifacts
     folder = tmp_path / "static"
-    export_artifacts(ema, store, folder, "onnx", batch=2, device="cpu", overrides=FAST, static_batch=True,
-                     progress=False)
+    args = ["export", "--unet", str(ema), "--store", str(store), "--out", str(folder), "--formats", "onnx",
+            "--device", "cpu", "--engine-batch", "2", "--static-batch", *(a for o in FAST for a in ("--set", o))]
+    assert CliRunner().invoke(app, args).exit_code == 0
     manifest = read_manifest(folder)
     assert [manifest["networks"][n]["dims"]["batch"] for n in manifest["unet"]["networks"]] == [[2, 2, 2]] * 4
     assert manifest["networks"]["decoder"]["dims"]["batch"][0] == 1
