@@ -18,7 +18,8 @@ import torch
 from humanliff.runtime.cuda_graph import capture_cuda_graph
 from humanliff.runtime.errors import HumanLiffError, InputFileError
 from humanliff.runtime.formats import FORMATS, PREFERENCE, Engine, EngineUnavailable
-from humanliff.runtime.manifest import MANIFEST_NAME, check_files, network_spec, read_manifest, usable_formats
+from humanliff.runtime.manifest import MANIFEST_NAME, network_spec, read_manifest, usable_formats
+from humanliff.runtime.verified_files import verified_files
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def load_engine(artifacts_dir: str | Path, network: str, prefer: Sequence[str] =
             skipped.append(f"{name}: built for {built_for}")
             continue
         try:
-            paths = check_files(artifacts_dir, artifacts[name])
+            paths = verified_files(artifacts_dir, artifacts[name])
             with _LOADING:
                 engine = fmt.engine(paths[0], spec, device, artifacts[name], compile=compile).load()
         except EngineUnavailable as exc:

@@ -1,6 +1,7 @@
 """``humanliff run``: manifest checks, engines and their fallback, the lean pipeline against ``generate``."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from humanliff.export.artifacts import export_artifacts
 from humanliff.generate import generate
 from humanliff.pipeline import Pipeline
 from humanliff.run_pipeline import engine_field
+from humanliff.runtime import manifest as manifest_module
 from humanliff.runtime.engines import graphed, load_engine
 from humanliff.runtime.formats import FORMATS, PREFERENCE, EngineUnavailable
 from humanliff.runtime.formats.aoti import AOTIEngine
@@ -29,6 +31,7 @@ from humanliff.runtime.formats.onnx import OnnxEngine
 from humanliff.runtime.formats.tensorrt import TensorRTEngine
 from humanliff.runtime.manifest import MANIFEST_NAME, NetworkSpec, network_spec, read_manifest, sha256_file
 from humanliff.runtime.unet_engine import load_unet
+from humanliff.runtime.verified_files import RECORD_NAME
 
 FORBIDDEN = ("humanliff.training", "humanliff.models", "humanliff.data", "humanliff.generate")
 
@@ -81,6 +84,30 @@ def test_altered_or_missing_artifact_is_refused(artifacts, tmp_path):
     (folder / "decoder.ep.pt2").unlink()
     with pytest.raises(InputFileError, match=r"decoder.ep.pt2: artifact listed in manifest.json is missing"):
         load_engine(folder, "decoder", prefer=("ep",))
+
+
+def test_a_verified_file_is_hashed_again_only_when_it_changed(artifacts, tmp_path, monkeypatch):
+    """The second load of unchanged files skips their sha256; a file rewritten with its size and modification
+    time kept (its status-change time moves) is hashed again and refused."""
+    monkeypatch.setenv("HUMANLIFF_CACHE", str(tmp_path / "cache"))
+    folder = _copy(artifacts[2], tmp_path)
+    load_engine(folder, "unet", prefer=("onnx",))
+    hashed, real = [], manifest_module.sha256_file
+    monkeypatch.setattr(manifest_module, "sha256_file", lambda p: hashed.append(Path(p).name) or real(p))
+    load_engine(folder, "unet", prefer=("onnx",))
+    assert hashed == [] and (tmp_path / "cache" / RECORD_NAME).is_file()
+    path = folder / "unet.onnx"
+    st, data = path.stat(), bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+    with pytest.raises(InputFileError, match=r"unet.onnx: sha256 differs from manifest.json"):
+        load_engine(folder, "unet", prefer=("onnx",))
+    assert "unet.onnx" in hashed
+    (tmp_path / "cache" / RECORD_NAME).write_text("{oops")  # a corrupt record: the files are hashed again
+    hashed.clear()
+    assert load_engine(folder, "decoder", prefer=("onnx",)).format == "onnx" and hashed
 
 
 def test_shapes_that_disagree_with_the_manifest(artifacts):
