@@ -23,7 +23,7 @@ from humanliff.generate import generate
 from humanliff.models.checkpoint import load_ema
 from humanliff.models.inference import inference_unet
 from humanliff.pipeline import Pipeline
-from humanliff.runtime.layered import human_generators, sample_layers
+from humanliff.runtime.layered import human_generators, sample_layers, top_rows_mask
 from humanliff.runtime.manifest import read_manifest
 from humanliff.runtime.sampling import check_sampler, sample
 from humanliff.runtime.schedule import (
@@ -188,6 +188,8 @@ def test_teacher_samples_are_the_data(tiny, tmp_path):
     planes, written = np.load(path), path.stat().st_mtime_ns
     assert planes.shape == (2, 4, 27, 16, 16) and planes.dtype == np.float16 and np.abs(planes).max() <= 1.0
     assert planes[:, 1:].std() > 0.1 and not np.array_equal(planes[0], planes[1])
+    band = top_rows_mask((1, 27, 16, 16), load_config("tiny").sample.keep_top)[0].numpy()
+    assert band.any() and np.array_equal(planes[:, 1:, band], planes[:, :-1, band])  # sampled with the head band
     distill(ema, store, tmp_path / "run", steps=1, overrides=("train.steps=2", *sets[1:]), device="cpu",
             teacher_samples=2)
     assert path.stat().st_mtime_ns == written and _state(tmp_path / "run" / CHECKPOINT)["step"] == 2

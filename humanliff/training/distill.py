@@ -296,7 +296,8 @@ METHODS: dict[str, type[DistillTrainer]] = {"progressive": ProgressiveTrainer, "
 
 
 def teacher_planes(trainer: DistillTrainer, teacher_cfg: Config, humans: int, out: Path) -> np.ndarray:
-    """``humans`` humans sampled by the teacher with its own sampler, fp16 ``[humans, 4, C, R, R]``: read
+    """``humans`` humans sampled by the teacher as ``generate`` samples them (its ``sample`` section: sampler,
+    steps, eta, ``keep_top``, ``strength``), fp16 ``[humans, 4, C, R, R]``: read
     from ``out/teacher_planes.npy`` when a run already wrote them, else sampled by rank 0 and written."""
     path = out / TEACHER_PLANES
     c, r = trainer.cfg.triplane.channels, trainer.cfg.triplane.resolution
@@ -312,7 +313,8 @@ def teacher_planes(trainer: DistillTrainer, teacher_cfg: Config, humans: int, ou
         for first in range(0, humans, group):
             n = min(group, humans - first)
             planes = sample_layers(unet_fn, (n, c, r, r), abar, list(range(NUM_LAYERS)), s.sampler, s.steps,
-                                   generator=human_generators(10**6 + first, n), eta=s.eta, progress=False)
+                                   generator=human_generators(10**6 + first, n), eta=s.eta, keep_top=s.keep_top,
+                                   strength=s.strength, progress=False)
             parts.append(planes.transpose(0, 1).cpu().half().numpy())
             logger.info("teacher samples: %d of %d humans (%s %d)", first + n, humans, s.sampler, s.steps)
         planes = np.concatenate(parts)
