@@ -37,7 +37,7 @@ from humanliff.run_pipeline import engine_field, load_artifacts, run_config
 from humanliff.runtime.cameras import orbit_cameras
 from humanliff.runtime.engines import graphed
 from humanliff.runtime.formats.aoti_compiler import DEFAULT_TUNING
-from humanliff.runtime.manifest import read_manifest
+from humanliff.runtime.manifest import read_manifest, unet_layout
 from humanliff.runtime.occupancy import build_occupancy
 from humanliff.runtime.render import render_image
 from humanliff.store import create_store
@@ -243,7 +243,7 @@ def _complete_export(arts: Path, formats: tuple[str, ...], aoti_tuning: str, sta
         manifest = read_manifest(arts)
     except HumanLiffError:
         return None
-    low, _, high = manifest["networks"][manifest["unet"]["networks"][0]]["dims"]["batch"]
+    low, _, high = manifest["networks"][unet_layout(manifest)["networks"][0]]["dims"]["batch"]
     if static_batch != (low == high):
         return None
     for net in manifest["networks"].values():

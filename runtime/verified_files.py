@@ -54,21 +54,19 @@ def verified_files(artifacts_dir: str | Path, artifact: Mapping[str, Any]) -> li
     """``check_files`` (every file present and matching its recorded sha256; the paths), skipping the hash of
     a file whose identity is unchanged since it last matched the same digest."""
     paths = [Path(artifacts_dir) / name for name in artifact["files"]]
+    digests = list(artifact["files"].values())
     record = cache_dir() / RECORD_NAME
-    with _LOCK:
-        known = _read(record)
     try:
-        if all(known.get(str(p.resolve())) == _identity(p, d) for p, d in zip(paths, artifact["files"].values(),
-                                                                               strict=True)):
+        before = [_identity(p, d) for p, d in zip(paths, digests, strict=True)]
+    except OSError:
+        before = None  # a missing file: check_files names it
+    if before is not None:
+        with _LOCK:
+            known = _read(record)
+        if all(known.get(str(p.resolve())) == i for p, i in zip(paths, before, strict=True)):
             return paths
-    except OSError:
-        pass  # a missing file: check_files names it
-    try:
-        before = [_identity(p, d) for p, d in zip(paths, artifact["files"].values(), strict=True)]
-    except OSError:
-        before = []
     paths = check_files(artifacts_dir, artifact)
-    after = [_identity(p, d) for p, d in zip(paths, artifact["files"].values(), strict=True)]
+    after = [_identity(p, d) for p, d in zip(paths, digests, strict=True)]
     if before == after:  # not written to while it was hashed
         with _LOCK:
             entries = _read(record)
