@@ -253,7 +253,7 @@ class _OriginalStageAStep(OriginalFitStep):
 def _stage_a_fitter(cfg: Config, targets: PlaneTargets, fused: bool) -> StageAFitter:
     """A one-rank stage-A fitter over every plane of ``targets`` with a fresh default FusedDecoder: the fused
     kernel (``render.fused_kernel``) or the torch path (compiled as ``fit.compile``)."""
-    from humanliff.training.fit_a import StageAFitter, StageAState
+    from humanliff.training.fit_a import StageAFitter, StageAState, decoder_optimizer
     from humanliff.training.fit_step import RenderLoss
     from humanliff.training.sparse_adam import RowAdam
 
@@ -262,7 +262,7 @@ def _stage_a_fitter(cfg: Config, targets: PlaneTargets, fused: bool) -> StageAFi
     dev = targets.images.device
     torch.manual_seed(0)
     decoder = build_decoder(cfg.decoder).to(dev)
-    optimizer = torch.optim.Adam(decoder.parameters(), lr=cfg.fit.lr_decoder)
+    optimizer = decoder_optimizer(decoder, cfg)
     res = cfg.triplane.resolution
     table = RowAdam(torch.randn(len(targets), 27, res, res, device=dev) * cfg.fit.init_std)
     state = StageAState([], [], table, decoder, optimizer, torch.Generator(dev).manual_seed(0))
@@ -290,14 +290,18 @@ def bench_fit_a(rep: Report, s: Setup, cfg: Config, subjects: list[SubjectData],
     rep.add("fit", "original stage-A iteration (decoder trained), without anomaly mode", original_ms, "ms",
             note=f"{note}; fp32, dense Adam over the planes and the seed decoder")
     kernel = dev.type == "cuda" and triton_available()
-    for fused, compile_ in ((True, False), (False, dev.type == "cuda")):
-        fit_cfg = dataclasses.replace(cfg, fit=dataclasses.replace(cfg.fit, compile=compile_))
+    cuda = dev.type == "cuda"
+    variants = [(True, False, True), (True, False, False), (False, True, True), (False, True, False)] if cuda \
+        else [(True, False, False), (False, False, False)]
+    for fused, compile_, graph in variants:
+        fit_cfg = dataclasses.replace(cfg, fit=dataclasses.replace(cfg.fit, compile=compile_, cuda_graph=graph))
         fitter = _stage_a_fitter(fit_cfg, targets, fused)
         t = time_fn(fitter.step, warmup=3, repeats=s.repeats * 2, device=dev)
-        torch_path = f"{fit_cfg.fit.precision if dev.type == 'cuda' else 'fp32'} torch path" \
-                     f"{', compiled' if compile_ else ''}"
+        torch_path = f"{fit_cfg.fit.precision if cuda else 'fp32'} torch path{', compiled' if compile_ else ''}"
         path = "bf16 fused Triton kernel, decoder gradients in the kernel" if kernel else torch_path
         label = f"render.fused_kernel on: {path}" if fused else f"render.fused_kernel off: {torch_path}"
+        if cuda:
+            label += ", step as a CUDA graph (fit.cuda_graph)" if graph else ", eager step (fit.cuda_graph=false)"
         rep.add("fit", f"stage-A iteration, {label}", t.median_ms, "ms", original_ms,
                 note=f"{note}; fused decoder, RowAdam planes; peak {t.peak_mb:.0f} MB")
 

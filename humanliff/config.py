@@ -149,6 +149,9 @@ class FitConfig:
     precision: str = "bf16"
     """``bf16`` (autocast on CUDA) or ``fp32``."""
     compile: bool = False
+    cuda_graph: bool = True
+    """Stage A on one CUDA device without DDP: each step (draws, render, backward, both optimizers) is
+    captured as a CUDA graph at the second step and replayed after."""
     checkpoint_every: int = 1000
     log_every: int = 100
     seed: int = 0

@@ -37,6 +37,7 @@ from humanliff.training.fit import (
 from humanliff.training.fit_step import PlaneTargets, RenderLoss, draw_rays, plane_targets
 from humanliff.training.schedules import decoder_lr_a, planes_lr_a
 from humanliff.training.sparse_adam import RowAdam
+from humanliff.training.step_graph import GraphedUpdate, tensor_lr
 
 log = logging.getLogger(__name__)
 _ROW_ARRAYS = ("planes", "exp_avg", "exp_avg_sq")
@@ -168,6 +169,14 @@ def _init_planes(owned: Sequence[int], cfg: Config, device: torch.device) -> tor
     return (torch.cat(planes) * cfg.fit.init_std).to(device)
 
 
+def decoder_optimizer(decoder: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    """Adam over the decoder's parameters at ``fit.lr_decoder`` (the original's betas and eps); fused on
+    CUDA, which a captured step needs (its step counts live on the device)."""
+    cuda = next(decoder.parameters()).device.type == "cuda"
+    return torch.optim.Adam(decoder.parameters(), lr=cfg.fit.lr_decoder, betas=(0.9, 0.999), eps=1e-8,
+                            fused=cuda, foreach=not cuda)
+
+
 def fit_stage_a(cfg: Config, out_dir: str | Path, device: str | None = None, *,
                 resume_anyway: bool = False) -> Path:
     """Stage A: fit the shared decoder and one tri-plane per (subject, layer) of ``cfg.data``.
@@ -195,7 +204,7 @@ def fit_stage_a(cfg: Config, out_dir: str | Path, device: str | None = None, *,
 
     torch.manual_seed(cfg.fit.seed)
     decoder = build_decoder(cfg.decoder).to(info.device)
-    optimizer = torch.optim.Adam(decoder.parameters(), lr=cfg.fit.lr_decoder, betas=(0.9, 0.999), eps=1e-8)
+    optimizer = decoder_optimizer(decoder, cfg)
     table = RowAdam(_init_planes(owned, cfg, info.device), clamp=1.0 if cfg.fit.clamp else 0.0)
     generator = seeded_generator(info.device, cfg.fit.seed * 1000003 + info.rank)
     state = StageAState(names, owned, table, decoder, optimizer, generator)
@@ -237,7 +246,15 @@ def _kept(ckpt: Path, saved: int) -> str:
 
 
 class StageAFitter:
-    """One stage-A step at a time: draw planes and rays, render, step the decoder (DDP) and the drawn rows."""
+    """One stage-A step at a time: draw planes and rays, render, step the decoder (DDP) and the drawn rows.
+
+    With ``fit.cuda_graph`` on one CUDA device without DDP (``self.graphed``), the whole step (draws from
+    the state's generator, render, backward, Adam on the decoder, RowAdam on the rows) is captured as a
+    CUDA graph at the second step and replayed after; the learning rates reach it as device scalars.
+    """
+
+    PARTS = ("loss", "mse", "acc", "tv", "l1")
+    """The loss terms a step returns (``plane_losses``' keys), in the graph's output order."""
 
     def __init__(self, state: StageAState, loss_module: torch.nn.Module, targets: PlaneTargets,
                  cfg: Config) -> None:
@@ -245,9 +262,31 @@ class StageAFitter:
         self.planes_per_step = min(cfg.fit.batch_images, len(targets))
         self.views_per_plane = max(1, cfg.fit.batch_images // self.planes_per_step)
         self.generator = state.generator
+        device = state.table.table.device
+        self.graphed = cfg.fit.cuda_graph and device.type == "cuda" \
+            and not isinstance(loss_module, DistributedDataParallel)
+        self.lr = torch.zeros(2, dtype=torch.float32, device=device)
+        """Decoder and planes learning rates of the step being run (read by the graph)."""
+        if self.graphed:
+            self.graph = GraphedUpdate(self._update, device, self._lr_as_tensor, generators=[self.generator])
+
+    def _lr_as_tensor(self) -> contextlib.AbstractContextManager[None]:
+        return tensor_lr([self.state.optimizer], [self.lr[0]])
 
     def step(self) -> dict[str, torch.Tensor]:
-        """One step; returns the detached per-plane loss terms (no host sync)."""
+        """One step; returns the detached per-plane loss terms ``[U]`` each (no host sync)."""
+        state, cfg = self.state, self.cfg
+        lr = (decoder_lr_a(cfg.fit, state.step), planes_lr_a(cfg.fit, state.step))
+        for group in state.optimizer.param_groups:  # a float in the state dict; the graph reads self.lr
+            group["lr"] = lr[0]
+        for i, rate in enumerate(lr):
+            self.lr[i].fill_(rate)
+        parts = self.graph() if self.graphed else self._update()
+        state.step += 1
+        return dict(zip(self.PARTS, parts, strict=True))
+
+    def _update(self) -> tuple[torch.Tensor, ...]:
+        """The step's device work: draws, render, backward, both optimizers; the loss terms in PARTS order."""
         state, cfg = self.state, self.cfg
         rows = torch.randperm(len(self.targets), generator=self.generator,
                               device=self.generator.device)[: self.planes_per_step]
@@ -255,11 +294,8 @@ class StageAFitter:
         rays = draw_rays(self.targets, rows, self.views_per_plane, cfg.fit.rays_per_image,
                          cfg.fit.foreground_fraction, self.generator)
         parts = self.loss_module(planes, rays, self.targets.bounds[rows], self.generator)
-        for group in state.optimizer.param_groups:
-            group["lr"] = decoder_lr_a(cfg.fit, state.step)
         state.optimizer.zero_grad(set_to_none=True)
         parts["loss"].mean().backward()
         state.optimizer.step()
-        state.table.step(rows, planes.grad, planes_lr_a(cfg.fit, state.step))
-        state.step += 1
-        return {k: v.detach() for k, v in parts.items()}
+        state.table.step(rows, planes.grad, self.lr[1])
+        return tuple(parts[k].detach() for k in self.PARTS)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
@@ -20,13 +20,16 @@ class GraphedUpdate:
     creates the optimizer's state), the second captures it and replays the capture, and later calls only
     copy their inputs into the static buffers and replay. ``update`` must do device work only (no host
     sync, no Python value that changes between steps: pass a device tensor instead) and keep the
-    shapes, dtypes and layouts of its inputs; the capture runs inside ``capture_context()``.
+    shapes, dtypes and layouts of its inputs; the capture runs inside ``capture_context()``. ``generators``:
+    the CUDA generators (besides the default one) that ``update`` draws from.
     Returns fresh copies of the outputs (the graph rewrites its own on every replay).
     """
 
     def __init__(self, update: Update, device: torch.device,
-                 capture_context: CaptureContext = contextlib.nullcontext) -> None:
+                 capture_context: CaptureContext = contextlib.nullcontext,
+                 generators: Sequence[torch.Generator] = ()) -> None:
         self.update, self.device, self.capture_context = update, device, capture_context
+        self.generators = tuple(generators)
         self.static: list[torch.Tensor] | None = None
         self.graph: torch.cuda.CUDAGraph | None = None
         self.outputs: Sequence[torch.Tensor] = ()
@@ -48,6 +51,23 @@ class GraphedUpdate:
             static = self.static
             with self.capture_context():
                 self.graph, self.outputs = capture_cuda_graph(lambda: self.update(*static), self.device,
-                                                              warmup=0)
+                                                              warmup=0, generators=self.generators)
         self.graph.replay()
         return tuple(o.clone() for o in self.outputs)
+
+
+@contextlib.contextmanager
+def tensor_lr(optimizers: Sequence[torch.optim.Optimizer], lr: Sequence[torch.Tensor]) -> Iterator[None]:
+    """While capturing a step: each (fused) optimizer is capturable and reads its learning rate from its
+    device scalar in ``lr`` (refilled before every replay) instead of a float frozen into the graph;
+    outside the capture (and in the state dict) its param groups are as they were."""
+    kept = [[(group["lr"], group["capturable"]) for group in opt.param_groups] for opt in optimizers]
+    for opt, rate in zip(optimizers, lr, strict=True):
+        for group in opt.param_groups:
+            group["lr"], group["capturable"] = rate, True
+    try:
+        yield
+    finally:
+        for opt, groups in zip(optimizers, kept, strict=True):
+            for group, (rate, capturable) in zip(opt.param_groups, groups, strict=True):
+                group["lr"], group["capturable"] = rate, capturable

@@ -17,7 +17,6 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +49,7 @@ from humanliff.training.checkpoint import (
 from humanliff.training.distributed import DistInfo
 from humanliff.training.ema import EMA
 from humanliff.training.finite import LossWatch
-from humanliff.training.step_graph import GraphedUpdate
+from humanliff.training.step_graph import GraphedUpdate, tensor_lr
 
 logger = logging.getLogger(__name__)
 
@@ -179,19 +178,9 @@ class DiffusionTrainer:
             self.lr = torch.tensor(annealed_lr(tc, 0), dtype=torch.float32, device=self.device)
             self.graph = GraphedUpdate(self._update, self.device, self._lr_as_tensor)
 
-    @contextlib.contextmanager
-    def _lr_as_tensor(self) -> Iterator[None]:
-        """During the capture the fused AdamW is capturable and reads ``self.lr`` (refilled before every
-        replay) instead of a float frozen into the graph; outside it (and in the state dict) it is as built."""
-        groups = self.optimizer.param_groups
-        kept = [(group["lr"], group["capturable"]) for group in groups]
-        for group in groups:
-            group["lr"], group["capturable"] = self.lr, True
-        try:
-            yield
-        finally:
-            for group, (lr, capturable) in zip(groups, kept, strict=True):
-                group["lr"], group["capturable"] = lr, capturable
+    def _lr_as_tensor(self) -> contextlib.AbstractContextManager[None]:
+        """During the capture the fused AdamW reads ``self.lr`` (refilled before every replay)."""
+        return tensor_lr([self.optimizer], [self.lr])
 
     def parameter_count(self) -> int:
         """Parameters of the trained model."""
