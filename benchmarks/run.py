@@ -304,6 +304,27 @@ def bench_fit_a(rep: Report, s: Setup, cfg: Config, subjects: list[SubjectData],
             label += ", step as a CUDA graph (fit.cuda_graph)" if graph else ", eager step (fit.cuda_graph=false)"
         rep.add("fit", f"stage-A iteration, {label}", t.median_ms, "ms", original_ms,
                 note=f"{note}; fused decoder, RowAdam planes; peak {t.peak_mb:.0f} MB")
+        if cuda and os.environ.get("HUMANLIFF_BENCH_PROFILE") and not graph:
+            _profile_steps(fitter.step, label)
+
+
+def _profile_steps(step: Callable[[], object], label: str, steps: int = 5) -> None:
+    """Print where ``steps`` calls of ``step`` spend GPU time (torch.profiler's kernel table) and how much of
+    the wall time the GPU is busy (``HUMANLIFF_BENCH_PROFILE=1``: for finding what to speed up)."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+        wall = (time.perf_counter() - t0) / steps * 1e3
+    events = prof.key_averages()
+    busy = sum(e.self_device_time_total for e in events if e.device_type == DeviceType.CUDA) / steps / 1e3
+    print(f"[profile] {label}: {wall:.2f} ms a step (profiled), GPU busy {busy:.2f} ms a step", flush=True)
+    print(events.table(sort_by="self_device_time_total", row_limit=30), flush=True)
 
 
 def _default_fitted(s: Setup) -> dict:
