@@ -126,8 +126,25 @@ def alpha_weights(density: torch.Tensor, z: torch.Tensor, dir_norm: torch.Tensor
     if dir_norm is not None:
         dists = dists * dir_norm[..., None]
     alpha = 1.0 - torch.exp(-density * dists)
-    trans = torch.cat([torch.ones_like(alpha[..., :1]), 1.0 - alpha + eps], dim=-1).cumprod(-1)
+    trans = PositiveCumprod.apply(torch.cat([torch.ones_like(alpha[..., :1]), 1.0 - alpha + eps], dim=-1))
     return alpha * trans[..., :-1]
+
+
+class PositiveCumprod(torch.autograd.Function):
+    """``x.cumprod(-1)`` of an ``x`` positive everywhere (``1 - alpha + eps``, eps > 0). Its backward is
+    torch's for inputs without zeros, ``reverse_cumsum(grad * out) / x``, without torch's check for zeros,
+    which reads a value on the host: a training step that composites can then be captured as a CUDA graph."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor) -> torch.Tensor:
+        out = x.cumprod(-1)
+        ctx.save_for_backward(x, out)
+        return out
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
+        x, out = ctx.saved_tensors
+        return (grad * out).flip(-1).cumsum(-1).flip(-1) / x
 
 
 def composite(rgb_raw: torch.Tensor, sigma_raw: torch.Tensor, z: torch.Tensor, dir_norm: torch.Tensor,
