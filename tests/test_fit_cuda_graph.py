@@ -1,9 +1,10 @@
 """The stage-A step replayed as a CUDA graph against the same step run eagerly, on a GPU.
 
 Same data, seeds and draws (the state's generator is registered with the graph, so every replay draws
-new planes, views, rays and jitter); no step after the first syncs with the host; the loss terms of 6 steps, the decoder's weights, the planes and
-their moments must agree within the fused kernel's atomics, the learning rates must follow the decay
-inside the graph, and the optimizer's state dict must keep a float learning rate. Skipped without CUDA.
+new planes, views, rays and jitter); no eager step after the first syncs with the host; the loss terms of
+6 steps, the decoder's weights, the planes and their moments must agree within the fused kernel's
+atomics, the learning rates must follow the decay inside the graph, and the optimizer's state dict must
+keep a float learning rate. Skipped without CUDA.
 """
 
 import numpy as np
