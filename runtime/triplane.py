@@ -48,10 +48,12 @@ def sample_features(planes: torch.Tensor, points: torch.Tensor,
     b, _, res, _ = planes.shape
     m = points.shape[1]
     points = points.to(planes.dtype)
-    uv = torch.stack([points[..., list(axes)] for axes in _PLANE_AXES], dim=1)  # [B, 3, M, 2]
+    # slices and scalars only (no index or constant tensor copied from the host: capturable in a CUDA graph)
+    u = torch.stack([points[..., a] for a, _ in _PLANE_AXES], dim=1)  # [B, 3, M]
+    v = torch.stack([points[..., b] for _, b in _PLANE_AXES], dim=1)
     step = 1.0 / res
-    shifts = uv.new_tensor([[0.0, 0.0], [step, 0.0], [0.0, step]])  # [3 groups, 2]
-    grid = uv[:, :, None] + shifts[None, None, :, None, :]  # [B, 3, 3, M, 2]
+    groups = ((u, v), (u + step, v), (u, v + step))  # the texel and its right and lower neighbours
+    grid = torch.stack([torch.stack(g, dim=-1) for g in groups], dim=2)  # [B, 3, 3, M, 2]
     grid = grid.reshape(-1, 1, m, 2)  # [B*9, 1, M, 2]; -1, not b * 9: no size arithmetic in traced graphs
     texels = planes.reshape(-1, GROUP_CHANNELS, res, res)
     out = F.grid_sample(texels, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
