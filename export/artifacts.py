@@ -48,6 +48,7 @@ from humanliff.runtime.layers import NUM_LAYERS
 from humanliff.runtime.manifest import sha256_file, write_manifest
 from humanliff.runtime.render import ray_chunk
 from humanliff.runtime.triplane import CHANNELS
+from humanliff.runtime.verified_files import remember_written
 from humanliff.store import TriplaneStore, check_layout, open_store
 
 log = logging.getLogger(__name__)
@@ -286,4 +287,5 @@ def export_artifacts(unet_ckpt: str | Path, store: str | Path, out_dir: str | Pa
             **({"distilled": schedule.to_record()} if schedule else {}),
         }
         write_manifest(tmp, manifest)
+    remember_written(out_dir, manifest)
     return {"format": "humanliff-artifacts", **manifest}

@@ -68,11 +68,27 @@ def verified_files(artifacts_dir: str | Path, artifact: Mapping[str, Any]) -> li
     paths = check_files(artifacts_dir, artifact)
     after = [_identity(p, d) for p, d in zip(paths, digests, strict=True)]
     if before == after:  # not written to while it was hashed
-        with _LOCK:
-            entries = _read(record)
-            for path, identity in zip(paths, after, strict=True):
-                key = str(path.resolve())
-                entries.pop(key, None)
-                entries[key] = identity
-            _write(record, entries)
+        _remember(record, list(zip(paths, after, strict=True)))
     return paths
+
+
+def _remember(record: Path, identities: list[tuple[Path, list[Any]]]) -> None:
+    with _LOCK:
+        entries = _read(record)
+        for path, identity in identities:
+            key = str(path.resolve())
+            entries.pop(key, None)
+            entries[key] = identity
+        _write(record, entries)
+
+
+def remember_written(artifacts_dir: str | Path, manifest: Mapping[str, Any]) -> None:
+    """Record every artifact file of ``manifest`` (just written to ``artifacts_dir`` by an export, which
+    hashed each file as it wrote it) with its digest, so that the first load skips the hashing too."""
+    identities = []
+    for network in manifest["networks"].values():
+        for artifact in network["artifacts"].values():
+            for name, digest in artifact.get("files", {}).items():
+                path = Path(artifacts_dir) / name
+                identities.append((path, _identity(path, digest)))
+    _remember(cache_dir() / RECORD_NAME, identities)

@@ -26,12 +26,12 @@ from humanliff.runtime import manifest as manifest_module
 from humanliff.runtime.engines import graphed, load_engine
 from humanliff.runtime.formats import FORMATS, PREFERENCE, EngineUnavailable
 from humanliff.runtime.formats.aoti import AOTIEngine
-from humanliff.runtime.formats.base import device_key
+from humanliff.runtime.formats.base import cache_dir, device_key
 from humanliff.runtime.formats.onnx import OnnxEngine
 from humanliff.runtime.formats.tensorrt import TensorRTEngine
 from humanliff.runtime.manifest import MANIFEST_NAME, NetworkSpec, network_spec, read_manifest, sha256_file
 from humanliff.runtime.unet_engine import load_unet
-from humanliff.runtime.verified_files import RECORD_NAME
+from humanliff.runtime.verified_files import RECORD_NAME, remember_written
 
 FORBIDDEN = ("humanliff.training", "humanliff.models", "humanliff.data", "humanliff.generate")
 
@@ -108,6 +108,18 @@ def test_a_verified_file_is_hashed_again_only_when_it_changed(artifacts, tmp_pat
     (tmp_path / "cache" / RECORD_NAME).write_text("{oops")  # a corrupt record: the files are hashed again
     hashed.clear()
     assert load_engine(folder, "decoder", prefer=("onnx",)).format == "onnx" and hashed
+
+
+def test_files_an_export_wrote_are_not_hashed_at_their_first_load(artifacts, tmp_path, monkeypatch):
+    """The export records its files' identities with the digests it took while writing them."""
+    known = json.loads((cache_dir() / RECORD_NAME).read_text())
+    assert str((artifacts[2] / "unet.onnx").resolve()) in known  # the fixture's export recorded its files
+    monkeypatch.setenv("HUMANLIFF_CACHE", str(tmp_path / "cache"))
+    folder = _copy(artifacts[2], tmp_path)  # new files: not recorded
+    remember_written(folder, read_manifest(folder))
+    hashed, real = [], manifest_module.sha256_file
+    monkeypatch.setattr(manifest_module, "sha256_file", lambda p: hashed.append(Path(p).name) or real(p))
+    assert load_engine(folder, "unet", prefer=("onnx",)).format == "onnx" and hashed == []
 
 
 def test_shapes_that_disagree_with_the_manifest(artifacts):
