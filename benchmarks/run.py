@@ -74,6 +74,9 @@ class Setup:
     """Steps of the train section's loss-curve comparison."""
     train_budget_s: float
     """Seconds by which the train section's optional rows must end (each estimated by the one before)."""
+    train_rows: str = "all"
+    """``microbatch``: on CUDA the train section measures only the original step and the block-compiled
+    rows at each microbatch (no whole-UNet compile, no loss curves)."""
 
 
 def make_setup(quick: bool) -> Setup:
@@ -489,6 +492,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--curve-steps", type=int, default=None, help="steps of the train section's loss curves")
     parser.add_argument("--train-budget-s", type=float, default=None,
                         help="seconds by which the train section's optional rows end")
+    parser.add_argument("--train-rows", choices=("all", "microbatch"), default=None,
+                        help="train section: every row, or (CUDA) the original step and the microbatch rows only")
     parser.add_argument("--formats", default="", help="runtime section: engine formats, e.g. torchscript,aoti "
                         "(default: CUDA aoti,torchscript; CPU torchscript,onnx)")
     parser.add_argument("--aoti-tuning", default=DEFAULT_TUNING, help="runtime section: plain, frozen or autotune "
@@ -501,7 +506,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     s = make_setup(args.quick)
-    overrides = {"curve_steps": args.curve_steps, "train_budget_s": args.train_budget_s}
+    overrides = {"curve_steps": args.curve_steps, "train_budget_s": args.train_budget_s,
+                 "train_rows": args.train_rows}
     s = dataclasses.replace(s, **{k: v for k, v in overrides.items() if v is not None})
     if s.device.type == "cuda" and not args.quick:
         device = torch.cuda.get_device_name()

@@ -11,7 +11,8 @@ once ``budget_s`` is spent):
 - the loss curves of both over ``curve_steps`` steps of a small UNet (same data, same seed);
 - the new step compiled block by block (``train.compile_scope=blocks``, a fraction of the compile time) at
   microbatch 8, 2 (batch 8), 16 and 32.
-Memory is the caching allocator's peak reservation from the trainer's construction on (a CUDA graph's pool
+With ``--train-rows microbatch`` only the original step and the block-compiled rows run (their ratios then
+against the original step). Memory is the caching allocator's peak reservation from the trainer's construction on (a CUDA graph's pool
 counts). On the CPU everything runs small and eager (the CUDA graph does not apply there).
 """
 
@@ -232,21 +233,25 @@ def bench_train(rep: Report, s: Setup, original_unet: Callable[[], torch.nn.Modu
         acp = linear_schedule().float().to(dev)
         original = OriginalTrainStep(original_unet().train(), acp)
         t = time_fn(lambda: original.step(x0, x_cond, y), warmup=2, repeats=5, device=dev)
-        rep.add("train", f"original step, batch {batch}, fp16 autocast, microbatch 2", batch / t.median_ms * 1e3,
+        original_rate = batch / t.median_ms * 1e3
+        rep.add("train", f"original step, batch {batch}, fp16 autocast, microbatch 2", original_rate,
                 "samples/s", note=f"peak allocated {t.peak_mb:.0f} MB")
         del original, x0, x_cond, y
-    before = _throughput(rep, _trainer_cfg(s.cfg, dev, batch, batch, cuda_graph=False), dev,
-                         f"current trainer (train.cuda_graph=false), whole UNet compiled, microbatch {batch}", None,
-                         repeats, phases=True)
-    _throughput(rep, _trainer_cfg(s.cfg, dev, batch, batch), dev,
-                f"new step (CUDA graph), whole UNet compiled, microbatch {batch} (ratio: vs the current trainer)",
-                before, repeats)
-    _curves(rep, s, "new step (CUDA graph)")
+    if s.train_rows == "microbatch" and cuda:
+        before, versus = original_rate, "the original step"
+    else:
+        before = _throughput(rep, _trainer_cfg(s.cfg, dev, batch, batch, cuda_graph=False), dev,
+                             f"current trainer (train.cuda_graph=false), whole UNet compiled, microbatch {batch}",
+                             None, repeats, phases=True)
+        versus = "the current trainer"
+        _throughput(rep, _trainer_cfg(s.cfg, dev, batch, batch), dev,
+                    f"new step (CUDA graph), whole UNet compiled, microbatch {batch} (ratio: vs {versus})",
+                    before, repeats)
+        _curves(rep, s, "new step (CUDA graph)")
     blocks = [(batch, batch), (16, 16), (batch, 2), (32, 32)] if cuda else [(batch, 1)]
     skipped, last = [], 0.0
     for b, micro in blocks:
-        label = f"new step (CUDA graph), compiled block by block, batch {b}, microbatch {micro} (ratio: vs the " \
-                f"current trainer)"
+        label = f"new step (CUDA graph), compiled block by block, batch {b}, microbatch {micro} (ratio: vs {versus})"
         if time.perf_counter() - start + last > s.train_budget_s:  # the previous row's time as the estimate
             skipped.append(label)
             continue
