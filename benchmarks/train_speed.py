@@ -12,8 +12,9 @@ once ``budget_s`` is spent):
 - the new step compiled block by block (``train.compile_scope=blocks``, a fraction of the compile time) at
   microbatch 8, 2 (batch 8), 16 and 32.
 With ``--train-rows microbatch`` only the original step and the block-compiled rows run (their ratios then
-against the original step). Memory is the caching allocator's peak reservation from the trainer's construction on (a CUDA graph's pool
-counts). On the CPU everything runs small and eager (the CUDA graph does not apply there).
+against the original step). Memory is the caching allocator's peak reservation from the trainer's
+construction on (a CUDA graph's pool counts). On the CPU everything runs small and eager (the CUDA graph
+does not apply there).
 """
 
 from __future__ import annotations
