@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,6 +35,7 @@ from humanliff.training.fit import (
     train_views,
     write_fit_config,
 )
+from humanliff.training.fit_losses import LOSS_TERMS
 from humanliff.training.fit_step import PlaneTargets, RenderLoss, draw_rays, plane_targets
 from humanliff.training.schedules import decoder_lr_a, planes_lr_a
 from humanliff.training.sparse_adam import RowAdam
@@ -253,9 +255,6 @@ class StageAFitter:
     CUDA graph at the second step and replayed after; the learning rates reach it as device scalars.
     """
 
-    PARTS = ("loss", "mse", "acc", "tv", "l1")
-    """The loss terms a step returns (``plane_losses``' keys), in the graph's output order."""
-
     def __init__(self, state: StageAState, loss_module: torch.nn.Module, targets: PlaneTargets,
                  cfg: Config) -> None:
         self.state, self.loss_module, self.targets, self.cfg = state, loss_module, targets, cfg
@@ -268,10 +267,8 @@ class StageAFitter:
         self.lr = torch.zeros(2, dtype=torch.float32, device=device)
         """Decoder and planes learning rates of the step being run (read by the graph)."""
         if self.graphed:
-            self.graph = GraphedUpdate(self._update, device, self._lr_as_tensor, generators=[self.generator])
-
-    def _lr_as_tensor(self) -> contextlib.AbstractContextManager[None]:
-        return tensor_lr([self.state.optimizer], [self.lr[0]])
+            lr_in_graph = functools.partial(tensor_lr, state.optimizer, self.lr[0])
+            self.graph = GraphedUpdate(self._update, device, lr_in_graph, generators=[self.generator])
 
     def step(self) -> dict[str, torch.Tensor]:
         """One step; returns the detached per-plane loss terms ``[U]`` each (no host sync)."""
@@ -283,10 +280,11 @@ class StageAFitter:
             self.lr[i].fill_(rate)
         parts = self.graph() if self.graphed else self._update()
         state.step += 1
-        return dict(zip(self.PARTS, parts, strict=True))
+        return dict(zip(LOSS_TERMS, parts, strict=True))
 
     def _update(self) -> tuple[torch.Tensor, ...]:
-        """The step's device work: draws, render, backward, both optimizers; the loss terms in PARTS order."""
+        """The step's device work: draws, render, backward, both optimizers; the loss terms in LOSS_TERMS
+        order."""
         state, cfg = self.state, self.cfg
         rows = torch.randperm(len(self.targets), generator=self.generator,
                               device=self.generator.device)[: self.planes_per_step]
@@ -298,4 +296,4 @@ class StageAFitter:
         parts["loss"].mean().backward()
         state.optimizer.step()
         state.table.step(rows, planes.grad, self.lr[1])
-        return tuple(parts[k].detach() for k in self.PARTS)
+        return tuple(parts[k].detach() for k in LOSS_TERMS)

@@ -12,6 +12,9 @@ import torch
 
 from humanliff.config import FitConfig
 
+LOSS_TERMS = ("loss", "mse", "acc", "tv", "l1")
+"""The keys of ``plane_losses``, in its order (a captured stage-A step returns them as a tuple)."""
+
 
 def total_variation(planes: torch.Tensor) -> torch.Tensor:
     """``[U, C, R, R]`` -> ``[U]``: mean |dP/dv| + mean |dP/du| per plane (``F.l1_loss`` means)."""
@@ -25,12 +28,12 @@ def plane_losses(rgb: torch.Tensor, acc: torch.Tensor, target_rgb: torch.Tensor,
     """Loss terms per tri-plane, each ``[U]`` float32.
 
     rgb, target_rgb: ``[U, N, 3]`` in [0, 1]; acc: ``[U, N]`` accumulated opacity; target_mask: ``[U, N]``
-    (1 on the subject, 0 off it); planes: ``[U, C, R, R]``. Keys: ``mse``, ``acc``, ``tv``, ``l1``, ``loss``.
+    (1 on the subject, 0 off it); planes: ``[U, C, R, R]``. Keys: ``LOSS_TERMS``.
     """
     mse = (rgb.float() - target_rgb.float()).square().flatten(1).mean(1)
     acc_term = (acc.float() - target_mask.float()).square().flatten(1).mean(1)
     tv = total_variation(planes.float())
     l1 = planes.float().abs().flatten(1).mean(1)
     loss = mse + cfg.acc_weight * acc_term + cfg.tv_weight * tv + cfg.l1_weight * l1
-    return {"loss": loss, "mse": mse, "acc": acc_term, "tv": tv, "l1": l1}
+    return dict(zip(LOSS_TERMS, (loss, mse, acc_term, tv, l1), strict=True))
 

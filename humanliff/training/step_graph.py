@@ -57,17 +57,15 @@ class GraphedUpdate:
 
 
 @contextlib.contextmanager
-def tensor_lr(optimizers: Sequence[torch.optim.Optimizer], lr: Sequence[torch.Tensor]) -> Iterator[None]:
-    """While capturing a step: each (fused) optimizer is capturable and reads its learning rate from its
-    device scalar in ``lr`` (refilled before every replay) instead of a float frozen into the graph;
-    outside the capture (and in the state dict) its param groups are as they were."""
-    kept = [[(group["lr"], group["capturable"]) for group in opt.param_groups] for opt in optimizers]
-    for opt, rate in zip(optimizers, lr, strict=True):
-        for group in opt.param_groups:
-            group["lr"], group["capturable"] = rate, True
+def tensor_lr(optimizer: torch.optim.Optimizer, lr: torch.Tensor) -> Iterator[None]:
+    """While capturing a step: the (fused) optimizer is capturable and reads its learning rate from the
+    device scalar ``lr`` (refilled before every replay) instead of a float frozen into the graph; outside
+    the capture (and in the state dict) its param groups are as they were."""
+    kept = [(group["lr"], group["capturable"]) for group in optimizer.param_groups]
+    for group in optimizer.param_groups:
+        group["lr"], group["capturable"] = lr, True
     try:
         yield
     finally:
-        for opt, groups in zip(optimizers, kept, strict=True):
-            for group, (rate, capturable) in zip(opt.param_groups, groups, strict=True):
-                group["lr"], group["capturable"] = rate, capturable
+        for group, (rate, capturable) in zip(optimizer.param_groups, kept, strict=True):
+            group["lr"], group["capturable"] = rate, capturable

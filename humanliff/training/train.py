@@ -14,6 +14,7 @@ depend on the number of ranks, the micro-batch size or a resume.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -176,11 +177,9 @@ class DiffusionTrainer:
         self.generator = torch.Generator(self.device)
         if self.graphed:
             self.lr = torch.tensor(annealed_lr(tc, 0), dtype=torch.float32, device=self.device)
-            self.graph = GraphedUpdate(self._update, self.device, self._lr_as_tensor)
-
-    def _lr_as_tensor(self) -> contextlib.AbstractContextManager[None]:
-        """During the capture the fused AdamW reads ``self.lr`` (refilled before every replay)."""
-        return tensor_lr([self.optimizer], [self.lr])
+            # during the capture the fused AdamW reads self.lr (refilled before every replay)
+            lr_in_graph = functools.partial(tensor_lr, self.optimizer, self.lr)
+            self.graph = GraphedUpdate(self._update, self.device, lr_in_graph)
 
     def parameter_count(self) -> int:
         """Parameters of the trained model."""
