@@ -77,6 +77,8 @@ class Setup:
     train_rows: str = "all"
     """``microbatch``: on CUDA the train section measures only the original step and the block-compiled
     rows at each microbatch (no whole-UNet compile, no loss curves)."""
+    train_microbatches: str = "8,16,2,32"
+    """The block-compiled rows' microbatches, in order (on CUDA; batch: the larger of 8 and each)."""
 
 
 def make_setup(quick: bool) -> Setup:
@@ -494,6 +496,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="seconds by which the train section's optional rows end")
     parser.add_argument("--train-rows", choices=("all", "microbatch"), default=None,
                         help="train section: every row, or (CUDA) the original step and the microbatch rows only")
+    parser.add_argument("--train-microbatches", default=None, metavar="M,M",
+                        help="train section (CUDA): microbatches of the block-compiled rows, in order (batch: "
+                             "the larger of 8 and M; default 8,16,2,32)")
     parser.add_argument("--formats", default="", help="runtime section: engine formats, e.g. torchscript,aoti "
                         "(default: CUDA aoti,torchscript; CPU torchscript,onnx)")
     parser.add_argument("--aoti-tuning", default=DEFAULT_TUNING, help="runtime section: plain, frozen or autotune "
@@ -507,7 +512,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     s = make_setup(args.quick)
     overrides = {"curve_steps": args.curve_steps, "train_budget_s": args.train_budget_s,
-                 "train_rows": args.train_rows}
+                 "train_rows": args.train_rows, "train_microbatches": args.train_microbatches}
     s = dataclasses.replace(s, **{k: v for k, v in overrides.items() if v is not None})
     if s.device.type == "cuda" and not args.quick:
         device = torch.cuda.get_device_name()

@@ -10,7 +10,7 @@ once ``budget_s`` is spent):
 - "new step": the same with the step replayed as a CUDA graph (``train.cuda_graph=true``, the default);
 - the loss curves of both over ``curve_steps`` steps of a small UNet (same data, same seed);
 - the new step compiled block by block (``train.compile_scope=blocks``, a fraction of the compile time) at
-  microbatch 8, 2 (batch 8), 16 and 32.
+  microbatch 8, 16, 2 (batch 8) and 32 (``train_microbatches``; the batch: the larger of 8 and the microbatch).
 With ``--train-rows microbatch`` only the original step and the block-compiled rows run (their ratios then
 against the original step). Memory is the caching allocator's peak reservation from the trainer's
 construction on (a CUDA graph's pool counts). On the CPU everything runs small and eager (the CUDA graph
@@ -249,7 +249,8 @@ def bench_train(rep: Report, s: Setup, original_unet: Callable[[], torch.nn.Modu
                     f"new step (CUDA graph), whole UNet compiled, microbatch {batch} (ratio: vs {versus})",
                     before, repeats)
         _curves(rep, s, "new step (CUDA graph)")
-    blocks = [(batch, batch), (16, 16), (batch, 2), (32, 32)] if cuda else [(batch, 1)]
+    micros = [int(m) for m in s.train_microbatches.split(",")]
+    blocks = [(max(batch, m), m) for m in micros] if cuda else [(batch, 1)]
     skipped, last = [], 0.0
     for b, micro in blocks:
         label = f"new step (CUDA graph), compiled block by block, batch {b}, microbatch {micro} (ratio: vs {versus})"
