@@ -14,7 +14,8 @@ Steps, each logged as a progress line and written to ``<out>/distill.json`` and 
    seconds of training (compile included), whichever ends first.
 3. ``eval gen`` (weight-free metrics) of ``--humans`` humans (seeds 0..N-1) from the teacher with
    ``--teacher-sampler`` and from each student; a consistency student is also scored at fewer calls
-   (its schedule's trailing subsets, ``--resample``), as extra rows.
+   (its schedule's trailing subsets, ``--resample``), and a progressive one with fresh noise between its
+   calls (``--progressive-noise``), as extra rows.
 4. The best student by ``fd_pca`` (the Fréchet distance of tri-planes, lower is better) is packed to
    ``<out>/best_student`` (``humanliff model pack``: fp16 weights + the store's first subjects).
 5. Time a 4-layer human (sampling only, ``sample_layers``; compiled on CUDA with ``--compile``) at batch 1
@@ -107,13 +108,16 @@ def _score(row: Row, store: Path, args: argparse.Namespace, out: Path) -> dict[s
     return result
 
 
-def _resampled(student: Path, steps: int, out: Path) -> Path:
-    """A copy of a consistency student's ``ema.pt`` whose schedule takes ``steps`` calls (a trailing subset)."""
+def _rescheduled(student: Path, out: Path, steps: int | None = None, rule: str | None = None) -> Path:
+    """A copy of a student's ``ema.pt`` whose schedule takes ``steps`` calls (a trailing subset) and/or samples
+    with another ``rule`` (e.g. a progressive student with fresh noise between calls)."""
     blob = torch.load(student, weights_only=False)
     total = blob["config"]["diffusion"]["steps"]
-    blob["distilled"] = {**blob["distilled"], "timesteps": trailing_timesteps(total, steps)}
+    steps = steps or len(blob["distilled"]["timesteps"])
+    blob["distilled"] = {**blob["distilled"], "timesteps": trailing_timesteps(total, steps),
+                         "rule": rule or blob["distilled"]["rule"]}
     blob["config"]["sample"]["steps"] = steps
-    path = out / "resampled" / f"{student.parent.name}_at_{steps}.pt"
+    path = out / "resampled" / f"{student.parent.name}_at_{steps}_{blob['distilled']['rule']}.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(blob, path)
     return path
@@ -150,6 +154,8 @@ def main() -> None:
     parser.add_argument("--methods", default="consistency,progressive")
     parser.add_argument("--steps", default="4", help="student calls per layer, comma-separated (e.g. 4,2,1)")
     parser.add_argument("--resample", default="2,1", help="extra calls to score a consistency student at")
+    parser.add_argument("--progressive-noise", action=argparse.BooleanOptionalAction, default=True,
+                        help="also score a progressive student with fresh noise between calls (rule consistency)")
     parser.add_argument("--teacher-sampler", default="dpmpp_sde")
     parser.add_argument("--teacher-steps", type=int, default=20)
     parser.add_argument("--teacher-samples", type=int, default=256)
@@ -211,8 +217,11 @@ def main() -> None:
             results["runs"][name]["student_calls"] = reached
             rows.append(Row(f"{name} student", ema, "distilled", reached))
             if method == "consistency":
-                rows += [Row(f"{name} student at {n}", _resampled(ema, n, out), "distilled", n)
+                rows += [Row(f"{name} student at {n}", _rescheduled(ema, out, steps=n), "distilled", n)
                          for n in (int(s) for s in args.resample.split(",") if s) if n < steps]
+            elif args.progressive_noise:
+                rows.append(Row(f"{name} student, consistency rule", _rescheduled(ema, out, rule="consistency"),
+                                "distilled", reached))
             _write(results, targets)
     for row in rows:
         log.info("eval gen: %s", row.name)

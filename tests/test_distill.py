@@ -291,7 +291,7 @@ def test_benchmark_script_end_to_end(tiny, tmp_path, monkeypatch):
     out = tmp_path / "bench"
     monkeypatch.setattr(sys, "argv", [
         "distill", "--out", str(out), "--teacher", str(ema), "--store", str(store), "--device", "cpu",
-        "--methods", "consistency", "--steps", "2", "--resample", "1", "--teacher-samples", "2",
+        "--methods", "consistency,progressive", "--steps", "2", "--resample", "1", "--teacher-samples", "2",
         "--train-steps", "2", "--batch", "2", "--humans", "2", "--views", "1", "--size", "8", "--batches", "1",
         "--teacher-sampler", "dpmpp", "--teacher-steps", "2", "--no-compile", "--distill-set",
         "distill.teacher_steps=4", *[a for s in ("render.n_samples=2", "render.n_importance=0",
@@ -300,10 +300,15 @@ def test_benchmark_script_end_to_end(tiny, tmp_path, monkeypatch):
     results = json.loads((out / "distill.json").read_text())
     assert results["runs"]["consistency_2"]["steps_done"] == 2
     assert results["runs"]["consistency_2"]["student_calls"] == 2
-    assert list(results["rows"]) == ["teacher dpmpp 2", "consistency_2 student", "consistency_2 student at 1"]
+    assert list(results["rows"]) == ["teacher dpmpp 2", "consistency_2 student", "consistency_2 student at 1",
+                                     "progressive_2 student", "progressive_2 student, consistency rule"]
+    noisy = read_schedule(out / "resampled" / "progressive_2_at_2_consistency.pt")
+    assert (noisy.method, noisy.rule) == ("progressive", "consistency")
+    assert read_schedule(out / "runs" / "progressive_2" / "ema.pt").rule == "ddim"
     assert all(np.isfinite(row["layers"]["0"]["generated"]["fd_pca"]) for row in results["rows"].values())
-    assert results["best"] == "consistency_2 student" and set(results["timing"]) == {"teacher dpmpp 2",
-                                                                                       "consistency_2 student"}
+    best = results["best"]
+    assert best in ("consistency_2 student", "progressive_2 student", "progressive_2 student, consistency rule")
+    assert set(results["timing"]) == {"teacher dpmpp 2", best}
     assert read_schedule(out / "best_student" / "ema.pt").steps == 2
     assert (out / "best_student" / "store" / "manifest.json").is_file()
     assert "| consistency_2 student at 1 |" in (out / "distill.md").read_text()

@@ -135,9 +135,6 @@ class DistillTrainer(DiffusionTrainer):
     """
 
     rule = ""
-    step_graph = False
-    """Eager steps (``train.cuda_graph`` does not apply): the pair builds its grids on the host, and
-    progressive rounds replace the EMA and the optimizer state a capture would keep."""
 
     def __init__(self, cfg: Config, info: DistInfo, teacher_state: dict[str, torch.Tensor], teacher: Path,
                  run: Path) -> None:
@@ -152,6 +149,8 @@ class DistillTrainer(DiffusionTrainer):
         self.table = torch.cat([self.alphas_cumprod, self.alphas_cumprod.new_ones(1)])
         """Cumulative alphas with a last entry 1.0 at index T: "clean", after the last call."""
         self.total = total
+        self.grids: dict[int, torch.Tensor] = {}
+        """``grid(steps)`` by ``steps``, made on the device once (before a CUDA graph's capture reads them)."""
 
     def _frozen(self, state: dict[str, torch.Tensor], source: Path) -> UNet:
         unet = build_unet(self.cfg.unet, self.cfg.triplane.resolution, self.cfg.triplane.channels)
@@ -160,7 +159,9 @@ class DistillTrainer(DiffusionTrainer):
 
     def grid(self, steps: int) -> torch.Tensor:
         """``trailing_timesteps(T, steps)`` and T ("clean") on the device: int64 ``[steps + 1]``."""
-        return torch.tensor(trailing_timesteps(self.total, steps) + [self.total], device=self.device)
+        if steps not in self.grids:
+            self.grids[steps] = torch.tensor(trailing_timesteps(self.total, steps) + [self.total], device=self.device)
+        return self.grids[steps]
 
     def student_steps(self) -> int:
         """UNet calls per layer of the student as it is now."""
@@ -229,7 +230,8 @@ class ProgressiveTrainer(DistillTrainer):
         return min(step // self.per_round, self.rounds - 1)
 
     def _enter_round(self, target: int) -> None:
-        """Make the student's EMA weights the teacher and the new student; fresh EMA and Adam moments."""
+        """Make the student's EMA weights the teacher and the new student; fresh EMA and Adam moments, and
+        (``graphed``) a fresh step graph: the round's grids, EMA and moments are other tensors."""
         while self.round < target:
             weights = self.ema.state_dict(self.model)
             self.teacher.load_state_dict(weights)
@@ -237,6 +239,8 @@ class ProgressiveTrainer(DistillTrainer):
             self.ema = EMA(self.model, self.cfg.train.ema_rate)
             self.optimizer.state.clear()
             self.round += 1
+            if self.graphed:
+                self.graph = self._graphed_update(self._update)
             if self.info.rank == 0:
                 logger.info("progressive round %d of %d: %d -> %d steps", self.round + 1, self.rounds,
                             2 * self.student_steps(), self.student_steps())

@@ -50,7 +50,7 @@ from humanliff.training.checkpoint import (
 from humanliff.training.distributed import DistInfo
 from humanliff.training.ema import EMA
 from humanliff.training.finite import LossWatch
-from humanliff.training.step_graph import GraphedUpdate, tensor_lr
+from humanliff.training.step_graph import GraphedUpdate, Update, tensor_lr
 
 logger = logging.getLogger(__name__)
 
@@ -141,12 +141,10 @@ class DiffusionTrainer:
     For benchmarks: ``DiffusionTrainer(cfg, info).train_step(x0, x_cond, y)`` with float32 ``[B, C, R, R]``
     tensors on ``info.device``; ``cfg.train.microbatch``, ``precision``, ``compile``, ``compile_scope`` and
     ``cuda_graph`` apply. With the CUDA graph (``self.graphed``) the step's shapes stay fixed, and the
-    optimizer's state may be loaded only before the second step (the capture keeps its tensors).
+    optimizer's state may be loaded only before the second step (the capture keeps its tensors). A
+    subclass's ``_update`` does device work only; one that swaps its EMA or optimizer state makes a new
+    graph (``_graphed_update``).
     """
-
-    step_graph = True
-    """Whether ``_update`` may be captured as a CUDA graph (``train.cuda_graph``); a subclass whose step
-    does host work or swaps its EMA or optimizer state sets False."""
 
     def __init__(self, cfg: Config, info: DistInfo) -> None:
         tc = cfg.train
@@ -169,7 +167,7 @@ class DiffusionTrainer:
             compile_blocks(self.model)
         self.forward = torch.compile(module) if tc.compile and tc.compile_scope == "model" else module
         cuda = self.device.type == "cuda"
-        self.graphed = self.step_graph and tc.cuda_graph and cuda and not info.distributed
+        self.graphed = tc.cuda_graph and cuda and not info.distributed
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=annealed_lr(tc, 0),
                                            weight_decay=tc.weight_decay, fused=cuda, foreach=not cuda)
         self.alphas_cumprod = linear_schedule(cfg.diffusion.steps, cfg.diffusion.beta_start,
@@ -177,9 +175,12 @@ class DiffusionTrainer:
         self.generator = torch.Generator(self.device)
         if self.graphed:
             self.lr = torch.tensor(annealed_lr(tc, 0), dtype=torch.float32, device=self.device)
-            # during the capture the fused AdamW reads self.lr (refilled before every replay)
-            lr_in_graph = functools.partial(tensor_lr, self.optimizer, self.lr)
-            self.graph = GraphedUpdate(self._update, self.device, lr_in_graph)
+            self.graph = self._graphed_update(self._update)
+
+    def _graphed_update(self, update: Update) -> GraphedUpdate:
+        """``update`` replayed as a CUDA graph (captured at its second call) in which the fused AdamW reads
+        its learning rate from ``self.lr`` (refilled before every replay)."""
+        return GraphedUpdate(update, self.device, functools.partial(tensor_lr, self.optimizer, self.lr))
 
     def parameter_count(self) -> int:
         """Parameters of the trained model."""
