@@ -19,8 +19,9 @@ Methods (``METHODS``, ``distill.method``):
 Both regress the student's epsilon on the target's (its x0 error weighted by the truncated SNR, capped at
 ``distill.weight_cap``). Data: the store's (subject, layer) pairs, or (``teacher_samples`` M) M humans the
 teacher samples once with its own sampler (``teacher_planes.npy``), so the student learns the teacher's
-distribution with the teacher's layers as conditions. Optimizer, EMA, bf16, torch.compile, DDP,
-logging, checkpoints and resume are the diffusion trainer's (``humanliff.training.train``, ``train.*``).
+distribution with the teacher's layers as conditions. Optimizer, EMA, bf16, torch.compile, the step as one
+CUDA graph on one GPU (``train.cuda_graph``; a progressive round captures a new one), DDP, logging,
+checkpoints and resume are the diffusion trainer's (``humanliff.training.train``, ``train.*``).
 """
 
 from __future__ import annotations
