@@ -15,7 +15,8 @@ Steps, each logged as a progress line and written to ``<out>/distill.json`` and 
 3. ``eval gen`` (weight-free metrics) of ``--humans`` humans (seeds 0..N-1) from the teacher with
    ``--teacher-sampler`` and from each student; a consistency student is also scored at fewer calls
    (its schedule's trailing subsets, ``--resample``), and a progressive one with fresh noise between its
-   calls (``--progressive-noise``), as extra rows.
+   calls (``--progressive-noise``) and the students its earlier rounds kept (``--round-students``), as
+   extra rows.
 4. The best student by ``fd_pca`` (the Fréchet distance of tri-planes, lower is better) is packed to
    ``<out>/best_student`` (``humanliff model pack``: fp16 weights + the store's first subjects).
 5. Time a 4-layer human (sampling only, ``sample_layers``; compiled on CUDA with ``--compile``) at batch 1
@@ -49,7 +50,7 @@ from humanliff.pretrained import default_model, pack_model
 from humanliff.runtime.compute import default_device
 from humanliff.runtime.layered import human_generators, sample_layers
 from humanliff.runtime.schedule import linear_schedule, trailing_timesteps
-from humanliff.training.distill import TEACHER_PLANES, distill, load_teacher
+from humanliff.training.distill import TEACHER_PLANES, distill, load_teacher, round_student
 
 log = logging.getLogger("benchmark.distill")
 
@@ -123,6 +124,14 @@ def _rescheduled(student: Path, out: Path, steps: int | None = None, rule: str |
     return path
 
 
+def _finished_rounds(run: Path, reached: int) -> list[int]:
+    """Calls a layer of the round students a progressive run kept, from its first round on (more calls than
+    the run's ``ema.pt``)."""
+    teacher_steps = read_schedule(run / "ema.pt").teacher_steps
+    calls = [teacher_steps >> k for k in range(1, teacher_steps.bit_length())]
+    return [n for n in calls if n > reached and round_student(run, n).is_file()]
+
+
 def _time_human(row: Row, args: argparse.Namespace, batch: int) -> float:
     """Median seconds of sampling 4 layers for ``batch`` humans (after a warm-up call)."""
     device = torch.device(args.device)
@@ -156,6 +165,8 @@ def main() -> None:
     parser.add_argument("--resample", default="2,1", help="extra calls to score a consistency student at")
     parser.add_argument("--progressive-noise", action=argparse.BooleanOptionalAction, default=True,
                         help="also score a progressive student with fresh noise between calls (rule consistency)")
+    parser.add_argument("--round-students", action=argparse.BooleanOptionalAction, default=True,
+                        help="also score the students a progressive run kept at the end of each earlier round")
     parser.add_argument("--teacher-sampler", default="dpmpp_sde")
     parser.add_argument("--teacher-steps", type=int, default=20)
     parser.add_argument("--teacher-samples", type=int, default=256)
@@ -221,9 +232,13 @@ def main() -> None:
             if method == "consistency":
                 rows += [Row(f"{name} student at {n}", _rescheduled(ema, out, steps=n), "distilled", n)
                          for n in (int(s) for s in args.resample.split(",") if s) if n < steps]
-            elif args.progressive_noise:
-                rows.append(Row(f"{name} student, consistency rule", _rescheduled(ema, out, rule="consistency"),
-                                "distilled", reached))
+            else:
+                if args.progressive_noise:
+                    rows.append(Row(f"{name} student, consistency rule", _rescheduled(ema, out, rule="consistency"),
+                                    "distilled", reached))
+                if args.round_students:
+                    rows += [Row(f"{name} student at {n} (round {k + 1})", round_student(run, n), "distilled", n)
+                             for k, n in enumerate(_finished_rounds(run, reached))]
             _write(results, targets)
     for row in rows:
         log.info("eval gen: %s", row.name)

@@ -127,7 +127,9 @@ def test_cli_offers_every_method():
 def test_student_records_its_schedule_and_samples_in_n_calls(students, tiny, method):
     root, teacher, _ = tiny
     run = students[method].parent
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "config.yaml", "ema.pt", "train_log.jsonl"]
+    kept = ["student_4_calls.pt"] if method == "progressive" else []  # round 1 of 2's student
+    assert sorted(p.name for p in run.iterdir()) == sorted(["checkpoint.pt", "config.yaml", "ema.pt",
+                                                            "train_log.jsonl", *kept])
     blob = _state(run / "ema.pt")
     rule = {"progressive": "ddim", "consistency": "consistency"}[method]
     assert blob["distilled"] == {"method": method, "rule": rule, "timesteps": [999, 499],
@@ -169,6 +171,11 @@ def test_progressive_resumes_exactly_mid_round(tiny, tmp_path, caplog):
     distill(ema, store, tmp_path / "b", method="progressive", steps=2, overrides=sets, device="cpu")
     a, b = _state(tmp_path / "a" / CHECKPOINT), _state(tmp_path / "b" / CHECKPOINT)
     assert a["step"] == b["step"] == 4
+    first = tmp_path / "a" / "student_4_calls.pt"  # round 1's student, kept: the teacher of round 2
+    assert read_schedule(first).timesteps == tuple(trailing_timesteps(1000, 4)) and read_schedule(first).rule == "ddim"
+    for key, value in _state(first)["state_dict"].items():
+        torch.testing.assert_close(value, a["extra"]["teacher"][key], rtol=0, atol=0)
+    assert load_ema(first, torch.device("cpu"))[1].sample.steps == 4
     for key in a["model"]:
         torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=1e-6)
         torch.testing.assert_close(a["ema"][key], b["ema"][key], rtol=0, atol=1e-6)
@@ -294,14 +301,15 @@ def test_benchmark_script_end_to_end(tiny, tmp_path, monkeypatch):
         "--methods", "consistency,progressive", "--steps", "2", "--resample", "1", "--teacher-samples", "2",
         "--train-steps", "2", "--batch", "2", "--humans", "2", "--views", "1", "--size", "8", "--batches", "1",
         "--teacher-sampler", "dpmpp", "--teacher-steps", "2", "--no-compile", "--distill-set",
-        "distill.teacher_steps=4", *[a for s in ("render.n_samples=2", "render.n_importance=0",
+        "distill.teacher_steps=8", *[a for s in ("render.n_samples=2", "render.n_importance=0",
                                                 "render.occupancy_resolution=0") for a in ("--set", s)]])
     bench.main()
     results = json.loads((out / "distill.json").read_text())
     assert results["runs"]["consistency_2"]["steps_done"] == 2
     assert results["runs"]["consistency_2"]["student_calls"] == 2
     assert list(results["rows"]) == ["teacher dpmpp 2", "consistency_2 student", "consistency_2 student at 1",
-                                     "progressive_2 student", "progressive_2 student, consistency rule"]
+                                     "progressive_2 student", "progressive_2 student, consistency rule",
+                                     "progressive_2 student at 4 (round 1)"]
     noisy = read_schedule(out / "resampled" / "progressive_2_at_2_consistency.pt")
     assert (noisy.method, noisy.rule) == ("progressive", "consistency")
     assert read_schedule(out / "runs" / "progressive_2" / "ema.pt").rule == "ddim"

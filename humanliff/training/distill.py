@@ -9,7 +9,8 @@ Methods (``METHODS``, ``distill.method``):
 - ``progressive`` (Salimans & Ho 2022): rounds halve the teacher's DDIM grid of ``distill.teacher_steps``
   down to ``distill.steps``; in each round the student learns to take in one DDIM step the two steps of
   the round's teacher (the diffusion model, then the previous round's student, its EMA weights).
-  Sampled deterministically (rule ``ddim``).
+  Sampled deterministically (rule ``ddim``). Each finished round's student is kept beside the run's
+  ``ema.pt`` as ``student_<calls>_calls.pt`` (e.g. 16 and 8 calls on the way to 4).
 - ``consistency`` (consistency distillation, Song et al. 2023, Algorithm 2, with the stop-gradient student
   as its target network, mu = 0 as in Song & Dhariwal 2023): on the grid of ``teacher_steps`` trailing
   timesteps, the student's x0 at t_n is pulled towards its own x0 at t_n+1 after one teacher DDIM step
@@ -138,10 +139,11 @@ class DistillTrainer(DiffusionTrainer):
     rule = ""
 
     def __init__(self, cfg: Config, info: DistInfo, teacher_state: dict[str, torch.Tensor], teacher: Path,
-                 run: Path) -> None:
+                 run: Path, store_manifest: dict[str, Any]) -> None:
         super().__init__(cfg, info)
         load_unet_weights(self.model, teacher_state, teacher)
         self.ema = EMA(self.model, cfg.train.ema_rate)
+        self.run, self.store_manifest = run, store_manifest
         self.checkpoint_path = run / CHECKPOINT
         self.teacher = self._frozen(teacher_state, teacher)
         self.teacher_fn = torch.compile(self.teacher) if cfg.train.compile else self.teacher
@@ -212,6 +214,12 @@ class DistillTrainer(DiffusionTrainer):
         return (weight * (eps - eps_target) ** 2).mean()
 
 
+def round_student(run: Path, calls: int) -> Path:
+    """Where a progressive run keeps the student of the round that samples in ``calls`` calls a layer (an
+    ``ema.pt`` of its own; the last round's is ``ema.pt``)."""
+    return run / f"student_{calls}_calls.pt"
+
+
 class ProgressiveTrainer(DistillTrainer):
     """Progressive distillation: ``log2(teacher_steps / steps)`` rounds of ``train.steps / rounds`` steps."""
 
@@ -231,9 +239,12 @@ class ProgressiveTrainer(DistillTrainer):
         return min(step // self.per_round, self.rounds - 1)
 
     def _enter_round(self, target: int) -> None:
-        """Make the student's EMA weights the teacher and the new student; fresh EMA and Adam moments, and
-        (``graphed``) a fresh step graph: the round's grids, EMA and moments are other tensors."""
+        """Keep the finished round's student (``round_student``), make its EMA weights the teacher and the new
+        student; fresh EMA and Adam moments, and (``graphed``) a fresh step graph: the round's grids, EMA and
+        moments are other tensors."""
         while self.round < target:
+            if self.info.rank == 0:
+                self.save_ema(round_student(self.run, self.student_steps()), self.store_manifest)
             weights = self.ema.state_dict(self.model)
             self.teacher.load_state_dict(weights)
             self.model.load_state_dict(weights)
@@ -349,7 +360,7 @@ def distill(teacher: str | Path, store_path: str | Path, out: str | Path, *, met
         cfg = distill_config(teacher_cfg, teacher_path, info.device, overrides, method, steps)
         store, store_manifest = open_training_store(cfg, Path(store_path), info)
         out = Path(out)
-        trainer = METHODS[cfg.distill.method](cfg, info, state, teacher_path, out)
+        trainer = METHODS[cfg.distill.method](cfg, info, state, teacher_path, out, store_manifest)
         start_run(trainer, out, resume_anyway, sections=(*MODEL_SECTIONS, "distill"))
         planes = teacher_planes(trainer, teacher_cfg, teacher_samples, out) if teacher_samples else store.planes
         data = LayerPairs(planes, info.device)

@@ -190,6 +190,11 @@ class DiffusionTrainer:
         """The config written into ``ema.pt`` and any extra keys of it (none for a diffusion run)."""
         return self.cfg, {}
 
+    def save_ema(self, path: Path, store_manifest: dict[str, Any]) -> Path:
+        """Write the EMA weights as an ``ema.pt`` at ``path`` (with ``ema_contents()``); returns ``path``."""
+        cfg, extra = self.ema_contents()
+        return write_ema(path, self.ema.state_dict(self.model), cfg.to_dict(), store_manifest, extra)
+
     def extra_state(self) -> dict[str, Any]:
         """State of a subclass to checkpoint beyond model, EMA, optimizer and RNG (none here)."""
         return {}
@@ -399,9 +404,7 @@ def run_steps(trainer: DiffusionTrainer, data: LayerPairs, out: Path, store_mani
             loss_sum.zero_()
             since, tick = 0, time.perf_counter()
         if main and save:  # ema.pt first: a run killed between the two redoes the step and writes both
-            ema_cfg, ema_extra = trainer.ema_contents()
-            write_ema(out / EMA_FILE, trainer.ema.state_dict(trainer.model), ema_cfg.to_dict(), store_manifest,
-                      ema_extra)
+            trainer.save_ema(out / EMA_FILE, store_manifest)
             save_checkpoint(out / CHECKPOINT, trainer.model, trainer.ema, trainer.optimizer, trainer.step,
                             cfg, trainer.extra_state())
             saved = trainer.step
