@@ -243,9 +243,9 @@ class ProgressiveTrainer(DistillTrainer):
         student; fresh EMA and Adam moments, and (``graphed``) a fresh step graph: the round's grids, EMA and
         moments are other tensors."""
         while self.round < target:
-            if self.info.rank == 0:
-                self.save_ema(round_student(self.run, self.student_steps()), self.store_manifest)
             weights = self.ema.state_dict(self.model)
+            if self.info.rank == 0:
+                self.save_ema(round_student(self.run, self.student_steps()), self.store_manifest, weights)
             self.teacher.load_state_dict(weights)
             self.model.load_state_dict(weights)
             self.ema = EMA(self.model, self.cfg.train.ema_rate)

@@ -190,10 +190,13 @@ class DiffusionTrainer:
         """The config written into ``ema.pt`` and any extra keys of it (none for a diffusion run)."""
         return self.cfg, {}
 
-    def save_ema(self, path: Path, store_manifest: dict[str, Any]) -> Path:
-        """Write the EMA weights as an ``ema.pt`` at ``path`` (with ``ema_contents()``); returns ``path``."""
+    def save_ema(self, path: Path, store_manifest: dict[str, Any],
+                 weights: dict[str, torch.Tensor] | None = None) -> Path:
+        """Write the EMA weights (``weights`` when the caller already holds ``self.ema.state_dict``) as an
+        ``ema.pt`` at ``path`` (with ``ema_contents()``); returns ``path``."""
         cfg, extra = self.ema_contents()
-        return write_ema(path, self.ema.state_dict(self.model), cfg.to_dict(), store_manifest, extra)
+        weights = self.ema.state_dict(self.model) if weights is None else weights
+        return write_ema(path, weights, cfg.to_dict(), store_manifest, extra)
 
     def extra_state(self) -> dict[str, Any]:
         """State of a subclass to checkpoint beyond model, EMA, optimizer and RNG (none here)."""
