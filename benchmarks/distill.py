@@ -10,8 +10,10 @@ Steps, each logged as a progress line and written to ``<out>/distill.json`` and 
 1. The teacher (``--teacher``, default the shipped model) samples ``--teacher-samples`` humans with the
    sampler of its config once (``teacher_planes.npy``; the default model's: dpmpp_sde 20); every run
    distils on them.
-2. For each ``--methods`` x ``--steps``: ``humanliff distill`` for ``--train-steps`` steps or ``--budget-s``
-   seconds of training (compile included), whichever ends first.
+2. For each ``--methods`` x ``--steps`` x ``--variant``: ``humanliff distill`` for ``--train-steps`` steps or
+   ``--budget-s`` seconds of training (compile included), whichever ends first. A ``dmd`` run starts from
+   ``--init`` (scored as a row of its own), else from the progressive student of its steps made earlier in
+   the same call, else from the teacher.
 3. ``eval gen`` (weight-free metrics) of ``--humans`` humans (seeds 0..N-1) from the teacher with
    ``--teacher-sampler`` and from each student; a consistency student is also scored at fewer calls
    (its schedule's trailing subsets, ``--resample``), and a progressive one with fresh noise between its
@@ -155,6 +157,12 @@ def _time_human(row: Row, args: argparse.Namespace, batch: int) -> float:
     return statistics.median(times[1:])
 
 
+def _variant(text: str) -> tuple[str, tuple[str, ...]]:
+    """``NAME:KEY=VALUE,KEY=VALUE`` as ``(NAME, overrides)``; the empty text is the run without a variant."""
+    name, _, sets = text.partition(":")
+    return name, tuple(s for s in sets.split(",") if s)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
@@ -184,6 +192,10 @@ def main() -> None:
                         help="time the teacher's 4-layer human too (not only the best student)")
     parser.add_argument("--deadline-s", type=float, default=440.0, help="skip the timing after this long")
     parser.add_argument("--distill-set", action="append", default=[], help="extra distill --set overrides")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE]",
+                        help="run each method again with these distill --set overrides, named NAME (repeatable; "
+                             "default: one run without)")
+    parser.add_argument("--init", default=None, help="the ema.pt dmd students start from (see step 2)")
     parser.add_argument("--set", action="append", default=[], help="render overrides (generation and evaluation)")
     parser.add_argument("--device", default=None)
     args = parser.parse_args()
@@ -203,43 +215,48 @@ def main() -> None:
     load_teacher(teacher)  # a bad teacher: one line before any compute
     rows = [Row(f"teacher {args.teacher_sampler} {args.teacher_steps}", teacher, args.teacher_sampler,
                 args.teacher_steps)]
+    if args.init:
+        rows.append(Row("init student", Path(args.init), "distilled", len(read_schedule(args.init).timesteps)))
     shared = out / TEACHER_PLANES
     cuda = args.device.startswith("cuda")
-    for method in args.methods.split(","):
-        for steps in (int(s) for s in args.steps.split(",")):
-            name = f"{method}_{steps}"
-            run = out / "runs" / name
-            if shared.is_file() and not (run / TEACHER_PLANES).is_file():
-                run.mkdir(parents=True, exist_ok=True)
-                shutil.copy(shared, run / TEACHER_PLANES)
-            log.info("distilling %s (%d calls a layer)", method, steps)
-            start = time.perf_counter()
-            overrides = (f"train.steps={args.train_steps}", f"train.batch_size={args.batch}",
-                         "train.checkpoint_every=1000000", f"train.compile={str(args.compile and cuda).lower()}",
-                         *args.distill_set)
-            ema = distill(teacher, store, run, method=method, steps=steps, overrides=overrides, device=args.device,
-                          teacher_samples=args.teacher_samples, max_seconds=args.budget_s)
-            if not shared.is_file():
-                shutil.copy(run / TEACHER_PLANES, shared)
-            last = json.loads((run / "train_log.jsonl").read_text().splitlines()[-1])
-            results["runs"][name] = {"steps_done": last["step"], "train_s": time.perf_counter() - start,
-                                     "loss": last["loss"], "steps_per_s": last["steps_per_s"]}
-            log.info("%s: %d steps in %.0f s, loss %.4g", name, last["step"], results["runs"][name]["train_s"],
-                     last["loss"])
-            reached = len(read_schedule(ema).timesteps)  # fewer rounds than asked when the budget ended the run
-            results["runs"][name]["student_calls"] = reached
-            rows.append(Row(f"{name} student", ema, "distilled", reached))
-            if method == "consistency":
-                rows += [Row(f"{name} student at {n}", _rescheduled(ema, out, steps=n), "distilled", n)
-                         for n in (int(s) for s in args.resample.split(",") if s) if n < steps]
-            else:
-                if args.progressive_noise:
-                    rows.append(Row(f"{name} student, consistency rule", _rescheduled(ema, out, rule="consistency"),
-                                    "distilled", reached))
-                if args.round_students:
-                    rows += [Row(f"{name} student at {n} (round {k + 1})", round_student(run, n), "distilled", n)
-                             for k, n in enumerate(_finished_rounds(run, reached))]
-            _write(results, targets)
+    runs = [(method, steps, *_variant(text)) for method in args.methods.split(",")
+            for steps in (int(s) for s in args.steps.split(",")) for text in args.variant or [""]]
+    for method, steps, variant, variant_sets in runs:
+        name = f"{method}_{steps}" + (f"_{variant}" if variant else "")
+        run = out / "runs" / name
+        progressive = out / "runs" / f"progressive_{steps}" / "ema.pt"
+        init = (args.init or (progressive if progressive.is_file() else None)) if method == "dmd" else None
+        if shared.is_file() and not (run / TEACHER_PLANES).is_file():
+            run.mkdir(parents=True, exist_ok=True)
+            shutil.copy(shared, run / TEACHER_PLANES)
+        log.info("distilling %s (%s, %d calls a layer)", name, method, steps)
+        start = time.perf_counter()
+        overrides = (f"train.steps={args.train_steps}", f"train.batch_size={args.batch}",
+                     "train.checkpoint_every=1000000", f"train.compile={str(args.compile and cuda).lower()}",
+                     *args.distill_set, *variant_sets)
+        ema = distill(teacher, store, run, method=method, steps=steps, overrides=overrides, device=args.device,
+                      teacher_samples=args.teacher_samples, max_seconds=args.budget_s, init=init)
+        if not shared.is_file():
+            shutil.copy(run / TEACHER_PLANES, shared)
+        last = json.loads((run / "train_log.jsonl").read_text().splitlines()[-1])
+        results["runs"][name] = {"steps_done": last["step"], "train_s": time.perf_counter() - start,
+                                 "loss": last["loss"], "steps_per_s": last["steps_per_s"]}
+        log.info("%s: %d steps in %.0f s, loss %.4g", name, last["step"], results["runs"][name]["train_s"],
+                 last["loss"])
+        reached = len(read_schedule(ema).timesteps)  # fewer rounds than asked when the budget ended the run
+        results["runs"][name]["student_calls"] = reached
+        rows.append(Row(f"{name} student", ema, "distilled", reached))
+        if method == "consistency":
+            rows += [Row(f"{name} student at {n}", _rescheduled(ema, out, steps=n), "distilled", n)
+                     for n in (int(s) for s in args.resample.split(",") if s) if n < steps]
+        elif method == "progressive":
+            if args.progressive_noise:
+                rows.append(Row(f"{name} student, consistency rule", _rescheduled(ema, out, rule="consistency"),
+                                "distilled", reached))
+            if args.round_students:
+                rows += [Row(f"{name} student at {n} (round {k + 1})", round_student(run, n), "distilled", n)
+                         for k, n in enumerate(_finished_rounds(run, reached))]
+        _write(results, targets)
     for row in rows:
         log.info("eval gen: %s", row.name)
         results["rows"][row.name] = _score(row, store, args, out)

@@ -226,7 +226,8 @@ class DistillConfig:
     settings are ``train``'s)."""
 
     method: str = "consistency"
-    """``progressive`` (Salimans & Ho 2022) or ``consistency`` (consistency distillation, Song et al. 2023)."""
+    """``progressive`` (Salimans & Ho 2022), ``consistency`` (consistency distillation, Song et al. 2023) or
+    ``dmd`` (distribution matching, Yin et al. 2024)."""
     steps: int = 4
     """UNet calls per layer of the student."""
     teacher_steps: int = 32
@@ -237,6 +238,13 @@ class DistillConfig:
     SNR weighting of the x0 error, capped for an epsilon-predicting student)."""
     teacher: str = ""
     """The teacher's ema.pt (filled in by ``humanliff distill``)."""
+    init: str = ""
+    """An ema.pt the student starts from (e.g. a progressive student, for ``dmd``); empty: the teacher's weights."""
+    fake_updates: int = 1
+    """``dmd``: updates of the fake denoiser per student update (DMD2's two time-scale rule takes 5)."""
+    regression: float = 0.0
+    """``dmd``: weight of the student's epsilon regression onto the data beside distribution matching (DMD's
+    first form; 0: DMD2's, none)."""
 
 
 @dataclass
@@ -418,8 +426,9 @@ LIMITS: dict[str, dict[str, Limit]] = {
               "ema_rate": PROBABILITY, "grad_clip": NON_NEGATIVE, "precision": PRECISION_CHOICES,
               "compile_scope": Limit(choices=("model", "blocks")), "cond_noise": NON_NEGATIVE,
               "checkpoint_every": POSITIVE, "log_every": POSITIVE},
-    "distill": {"method": Limit(choices=("progressive", "consistency")), "steps": POSITIVE,
-                "teacher_steps": Limit(2), "weight_cap": Limit(1.0)},
+    "distill": {"method": Limit(choices=("progressive", "consistency", "dmd")), "steps": POSITIVE,
+                "teacher_steps": Limit(2), "weight_cap": Limit(1.0), "fake_updates": POSITIVE,
+                "regression": NON_NEGATIVE},
     "sample": {"sampler": Limit(choices=SAMPLER_NAMES), "steps": POSITIVE,
                "eta": NON_NEGATIVE, "batch": POSITIVE, "image_size": Limit(8), "views": POSITIVE,
                "turntable_frames": POSITIVE, "turntable_seconds": GREATER_THAN_0, "mesh_resolution": Limit(2),

@@ -75,16 +75,18 @@ def train(store: str | Path, out: str | Path, *, config: ConfigSource = None,
 
 def distill(teacher: str | Path, store: str | Path, out: str | Path, *, method: str | None = None,
             steps: int | None = None, overrides: Sequence[str] = (), device: str | None = None,
-            teacher_samples: int = 0, resume_anyway: bool = False, max_minutes: float | None = None) -> Path:
+            teacher_samples: int = 0, resume_anyway: bool = False, max_minutes: float | None = None,
+            init: str | Path | None = None) -> Path:
     """Distil the diffusion run ``teacher`` (folder or ``ema.pt``) into a student of ``steps`` UNet calls a
-    layer in the run folder ``out`` (see ``humanliff.training.distill.distill``); returns ``out/ema.pt``."""
+    layer in the run folder ``out``, starting from ``init``'s weights when given (see
+    ``humanliff.training.distill.distill``); returns ``out/ema.pt``."""
     from humanliff.training.distill import distill as distill_run
 
-    guard_output(out, [teacher, store], replaced=False)
+    guard_output(out, [teacher, store, *([init] if init else [])], replaced=False)
     with hold_run_folder(out):
         return distill_run(teacher, store, out, method=method, steps=steps, overrides=tuple(overrides),
                            device=device, teacher_samples=teacher_samples, resume_anyway=resume_anyway,
-                           max_seconds=None if max_minutes is None else 60.0 * max_minutes)
+                           max_seconds=None if max_minutes is None else 60.0 * max_minutes, init=init)
 
 
 def synth_data(out: str | Path, *, config: ConfigSource = None, overrides: Sequence[str] = (), force: bool = False,

@@ -131,13 +131,15 @@ def test_student_records_its_schedule_and_samples_in_n_calls(students, tiny, met
     assert sorted(p.name for p in run.iterdir()) == sorted(["checkpoint.pt", "config.yaml", "ema.pt",
                                                             "train_log.jsonl", *kept])
     blob = _state(run / "ema.pt")
-    rule = {"progressive": "ddim", "consistency": "consistency"}[method]
+    rule = {"progressive": "ddim", "consistency": "consistency", "dmd": "consistency"}[method]
     assert blob["distilled"] == {"method": method, "rule": rule, "timesteps": [999, 499],
                                  "teacher": str(teacher.resolve()), "teacher_steps": 8}
     assert blob["config"]["sample"]["sampler"] == "distilled" and blob["config"]["sample"]["steps"] == 2
     assert read_schedule(run) == DistilledSchedule(method, rule, (999, 499), str(teacher.resolve()), 8)
     log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in log] == [1, 2, 3, 4] and all(0.0 < r["loss"] < 1e4 for r in log)
+    assert [r["step"] for r in log] == [1, 2, 3, 4] and all(0.0 <= r["loss"] < 1e4 for r in log)
+    # DMD's fake denoiser starts as the teacher: no distribution-matching gradient until it has been fitted
+    assert (log[0]["loss"] == 0.0) == (method == "dmd") and all(r["loss"] > 0.0 for r in log[1:])
     student, cfg = load_ema(run)
     teacher_unet, _ = load_ema(teacher)
     assert student.state_dict().keys() == teacher_unet.state_dict().keys()
@@ -184,6 +186,36 @@ def test_progressive_resumes_exactly_mid_round(tiny, tmp_path, caplog):
                 overrides=(*sets, "train.steps=6"), device="cpu")
     with pytest.raises(InputFileError, match="checkpoint.pt: the run was started with distill.method=progressive"):
         distill(ema, store, tmp_path / "b", method="consistency", steps=2, overrides=sets, device="cpu")
+
+
+def test_dmd_starts_from_its_init_and_resumes_exactly(tiny, students, tmp_path):
+    """Distribution matching from a progressive student: the run records the init, moves away from it a little,
+    and a run stopped at step 3 resumes (student, EMA, fake denoiser and its moments) to the same model."""
+    _, ema, store = tiny
+    init = students["progressive"]
+    sets = ("train.steps=4", "train.log_every=3", "train.checkpoint_every=4", "distill.fake_updates=2",
+            "distill.regression=0.25", "train.lr=1e-3", "train.lr_final=1e-3")
+    a = distill(ema, store, tmp_path / "a", method="dmd", steps=2, overrides=sets, device="cpu", init=init)
+    distill(ema, store, tmp_path / "b", method="dmd", steps=2, overrides=sets, device="cpu", init=init, max_seconds=0)
+    assert _state(tmp_path / "b" / CHECKPOINT)["step"] == 3
+    distill(ema, store, tmp_path / "b", method="dmd", steps=2, overrides=sets, device="cpu", init=init)
+    one, two = _state(tmp_path / "a" / CHECKPOINT), _state(tmp_path / "b" / CHECKPOINT)
+    assert one["step"] == two["step"] == 4 and one["config"]["distill"]["init"] == str(init.resolve())
+    for key in one["model"]:
+        for part in ("model", "ema"):
+            torch.testing.assert_close(one[part][key], two[part][key], rtol=0, atol=1e-6)
+        torch.testing.assert_close(one["extra"]["fake"][key], two["extra"]["fake"][key], rtol=0, atol=1e-6)
+    start, teacher = _state(init)["state_dict"], _state(ema)["state_dict"]
+    fake_moved = max((one["extra"]["fake"][k] - teacher[k]).abs().max() for k in teacher)
+    from_init = max((one["model"][k] - start[k]).abs().max() for k in start)
+    from_teacher = max((one["model"][k] - teacher[k]).abs().max() for k in teacher)
+    assert fake_moved > 0 and 0 < from_init < from_teacher  # the fake denoiser trained; the student began at init
+    assert read_schedule(a) == DistilledSchedule("dmd", "consistency", (999, 499), str(ema.resolve()), 32)
+    torch.save(_state(ema)["state_dict"], tmp_path / "bare.pt")
+    for bad, message in ((tmp_path / "nope.pt", "nope.pt: "), (tmp_path / "bare.pt", "bare.pt: not a humanliff")):
+        with pytest.raises(InputFileError, match=message):
+            distill(ema, store, tmp_path / "x", method="dmd", steps=2, overrides=RUN, device="cpu", init=bad)
+    assert not (tmp_path / "x").exists()
 
 
 def test_teacher_samples_are_the_data(tiny, tmp_path):
@@ -320,3 +352,28 @@ def test_benchmark_script_end_to_end(tiny, tmp_path, monkeypatch):
     assert read_schedule(out / "best_student" / "ema.pt").steps == 2
     assert (out / "best_student" / "store" / "manifest.json").is_file()
     assert "| consistency_2 student at 1 |" in (out / "distill.md").read_text()
+
+
+def test_benchmark_dmd_variants_from_an_init(tiny, students, tmp_path, monkeypatch):
+    """``benchmarks.distill --methods dmd --init S --variant ...``: the init is a scored row and each variant a
+    run of its own that starts from it with its own settings."""
+    from benchmarks import distill as bench
+
+    _, ema, store = tiny
+    out = tmp_path / "bench"
+    monkeypatch.setattr(sys, "argv", [
+        "distill", "--out", str(out), "--teacher", str(ema), "--store", str(store), "--device", "cpu",
+        "--methods", "dmd", "--steps", "2", "--init", str(students["progressive"]), "--teacher-samples", "2",
+        "--variant", "ttur:distill.fake_updates=2", "--variant", "reg:distill.regression=0.5,train.lr=1e-4",
+        "--train-steps", "1", "--batch", "2", "--humans", "2", "--views", "1", "--size", "8", "--batches", "1",
+        "--teacher-sampler", "dpmpp", "--teacher-steps", "2", "--no-compile", "--no-time-teacher",
+        *[a for s in ("render.n_samples=2", "render.n_importance=0", "render.occupancy_resolution=0")
+          for a in ("--set", s)]])
+    bench.main()
+    results = json.loads((out / "distill.json").read_text())
+    assert list(results["rows"]) == ["teacher dpmpp 2", "init student", "dmd_2_ttur student", "dmd_2_reg student"]
+    runs = {name: _state(out / "runs" / name / CHECKPOINT)["config"] for name in ("dmd_2_ttur", "dmd_2_reg")}
+    assert {c["distill"]["init"] for c in runs.values()} == {str(students["progressive"].resolve())}
+    assert runs["dmd_2_ttur"]["distill"]["fake_updates"] == 2 and runs["dmd_2_reg"]["distill"]["fake_updates"] == 1
+    assert runs["dmd_2_reg"]["distill"]["regression"] == 0.5 and runs["dmd_2_reg"]["train"]["lr"] == 1e-4
+    assert results["best"] in results["rows"] and set(results["timing"]) == {results["best"]}

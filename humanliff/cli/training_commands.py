@@ -64,18 +64,22 @@ def train_command(cfg: Config, store: str, run_dir: str, device: str | None, res
               help="Distillation method (default: distill.method).")
 @click.option("--teacher-samples", type=int, default=0, show_default=True,
               help="Distil on this many humans sampled by the teacher (0: on the store's pairs).")
+@click.option("--init", default=None, metavar="RUN_OR_EMA",
+              help="Start the student from this ema.pt, e.g. a progressive student for --method dmd "
+                   "(default: distill.init, else the teacher).")
 @click.option("--max-minutes", type=float, default=None, help="Stop early, with a checkpoint, after this long.")
 @set_option("Override the teacher's config or the distillation's (e.g. --set train.steps=4000).")
 @device_option
 @resume_option
 def distill_command(teacher: str, store: str, run_dir: str, steps: int | None, method: str | None,
-                    teacher_samples: int, max_minutes: float | None, overrides: tuple[str, ...], device: str | None,
-                    resume_anyway: bool) -> None:
+                    teacher_samples: int, init: str | None, max_minutes: float | None, overrides: tuple[str, ...],
+                    device: str | None, resume_anyway: bool) -> None:
     """Distil a diffusion run into a student that samples each layer in --steps calls (sampler 'distilled')."""
     from humanliff.workflows import distill
 
     path = distill(teacher, store, run_dir, method=method, steps=steps, overrides=overrides, device=device,
-                   teacher_samples=teacher_samples, resume_anyway=resume_anyway, max_minutes=max_minutes)
+                   teacher_samples=teacher_samples, resume_anyway=resume_anyway, max_minutes=max_minutes,
+                   init=init)
     click.echo(f"wrote {path}")
 
 

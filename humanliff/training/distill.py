@@ -17,7 +17,11 @@ Methods (``METHODS``, ``distill.method``):
   (towards the teacher's x0 at the last grid point). Sampled with fresh noise between calls (rule
   ``consistency``).
 
-Both regress the student's epsilon on the target's (its x0 error weighted by the truncated SNR, capped at
+- ``dmd`` (distribution matching distillation, Yin et al. 2024, DMD2's form): the student's samples move
+  along the difference of the teacher's denoiser and a fake one fitted to them online (``DMDTrainer``);
+  usually from a progressive student (``distill.init``). Sampled with fresh noise between calls.
+
+The first two regress the student's epsilon on the target's (its x0 error weighted by the truncated SNR, capped at
 ``distill.weight_cap``). Data: the store's (subject, layer) pairs, or (``teacher_samples`` M) M humans the
 teacher samples once with its own sampler (``teacher_planes.npy``), so the student learns the teacher's
 distribution with the teacher's layers as conditions. Optimizer, EMA, bf16, torch.compile, the step as one
@@ -112,15 +116,25 @@ def check_plan(cfg: Config, teacher: Path) -> None:
         raise InputFileError(teacher, f"cannot make a {d.steps}-step student: {problem}")
 
 
+def load_start(path: str | Path) -> tuple[dict[str, torch.Tensor], Path]:
+    """The weights a student starts from (``distill.init``: an ``ema.pt`` or its run folder, a student or not)
+    as ``(state_dict, path)``; one-line errors for a file that is not one or holds non-finite weights."""
+    path = resolve_ema(path)
+    state = read_ema(path)["state_dict"]
+    require_finite(state, "the UNet weights", path)
+    return state, path
+
+
 def distill_config(teacher_cfg: Config, teacher: Path, device: torch.device, overrides: tuple[str, ...] = (),
-                   method: str | None = None, steps: int | None = None) -> Config:
+                   method: str | None = None, steps: int | None = None, init: str | Path | None = None) -> Config:
     """The run's config: the teacher's, ``DISTILL_TRAIN`` (bf16 and compiled on CUDA, fp32 eager on the
-    CPU), ``overrides``, then ``method`` / ``steps`` when given; the sampler becomes ``distilled``."""
+    CPU), ``overrides``, then ``method`` / ``steps`` / ``init`` when given; the sampler becomes
+    ``distilled``."""
     cuda = device.type == "cuda"
     train = {**DISTILL_TRAIN, "precision": "bf16" if cuda else "fp32", "compile": cuda}
     cfg = Config.from_dict({**teacher_cfg.to_dict(), "train": {**teacher_cfg.to_dict()["train"], **train}},
                            source=f"{teacher}: config").with_overrides(overrides)
-    given = {k: v for k, v in (("method", method), ("steps", steps)) if v is not None}
+    given = {k: v for k, v in (("method", method), ("steps", steps), ("init", init and str(init))) if v is not None}
     if steps is not None and steps < 1:
         raise InputFileError(teacher, f"cannot make a {steps}-step student: --steps must be at least 1")
     cfg = Config.from_dict({**cfg.to_dict(), "distill": {**cfg.to_dict()["distill"], **given,
@@ -131,7 +145,8 @@ def distill_config(teacher_cfg: Config, teacher: Path, device: torch.device, ove
 
 
 class DistillTrainer(DiffusionTrainer):
-    """The student (``model``, from the teacher's weights), its EMA and optimizer, and the frozen teacher.
+    """The student (``model``, from the teacher's weights or ``start``'s: ``(state_dict, its file)``), its EMA
+    and optimizer, and the frozen teacher.
 
     Subclasses set ``rule`` and ``_pair``: the noisy input, its timestep and the target x0 of a batch.
     """
@@ -139,9 +154,10 @@ class DistillTrainer(DiffusionTrainer):
     rule = ""
 
     def __init__(self, cfg: Config, info: DistInfo, teacher_state: dict[str, torch.Tensor], teacher: Path,
-                 run: Path, store_manifest: dict[str, Any]) -> None:
+                 run: Path, store_manifest: dict[str, Any],
+                 start: tuple[dict[str, torch.Tensor], Path] | None = None) -> None:
         super().__init__(cfg, info)
-        load_unet_weights(self.model, teacher_state, teacher)
+        load_unet_weights(self.model, *(start or (teacher_state, teacher)))
         self.ema = EMA(self.model, cfg.train.ema_rate)
         self.run, self.store_manifest = run, store_manifest
         self.checkpoint_path = run / CHECKPOINT
@@ -307,7 +323,95 @@ class ConsistencyTrainer(DistillTrainer):
         return t, x_t, torch.where(clean, x_hat, own.clamp(-1.0, 1.0))
 
 
-METHODS: dict[str, type[DistillTrainer]] = {"progressive": ProgressiveTrainer, "consistency": ConsistencyTrainer}
+DMD_T_RANGE = (0.02, 0.98)
+"""The share of the T timesteps at which distribution matching noises the student's samples (DMD2's range)."""
+
+
+class DMDTrainer(DistillTrainer):
+    """Distribution matching distillation (DMD2, Yin et al. 2024): the student's x0 at one of its own
+    timesteps (input: the data noised there) moves along the difference of two denoisers of its noised
+    samples, the frozen teacher's ("real") and a trainable copy of it fitted to the student's outputs
+    ("fake"), so the student's distribution moves towards the teacher's rather than to the mean of its
+    targets; ``distill.fake_updates`` fake updates per student update, ``distill.regression`` weighs an x0
+    regression onto the data beside it (DMD's first form). Usually started from a progressive student
+    (``distill.init``). Sampled with fresh noise between calls (rule ``consistency``)."""
+
+    rule = "consistency"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.draws = 2 + self.cfg.distill.fake_updates
+        self.fake = self._frozen(self.teacher.state_dict(), Path(self.cfg.distill.teacher)).train()
+        self.fake.requires_grad_(True)
+        self.fake_fn = torch.compile(self.fake) if self.cfg.train.compile else self.fake
+        cuda = self.device.type == "cuda"
+        self.fake_optimizer = torch.optim.AdamW(self.fake.parameters(), lr=self.cfg.train.lr, weight_decay=0.0,
+                                                fused=cuda, foreach=not cuda, capturable=self.graphed)
+        self.samples: list[tuple[torch.Tensor, ...]] = []
+        """Per micro-batch of the step: the student's x0 (detached), its condition, class and fake draws."""
+
+    def _span(self, raw: torch.Tensor) -> torch.Tensor:
+        """Raw draws in [0, T) mapped into ``DMD_T_RANGE``."""
+        low, high = (round(f * self.total) for f in DMD_T_RANGE)
+        return low + raw * (high - low) // self.total
+
+    def _loss(self, x0: torch.Tensor, x_cond: torch.Tensor, y: torch.Tensor, t: torch.Tensor,
+              noise: torch.Tensor, cond_noise: torch.Tensor) -> torch.Tensor:
+        """The distribution-matching loss (its gradient in x0 is the two denoisers' difference, normalised
+        per item) plus the weighted regression; keeps the step's samples for the fake updates."""
+        x_cond = self._noisy_condition(x_cond, y, cond_noise)
+        noises = noise.chunk(self.draws, dim=1)
+        grid = self.grid(self.student_steps())
+        t_in = grid[t[:, 0] * self.student_steps() // self.total]
+        abar = self._abar(t_in)
+        x_in = q_sample(x0, t_in, noises[0], self.alphas_cumprod)
+        eps = self._call(self.forward, x_in, t_in, x_cond, y)
+        own = x0_from_eps(x_in, eps, abar).clamp(-1.0, 1.0)
+        with torch.no_grad():
+            t_d = self._span(t[:, 1])
+            x_d = q_sample(own, t_d, noises[1], self.alphas_cumprod)
+            a_d = self._abar(t_d)
+            real = x0_from_eps(x_d, self._call(self.teacher_fn, x_d, t_d, x_cond, y), a_d).clamp(-1.0, 1.0)
+            fake = x0_from_eps(x_d, self._call(self.fake_fn, x_d, t_d, x_cond, y), a_d).clamp(-1.0, 1.0)
+            scale = (own - real).abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-4)
+            target = own - (fake - real) / scale
+            weight = ((1.0 - abar) / abar).clamp(1.0, self.cfg.distill.weight_cap)
+            self.samples.append((own.detach(), x_cond, y, t[:, 2:], torch.cat(noises[2:], dim=1)))
+        loss = 0.5 * ((own - target) ** 2).mean()
+        if self.cfg.distill.regression > 0:
+            loss = loss + self.cfg.distill.regression * (weight * (eps - noises[0]) ** 2).mean()
+        return loss
+
+    def _update(self, x0: torch.Tensor, x_cond: torch.Tensor, y: torch.Tensor, t: torch.Tensor,
+                noise: torch.Tensor, cond_noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The student's step, then ``fake_updates`` steps of the fake denoiser on the student's samples
+        (epsilon MSE at timesteps in ``DMD_T_RANGE``)."""
+        self.samples = []
+        result = super()._update(x0, x_cond, y, t, noise, cond_noise)
+        b = x0.shape[0]
+        for k in range(self.cfg.distill.fake_updates):
+            for own, cond, labels, times, noises in self.samples:
+                t_f = self._span(times[:, k])
+                z = noises.chunk(self.cfg.distill.fake_updates, dim=1)[k]
+                x_f = q_sample(own, t_f, z, self.alphas_cumprod)
+                loss = ((self._call(self.fake_fn, x_f, t_f, cond, labels) - z) ** 2).mean()
+                (loss * (own.shape[0] / b)).backward()
+            self.fake_optimizer.step()
+            self.fake_optimizer.zero_grad(set_to_none=True)
+        self.samples = []
+        return result
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"fake": {k: v.detach().cpu() for k, v in self.fake.state_dict().items()},
+                "fake_optimizer": self.fake_optimizer.state_dict()}
+
+    def restore(self, extra: dict[str, Any]) -> None:
+        load_unet_weights(self.fake, extra["fake"], self.checkpoint_path)
+        self.fake_optimizer.load_state_dict(extra["fake_optimizer"])
+
+
+METHODS: dict[str, type[DistillTrainer]] = {"progressive": ProgressiveTrainer, "consistency": ConsistencyTrainer,
+                                            "dmd": DMDTrainer}
 """``distill.method`` -> trainer."""
 
 
@@ -344,9 +448,11 @@ def teacher_planes(trainer: DistillTrainer, teacher_cfg: Config, humans: int, ou
 
 def distill(teacher: str | Path, store_path: str | Path, out: str | Path, *, method: str | None = None,
             steps: int | None = None, overrides: tuple[str, ...] = (), device: str | None = None,
-            teacher_samples: int = 0, resume_anyway: bool = False, max_seconds: float | None = None) -> Path:
+            teacher_samples: int = 0, resume_anyway: bool = False, max_seconds: float | None = None,
+            init: str | Path | None = None) -> Path:
     """Distil ``teacher`` (a diffusion run's ``ema.pt``) into a ``steps``-call student in the run folder
-    ``out`` (resumed when it holds a checkpoint); returns ``out/ema.pt``.
+    ``out`` (resumed when it holds a checkpoint); returns ``out/ema.pt``. ``init``: the ``ema.pt`` the student
+    starts from (``distill.init``; default the teacher).
 
     ``store_path``: the teacher's tri-plane store (its pairs are the data unless ``teacher_samples`` > 0);
     ``overrides``: ``section.key=value`` over the teacher's config and ``DISTILL_TRAIN``; ``max_seconds``:
@@ -357,10 +463,13 @@ def distill(teacher: str | Path, store_path: str | Path, out: str | Path, *, met
     state, teacher_cfg, teacher_path = load_teacher(teacher)
     info = distributed.init_distributed(device)
     try:
-        cfg = distill_config(teacher_cfg, teacher_path, info.device, overrides, method, steps)
+        cfg = distill_config(teacher_cfg, teacher_path, info.device, overrides, method, steps, init)
+        start = load_start(cfg.distill.init) if cfg.distill.init else None
+        if start is not None:
+            cfg = dataclasses.replace(cfg, distill=dataclasses.replace(cfg.distill, init=str(start[1].resolve())))
         store, store_manifest = open_training_store(cfg, Path(store_path), info)
         out = Path(out)
-        trainer = METHODS[cfg.distill.method](cfg, info, state, teacher_path, out, store_manifest)
+        trainer = METHODS[cfg.distill.method](cfg, info, state, teacher_path, out, store_manifest, start)
         start_run(trainer, out, resume_anyway, sections=(*MODEL_SECTIONS, "distill"))
         planes = teacher_planes(trainer, teacher_cfg, teacher_samples, out) if teacher_samples else store.planes
         data = LayerPairs(planes, info.device)

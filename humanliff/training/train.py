@@ -205,20 +205,25 @@ class DiffusionTrainer:
     def restore(self, extra: dict[str, Any]) -> None:
         """Take back what ``extra_state`` returned, from a checkpoint being resumed (nothing here)."""
 
+    draws = 1
+    """Timesteps and noises drawn per item: with ``k`` > 1, ``_draws`` gives ``t [B, k]`` and noise
+    ``[B, k C, R, R]`` (a subclass's loss splits them)."""
+
     def _draws(self, keys: np.ndarray, shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per-item timesteps ``[B]``, noise and condition noise ``[B, C, R, R]`` from per-item seeds."""
-        b = len(keys)
-        t = torch.empty(b, dtype=torch.int64, device=self.device)
-        noise = torch.empty(shape, device=self.device, memory_format=torch.channels_last)
-        cond_noise = torch.zeros_like(noise)
+        """Per-item timesteps ``[B]``, noise and condition noise ``[B, C, R, R]`` from per-item seeds
+        (``draws`` of the first two per item)."""
+        b, k = len(keys), self.draws
+        t = torch.empty((b, k), dtype=torch.int64, device=self.device)
+        noise = torch.empty((b, k * shape[1], *shape[2:]), device=self.device, memory_format=torch.channels_last)
+        cond_noise = torch.zeros(shape, device=self.device).contiguous(memory_format=torch.channels_last)
         base = (self.cfg.train.seed * 1_000_003 + self.step) * 2**20
         for i, key in enumerate(keys.tolist()):
             self.generator.manual_seed((base + key) % 2**63)
-            t[i:i + 1].random_(0, self.alphas_cumprod.shape[0], generator=self.generator)
+            t[i].random_(0, self.alphas_cumprod.shape[0], generator=self.generator)
             noise[i].normal_(generator=self.generator)
             if self.cfg.train.cond_noise > 0:
                 cond_noise[i].normal_(generator=self.generator)
-        return t, noise, cond_noise
+        return (t[:, 0], noise, cond_noise) if k == 1 else (t, noise, cond_noise)
 
     def _noisy_condition(self, x_cond: torch.Tensor, y: torch.Tensor, cond_noise: torch.Tensor) -> torch.Tensor:
         """The condition with ``train.cond_noise`` times ``cond_noise`` added above layer 0."""
