@@ -375,10 +375,10 @@ class DMDTrainer(DistillTrainer):
             fake = x0_from_eps(x_d, self._call(self.fake_fn, x_d, t_d, x_cond, y), a_d).clamp(-1.0, 1.0)
             scale = (own - real).abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-4)
             target = own - (fake - real) / scale
-            weight = ((1.0 - abar) / abar).clamp(1.0, self.cfg.distill.weight_cap)
             self.samples.append((own.detach(), x_cond, y, t[:, 2:], torch.cat(noises[2:], dim=1)))
         loss = 0.5 * ((own - target) ** 2).mean()
         if self.cfg.distill.regression > 0:
+            weight = ((1.0 - abar) / abar).clamp(1.0, self.cfg.distill.weight_cap)
             loss = loss + self.cfg.distill.regression * (weight * (eps - noises[0]) ** 2).mean()
         return loss
 
