@@ -1,0 +1,168 @@
+"""Where a diffusion training step's GPU time goes at the original size (issue 21), and what its convolutions
+can do on their own.
+
+Usage (CUDA; about 1 minute eager, plus about 3 minutes with ``--compiled``)::
+
+    python -m benchmarks.train_profile --out /tmp/profile --microbatch 16 --compiled
+
+1. Convolutions alone: forward + backward of each distinct convolution of the synbody UNet (bf16,
+   channels_last, cuDNN's autotuner on), in TFLOP/s, next to the same convolution with its tri-plane side
+   padded from 27 to 32 channels (tensor-core tiles want multiples of 8).
+2. One training step of ``DiffusionTrainer`` (batch = microbatch, bf16, no CUDA graph so that the profiler
+   sees every launch) under ``torch.profiler``, eager and, with ``--compiled``, compiled block by block: GPU
+   time per kernel category (convolution, GEMM, attention, Triton (Inductor's fused elementwise and
+   reductions), other elementwise, optimizer) and the top kernels and aten ops (``profile_*.txt``).
+
+Rows go to ``<out>/<date>-<device>-train-profile.{json,md}`` (and ``$OUT`` when set) as they come.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import re
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
+
+from benchmarks.report import Report
+from benchmarks.timing import time_fn
+from humanliff.config import Config, load_config
+from humanliff.training.distributed import DistInfo
+from humanliff.training.train import DiffusionTrainer
+
+CATEGORIES = (
+    ("convolution", re.compile(r"conv|cudnn|xmma|implicit|wgrad|dgrad|fprop|nchwToNhwc|nhwcToNchw", re.I)),
+    ("attention", re.compile(r"flash|fmha|attention|sdpa", re.I)),
+    ("GEMM", re.compile(r"gemm|nvjet|cutlass|sm90_|cublas", re.I)),
+    ("optimizer", re.compile(r"adam|multi_tensor|foreach|lerp|norm_kernel", re.I)),
+    ("Triton (Inductor)", re.compile(r"^triton", re.I)),
+)
+"""Kernel name -> category, first match wins; the rest is "other elementwise and reductions"."""
+
+
+def category(kernel: str) -> str:
+    """The category of a CUDA kernel's name (see ``CATEGORIES``)."""
+    return next((name for name, pattern in CATEGORIES if pattern.search(kernel)), "other elementwise and reductions")
+
+
+def conv_shapes(cfg: Config, micro: int) -> list[tuple[int, int, int, int, bool]]:
+    """The distinct 3x3 convolutions of the config's UNet as ``(batch, C_in, C_out, R, needs_input_grad)``:
+    the tri-plane convolutions first (in: no input gradient), then a ResBlock's at every level."""
+    r, c, mc = cfg.triplane.resolution, cfg.triplane.channels, cfg.unet.model_channels
+    shapes = [(micro, c, mc, r, False), (micro, mc, c, r, True)]
+    seen = set()
+    for level, mult in enumerate(cfg.unet.channel_mult):
+        width, res = mc * mult, r >> level
+        if (width, res) not in seen:
+            seen.add((width, res))
+            shapes.append((micro, width, width, res, True))
+    return shapes
+
+
+def _conv_row(rep: Report, b: int, c_in: int, c_out: int, r: int, input_grad: bool, pad_to: int | None) -> None:
+    dev = torch.device("cuda")
+    ci = pad_to if pad_to and c_in % 8 else c_in
+    co = pad_to if pad_to and c_out % 8 else c_out
+    x = torch.randn(b, ci, r, r, device=dev, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(input_grad)
+    w = torch.randn(co, ci, 3, 3, device=dev, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    w.requires_grad_(True)
+    grad = torch.randn(b, co, r, r, device=dev, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+
+    def step() -> None:
+        F.conv2d(x, w, padding=1).backward(grad)
+
+    t = time_fn(step, warmup=3, repeats=10, device=dev)
+    flop = 2.0 * b * ci * co * 9 * r * r * (3 if input_grad else 2)
+    padded = f", padded to {ci} -> {co}" if (ci, co) != (c_in, c_out) else ""
+    rep.add("conv", f"3x3 conv {c_in} -> {c_out} at {r}x{r}, batch {b}, forward + backward{padded}",
+            flop / t.median_ms / 1e9, "TFLOP/s",
+            note=f"{t.median_ms:.2f} ms; input gradient {'yes' if input_grad else 'no'}")
+
+
+def bench_convs(rep: Report, cfg: Config, micro: int) -> None:
+    """Section 1 (see the module docstring)."""
+    for b, c_in, c_out, r, input_grad in conv_shapes(cfg, micro):
+        _conv_row(rep, b, c_in, c_out, r, input_grad, None)
+        if c_in % 8 or c_out % 8:
+            _conv_row(rep, b, c_in, c_out, r, input_grad, 32)
+
+
+def _kernel_time(event: object) -> float:
+    """Self device time of a profiler event in microseconds (the attribute's name moved across versions)."""
+    return float(getattr(event, "self_device_time_total", None) or getattr(event, "self_cuda_time_total", 0.0))
+
+
+def profile_step(rep: Report, cfg: Config, micro: int, label: str, out_dirs: list[Path]) -> None:
+    """Section 2 for one trainer setting: categories as rows, tables as ``profile_<label>.txt``."""
+    dev = torch.device("cuda")
+    info = DistInfo(rank=0, world_size=1, local_rank=0, device=dev)
+    trainer = DiffusionTrainer(cfg, info)
+    shape = (micro, cfg.triplane.channels, cfg.triplane.resolution, cfg.triplane.resolution)
+    gen = torch.Generator(dev).manual_seed(0)
+    x0 = torch.randn(shape, device=dev, generator=gen).clamp(-1, 1).contiguous(memory_format=torch.channels_last)
+    x_cond = torch.randn(shape, device=dev, generator=gen).clamp(-1, 1).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 4, (micro,), device=dev, generator=gen)
+    keys = np.arange(micro, dtype=np.int64)
+    for _ in range(3):
+        trainer.train_step(x0, x_cond, y, keys)
+    torch.cuda.synchronize(dev)
+    step_ms = time_fn(lambda: trainer.train_step(x0, x_cond, y, keys), warmup=1, repeats=5, device=dev).median_ms
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], record_shapes=True) as prof:
+        trainer.train_step(x0, x_cond, y, keys)
+        torch.cuda.synchronize(dev)
+    totals: dict[str, float] = defaultdict(float)
+    kernels = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    for e in kernels:
+        totals[category(e.key)] += _kernel_time(e)
+    gpu_ms = sum(totals.values()) / 1e3
+    rep.add("profile", f"{label}: step, batch {micro}", micro / step_ms * 1e3, "samples/s",
+            note=f"{step_ms:.1f} ms a step (timed); {gpu_ms:.1f} ms of kernels in the profiled step")
+    for name, us in sorted(totals.items(), key=lambda kv: -kv[1]):
+        rep.add("profile", f"{label}: {name}", us / 1e3, "ms", note=f"{100 * us / 1e3 / gpu_ms:.1f} % of kernel time")
+    top = sorted(kernels, key=_kernel_time, reverse=True)[:40]
+    lines = [f"{_kernel_time(e) / 1e3:9.2f} ms {e.count:5d}x  [{category(e.key)}] {e.key[:160]}" for e in top]
+    ops = prof.key_averages(group_by_input_shape=True).table(sort_by="self_cuda_time_total", row_limit=40,
+                                                             max_name_column_width=60)
+    text = f"# {label}: top kernels by GPU time\n" + "\n".join(lines) + "\n\n# aten ops by input shapes\n" + ops
+    slug = re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
+    for out in out_dirs:
+        (out / f"profile_{slug}.txt").write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--config", default="synbody")
+    parser.add_argument("--microbatch", type=int, default=16)
+    parser.add_argument("--compiled", action=argparse.BooleanOptionalAction, default=False)
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("error: benchmarks.train_profile: needs CUDA")
+    torch.backends.cudnn.benchmark = True
+    torch.set_float32_matmul_precision("high")
+    out_dirs = [Path(args.out)] + ([Path(os.environ["OUT"])] if os.environ.get("OUT") else [])
+    for out in out_dirs:
+        out.mkdir(parents=True, exist_ok=True)
+    rep = Report(torch.cuda.get_device_name(), out_dirs)
+    rep.stem = f"{rep.stem}-train-profile"
+    cfg = load_config(args.config)
+    base = dataclasses.replace(cfg.train, batch_size=args.microbatch, microbatch=args.microbatch, precision="bf16",
+                               cuda_graph=False)
+    bench_convs(rep, cfg, args.microbatch)
+    settings = [("eager", dataclasses.replace(base, compile=False))]
+    if args.compiled:
+        settings.append(("compiled block by block", dataclasses.replace(base, compile=True, compile_scope="blocks")))
+    for label, tc in settings:
+        profile_step(rep, dataclasses.replace(cfg, train=tc), args.microbatch, label, out_dirs)
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
