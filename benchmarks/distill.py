@@ -11,14 +11,15 @@ Steps, each logged as a progress line and written to ``<out>/distill.json`` and 
    sampler of its config once (``teacher_planes.npy``; the default model's: dpmpp_sde 20); every run
    distils on them.
 2. For each ``--methods`` x ``--steps`` x ``--variant``: ``humanliff distill`` for ``--train-steps`` steps or
-   ``--budget-s`` seconds of training (compile included), whichever ends first. A ``dmd`` run starts from
+   ``--budget-s`` seconds of training (compile included), whichever ends first; with ``--snapshot-every``
+   its EMA is kept (and scored as a row) every that many steps. A ``dmd`` run starts from
    ``--init`` (scored as a row of its own), else from the progressive student of its steps made earlier in
    the same call, else from the teacher.
 3. ``eval gen`` (weight-free metrics) of ``--humans`` humans (seeds 0..N-1) from the teacher with
-   ``--teacher-sampler`` and from each student; a consistency student is also scored at fewer calls
-   (its schedule's trailing subsets, ``--resample``), and a progressive one with fresh noise between its
-   calls (``--progressive-noise``) and the students its earlier rounds kept (``--round-students``), as
-   extra rows.
+   ``--teacher-sampler`` (and each of ``--teacher-rows``) and from each student; a consistency student is
+   also scored at fewer calls (its schedule's trailing subsets, ``--resample``), and a progressive one with
+   fresh noise between its calls (``--progressive-noise``) and the students its earlier rounds kept
+   (``--round-students``), as extra rows.
 4. The best student by ``fd_pca`` (the Fréchet distance of tri-planes, lower is better) is packed to
    ``<out>/best_student`` (``humanliff model pack``: fp16 weights + the store's first subjects).
 5. Time a 4-layer human (sampling only, ``sample_layers``; compiled on CUDA with ``--compile``) at batch 1
@@ -53,6 +54,7 @@ from humanliff.runtime.compute import default_device
 from humanliff.runtime.layered import human_generators, sample_layers
 from humanliff.runtime.schedule import linear_schedule, trailing_timesteps
 from humanliff.training.distill import TEACHER_PLANES, distill, load_teacher, round_student
+from humanliff.training.train import SNAPSHOTS
 
 log = logging.getLogger("benchmark.distill")
 
@@ -195,6 +197,10 @@ def main() -> None:
     parser.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE]",
                         help="run each method again with these distill --set overrides, named NAME (repeatable; "
                              "default: one run without)")
+    parser.add_argument("--snapshot-every", type=int, default=0,
+                        help="also score each run's EMA every this many steps (train.snapshot_every)")
+    parser.add_argument("--teacher-rows", default="", metavar="SAMPLER:STEPS[,...]",
+                        help="more teacher rows, e.g. ddim:32,dpmpp_sde:4 (the ODE a progressive student distils)")
     parser.add_argument("--init", default=None, help="the ema.pt dmd students start from (see step 2)")
     parser.add_argument("--set", action="append", default=[], help="render overrides (generation and evaluation)")
     parser.add_argument("--device", default=None)
@@ -215,6 +221,9 @@ def main() -> None:
     load_teacher(teacher)  # a bad teacher: one line before any compute
     rows = [Row(f"teacher {args.teacher_sampler} {args.teacher_steps}", teacher, args.teacher_sampler,
                 args.teacher_steps)]
+    for text in (t for t in args.teacher_rows.split(",") if t):
+        sampler, _, steps_text = text.partition(":")
+        rows.append(Row(f"teacher {sampler} {steps_text}", teacher, sampler, int(steps_text)))
     if args.init:
         rows.append(Row("init student", Path(args.init), "distilled", len(read_schedule(args.init).timesteps)))
     shared = out / TEACHER_PLANES
@@ -232,7 +241,8 @@ def main() -> None:
         log.info("distilling %s (%s, %d calls a layer)", name, method, steps)
         start = time.perf_counter()
         overrides = (f"train.steps={args.train_steps}", f"train.batch_size={args.batch}",
-                     "train.checkpoint_every=1000000", f"train.compile={str(args.compile and cuda).lower()}",
+                     "train.checkpoint_every=1000000", f"train.snapshot_every={args.snapshot_every}",
+                     f"train.compile={str(args.compile and cuda).lower()}",
                      *args.distill_set, *variant_sets)
         ema = distill(teacher, store, run, method=method, steps=steps, overrides=overrides, device=args.device,
                       teacher_samples=args.teacher_samples, max_seconds=args.budget_s, init=init)
@@ -245,6 +255,9 @@ def main() -> None:
                  last["loss"])
         reached = len(read_schedule(ema).timesteps)  # fewer rounds than asked when the budget ended the run
         results["runs"][name]["student_calls"] = reached
+        rows += [Row(f"{name} student, step {int(p.stem.split('_')[1])}", p, "distilled",
+                     len(read_schedule(p).timesteps))
+                 for p in sorted((run / SNAPSHOTS).glob("ema_*.pt")) if int(p.stem.split("_")[1]) < last["step"]]
         rows.append(Row(f"{name} student", ema, "distilled", reached))
         if method == "consistency":
             rows += [Row(f"{name} student at {n}", _rescheduled(ema, out, steps=n), "distilled", n)
@@ -262,7 +275,7 @@ def main() -> None:
         results["rows"][row.name] = _score(row, store, args, out)
         log.info("%s", markdown({row.name: results["rows"][row.name]}, args.humans).splitlines()[2])
         _write(results, targets)
-    students = [r for r in rows[1:] if "at" not in r.name.split()]
+    students = [r for r in rows if r.sampler == "distilled" and "at" not in r.name.split()]
 
     def fd(row: Row) -> float:
         per_layer = results["rows"][row.name]["layers"].values()

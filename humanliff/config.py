@@ -208,6 +208,9 @@ class TrainConfig:
     cond_noise: float = 0.0
     """Std of noise added to the conditioning layer while training (narrows the train/test gap, D5)."""
     checkpoint_every: int = 5000
+    snapshot_every: int = 0
+    """Also keep the EMA weights every this many steps as ``snapshots/ema_<step>.pt`` (complete ``ema.pt``
+    files, e.g. to score a run along the way); 0: none."""
     log_every: int = 100
     seed: int = 0
 
@@ -425,7 +428,7 @@ LIMITS: dict[str, dict[str, Limit]] = {
               "lr_final": NON_NEGATIVE, "lr_anneal_steps": NON_NEGATIVE, "weight_decay": NON_NEGATIVE,
               "ema_rate": PROBABILITY, "grad_clip": NON_NEGATIVE, "precision": PRECISION_CHOICES,
               "compile_scope": Limit(choices=("model", "blocks")), "cond_noise": NON_NEGATIVE,
-              "checkpoint_every": POSITIVE, "log_every": POSITIVE},
+              "checkpoint_every": POSITIVE, "snapshot_every": NON_NEGATIVE, "log_every": POSITIVE},
     "distill": {"method": Limit(choices=("progressive", "consistency", "dmd")), "steps": POSITIVE,
                 "teacher_steps": Limit(2), "weight_cap": Limit(1.0), "fake_updates": POSITIVE,
                 "regression": NON_NEGATIVE},

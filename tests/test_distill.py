@@ -34,6 +34,7 @@ from humanliff.runtime.schedule import (
 )
 from humanliff.training.checkpoint import CHECKPOINT
 from humanliff.training.distill import METHODS, TEACHER_PLANES, distill
+from humanliff.training.train import SNAPSHOTS
 
 ABAR = linear_schedule()
 RUN = ("train.steps=4", "distill.teacher_steps=8", "train.log_every=1", "train.checkpoint_every=2")
@@ -356,7 +357,8 @@ def test_benchmark_script_end_to_end(tiny, tmp_path, monkeypatch):
 
 def test_benchmark_dmd_variants_from_an_init(tiny, students, tmp_path, monkeypatch):
     """``benchmarks.distill --methods dmd --init S --variant ...``: the init is a scored row and each variant a
-    run of its own that starts from it with its own settings."""
+    run of its own that starts from it with its own settings; ``--snapshot-every`` scores each run's EMA along
+    the way, ``--teacher-rows`` adds teacher samplers (neither is ever the best student)."""
     from benchmarks import distill as bench
 
     _, ema, store = tiny
@@ -365,13 +367,18 @@ def test_benchmark_dmd_variants_from_an_init(tiny, students, tmp_path, monkeypat
         "distill", "--out", str(out), "--teacher", str(ema), "--store", str(store), "--device", "cpu",
         "--methods", "dmd", "--steps", "2", "--init", str(students["progressive"]), "--teacher-samples", "2",
         "--variant", "ttur:distill.fake_updates=2", "--variant", "reg:distill.regression=0.5,train.lr=1e-4",
-        "--train-steps", "1", "--batch", "2", "--humans", "2", "--views", "1", "--size", "8", "--batches", "1",
+        "--teacher-rows", "ddim:2", "--snapshot-every", "1", "--train-steps", "2", "--batch", "2", "--humans", "2",
+        "--views", "1", "--size", "8", "--batches", "1",
         "--teacher-sampler", "dpmpp", "--teacher-steps", "2", "--no-compile", "--no-time-teacher",
         *[a for s in ("render.n_samples=2", "render.n_importance=0", "render.occupancy_resolution=0")
           for a in ("--set", s)]])
     bench.main()
     results = json.loads((out / "distill.json").read_text())
-    assert list(results["rows"]) == ["teacher dpmpp 2", "init student", "dmd_2_ttur student", "dmd_2_reg student"]
+    assert list(results["rows"]) == ["teacher dpmpp 2", "teacher ddim 2", "init student",
+                                     "dmd_2_ttur student, step 1", "dmd_2_ttur student",
+                                     "dmd_2_reg student, step 1", "dmd_2_reg student"]
+    assert sorted(p.name for p in (out / "runs" / "dmd_2_reg" / SNAPSHOTS).iterdir()) == ["ema_0000001.pt",
+                                                                                          "ema_0000002.pt"]
     runs = {name: _state(out / "runs" / name / CHECKPOINT)["config"] for name in ("dmd_2_ttur", "dmd_2_reg")}
     assert {c["distill"]["init"] for c in runs.values()} == {str(students["progressive"].resolve())}
     assert runs["dmd_2_ttur"]["distill"]["fake_updates"] == 2 and runs["dmd_2_reg"]["distill"]["fake_updates"] == 1

@@ -367,12 +367,21 @@ def start_run(trainer: DiffusionTrainer, out: Path, resume_anyway: bool, *,
             dump_config(cfg, tmp)
 
 
+SNAPSHOTS = "snapshots"
+"""The folder of a run's ``train.snapshot_every`` EMA snapshots."""
+
+
+def snapshot_path(out: Path, step: int) -> Path:
+    """The ``ema.pt`` snapshot of a run at ``out`` after ``step`` steps (``train.snapshot_every``)."""
+    return out / SNAPSHOTS / f"ema_{step:07d}.pt"
+
+
 def run_steps(trainer: DiffusionTrainer, data: LayerPairs, out: Path, store_manifest: dict[str, Any], *,
               desc: str = "train", deadline: float | None = None) -> Path:
     """Step ``trainer`` on ``data`` up to ``train.steps`` with a progress bar, logging to
     ``train_log.jsonl`` and writing ``ema.pt`` and ``checkpoint.pt`` every ``checkpoint_every`` steps and
-    at the end; ``deadline`` (``time.monotonic()`` seconds) ends the run early, at a log step, with both
-    written. Returns ``out/ema.pt``."""
+    at the end (and an EMA snapshot every ``snapshot_every`` steps); ``deadline`` (``time.monotonic()``
+    seconds) ends the run early, at a log step, with both written. Returns ``out/ema.pt``."""
     cfg, info = trainer.cfg, trainer.info
     tc, main = cfg.train, info.rank == 0
     loss_sum = torch.zeros((), device=info.device)
@@ -411,6 +420,8 @@ def run_steps(trainer: DiffusionTrainer, data: LayerPairs, out: Path, store_mani
                 logger.debug("%s", record)
             loss_sum.zero_()
             since, tick = 0, time.perf_counter()
+        if main and tc.snapshot_every and trainer.step % tc.snapshot_every == 0:
+            trainer.save_ema(snapshot_path(out, trainer.step), store_manifest)
         if main and save:  # ema.pt first: a run killed between the two redoes the step and writes both
             trainer.save_ema(out / EMA_FILE, store_manifest)
             save_checkpoint(out / CHECKPOINT, trainer.model, trainer.ema, trainer.optimizer, trainer.step,
