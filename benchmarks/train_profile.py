@@ -1,7 +1,8 @@
 """Where a diffusion training step's GPU time goes at the original size (issue 21), and what its convolutions
 can do on their own.
 
-Usage (CUDA; about 1 minute eager, plus about 3 minutes with ``--compiled``)::
+Usage (CUDA; about 1 minute eager, plus about 3 minutes with ``--compiled``; ``--no-convs`` and ``--no-eager``
+leave those parts out)::
 
     python -m benchmarks.train_profile --out /tmp/profile --microbatch 16 --compiled
 
@@ -37,8 +38,8 @@ from humanliff.training.distributed import DistInfo
 from humanliff.training.train import DiffusionTrainer
 
 CATEGORIES = (
-    ("convolution", re.compile(r"conv|cudnn|xmma|implicit|wgrad|dgrad|fprop|nchwToNhwc|nhwcToNchw", re.I)),
     ("attention", re.compile(r"flash|fmha|attention|sdpa", re.I)),
+    ("convolution", re.compile(r"conv|cudnn|xmma|implicit|wgrad|dgrad|fprop|nchwToNhwc|nhwcToNchw", re.I)),
     ("GEMM", re.compile(r"gemm|nvjet|cutlass|sm90_|cublas", re.I)),
     ("optimizer", re.compile(r"adam|multi_tensor|foreach|lerp|norm_kernel", re.I)),
     ("Triton (Inductor)", re.compile(r"^triton", re.I)),
@@ -118,7 +119,8 @@ def profile_step(rep: Report, cfg: Config, micro: int, label: str, out_dirs: lis
         trainer.train_step(x0, x_cond, y, keys)
         torch.cuda.synchronize(dev)
     totals: dict[str, float] = defaultdict(float)
-    kernels = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    kernels = [e for e in prof.key_averages()  # "## ...": GPU spans of annotations, not kernels
+               if e.device_type == torch.autograd.DeviceType.CUDA and not e.key.startswith("##")]
     for e in kernels:
         totals[category(e.key)] += _kernel_time(e)
     gpu_ms = sum(totals.values()) / 1e3
@@ -142,6 +144,8 @@ def main() -> None:
     parser.add_argument("--config", default="synbody")
     parser.add_argument("--microbatch", type=int, default=16)
     parser.add_argument("--compiled", action=argparse.BooleanOptionalAction, default=False)
+    parser.add_argument("--eager", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--convs", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("error: benchmarks.train_profile: needs CUDA")
@@ -155,8 +159,9 @@ def main() -> None:
     cfg = load_config(args.config)
     base = dataclasses.replace(cfg.train, batch_size=args.microbatch, microbatch=args.microbatch, precision="bf16",
                                cuda_graph=False)
-    bench_convs(rep, cfg, args.microbatch)
-    settings = [("eager", dataclasses.replace(base, compile=False))]
+    if args.convs:
+        bench_convs(rep, cfg, args.microbatch)
+    settings = [("eager", dataclasses.replace(base, compile=False))] if args.eager else []
     if args.compiled:
         settings.append(("compiled block by block", dataclasses.replace(base, compile=True, compile_scope="blocks")))
     for label, tc in settings:

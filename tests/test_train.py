@@ -18,17 +18,19 @@ from humanliff.config import Config, TrainConfig, load_config
 from humanliff.errors import HumanLiffError, InputFileError
 from humanliff.io import atomic_path
 from humanliff.models.checkpoint import load_ema, read_store_manifest
-from humanliff.models.unet import AttentionBlock, ResBlock
+from humanliff.models.unet import OutputBlock, TimestepEmbedSequential
 from humanliff.store import create_store
 from humanliff.training.checkpoint import CHECKPOINT
 from humanliff.training.distributed import DistInfo
 from humanliff.training.ema import EMA
 from humanliff.training.train import (
+    SNAPSHOTS,
     DiffusionTrainer,
     LayerPairs,
     annealed_lr,
     item_positions,
     items_at,
+    snapshot_path,
     train,
 )
 
@@ -167,13 +169,26 @@ def test_compile_blocks_wraps_each_block_with_the_same_math(monkeypatch):
     monkeypatch.setattr(torch, "compile", fake_compile)
     torch._dynamo.reset()
     trainer, loss, grad_norm = _one_step(_tiny("train.compile=true", "train.compile_scope=blocks"), randomize=True)
-    blocks = [m for m in trainer.model.modules() if isinstance(m, (ResBlock, AttentionBlock))]
+    blocks = [m for m in trainer.model.modules() if isinstance(m, TimestepEmbedSequential)]
+    assert sum(isinstance(m, OutputBlock) for m in blocks) == len(trainer.model.output_blocks)
     assert [m for m, _ in calls] == blocks and all(kw == {"dynamic": False} for _, kw in calls)
     assert trainer.forward is trainer.model and not trainer.graphed  # the CPU runs no CUDA graph
     assert torch._dynamo.config.recompile_limit >= 256
     _, plain_loss, plain_norm = _one_step(_tiny(), randomize=True)
     assert loss == plain_loss and grad_norm == pytest.approx(plain_norm, rel=1e-6)
     torch._dynamo.reset()
+
+
+def test_snapshot_every_keeps_the_ema_along_the_run(store, tmp_path):
+    """``train.snapshot_every=2`` of 4 steps: ``snapshots/ema_<step>.pt`` at steps 2 and 4, each a complete
+    ``ema.pt`` (the last one the run's own)."""
+    ema = train(_tiny("train.snapshot_every=2"), store, tmp_path / "a")
+    snaps = sorted((tmp_path / "a" / SNAPSHOTS).iterdir())
+    assert [p.name for p in snaps] == ["ema_0000002.pt", "ema_0000004.pt"] and snaps[1] == snapshot_path(
+        tmp_path / "a", 4)
+    first, last, final = (load_ema(p)[0].state_dict() for p in (*snaps, ema))
+    assert all(torch.equal(last[k], final[k]) for k in final)
+    assert any(not torch.equal(first[k], final[k]) for k in final)
 
 
 def test_train_writes_a_run_and_resumes_exactly(store, tmp_path):
