@@ -50,16 +50,6 @@ class TimestepEmbedSequential(nn.Sequential):
         return x
 
 
-class OutputBlock(TimestepEmbedSequential):
-    """A decoder block: its input is the decoder's ``h`` concatenated with the encoder's skip tensor plus
-    the control branch's, ``[B, C_h + C_skip, H, W]`` (inside the block, so a block compiled on its own
-    takes the concatenation's backward with it)."""
-
-    def forward(self, h: torch.Tensor, skip: torch.Tensor, control: torch.Tensor,  # type: ignore[override]
-                emb: torch.Tensor) -> torch.Tensor:
-        return super().forward(torch.cat([h, skip + control], dim=1), emb)
-
-
 class Downsample(nn.Module):
     """Strided 3x3 conv: ``[B, C, H, W] -> [B, C, H/2, W/2]``."""
 
@@ -196,7 +186,7 @@ class UNet(nn.Module):
                 if level and i == num_res_blocks:
                     layers.append(Upsample(ch))
                     ds //= 2
-                self.output_blocks.append(OutputBlock(*layers))
+                self.output_blocks.append(TimestepEmbedSequential(*layers))
         self.out = nn.Sequential(_norm(ch), nn.SiLU(), nn.Conv2d(model_channels, out_channels, 3, padding=1))
         nn.init.zeros_(self.out[2].weight)
         nn.init.zeros_(self.out[2].bias)
@@ -246,7 +236,7 @@ class UNet(nn.Module):
         """
         h = self.middle_block(hs[-1], emb)
         for block, skip, control in zip(self.output_blocks, reversed(hs), reversed(hs_cond), strict=True):
-            h = block(h, skip, control, emb)
+            h = block(torch.cat([h, skip + control], dim=1), emb)
         return self.out(h)
 
 

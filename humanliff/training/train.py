@@ -32,7 +32,7 @@ from humanliff.config import Config, TrainConfig, dump_config
 from humanliff.ema_file import EMA_FILE, write_ema
 from humanliff.errors import HumanLiffError
 from humanliff.io import atomic_path, require_finite
-from humanliff.models.unet import TimestepEmbedSequential, UNet, build_unet
+from humanliff.models.unet import AttentionBlock, ResBlock, UNet, build_unet
 from humanliff.run_folder import ensure_space
 from humanliff.runtime.compute import PRECISIONS
 from humanliff.runtime.files import read_json
@@ -58,22 +58,18 @@ LOG_FILE = "train_log.jsonl"
 
 
 def compile_blocks(model: nn.Module) -> None:
-    """Compile each block of ``model`` (a ``TimestepEmbedSequential``: residual and attention blocks with
-    their down/upsampling, a decoder block with its concatenation of the skip and control tensors) on its
-    own, for static shapes.
+    """Compile each ``ResBlock`` and ``AttentionBlock`` of ``model`` on its own, for static shapes.
 
-    Blocks of the same structure, widths and size share one compiled graph (the two encoders' blocks, the
-    repeated blocks of a level), so the first step compiles a fraction of the whole-UNet graph. Only the
-    glue between blocks stays eager (the control branch's 1x1 projections, the embedding). A decoder
-    block holds its concatenation because the concatenation's backward, outside a compiled graph, hands
-    its producers channel slices of the gradient, which AOTAutograd copies into the layout it traced.
+    Blocks of the same widths and size share one compiled graph (the two encoders' blocks, the repeated
+    blocks of a level), so the first step compiles a fraction of the whole-UNet graph; the glue between
+    blocks (skip adds, concatenations, down/upsampling convs) stays eager.
     """
     dynamo = torch._dynamo.config
     # every block variant (widths x size x batch) is one cache entry of the same code object
     dynamo.recompile_limit = max(dynamo.recompile_limit, 256)
     dynamo.accumulated_recompile_limit = max(dynamo.accumulated_recompile_limit, 4096)
     for module in model.modules():
-        if isinstance(module, TimestepEmbedSequential):
+        if isinstance(module, (ResBlock, AttentionBlock)):
             module.compile(dynamic=False)
 
 
