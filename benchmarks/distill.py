@@ -54,7 +54,7 @@ from humanliff.runtime.compute import default_device
 from humanliff.runtime.layered import human_generators, sample_layers
 from humanliff.runtime.schedule import linear_schedule, trailing_timesteps
 from humanliff.training.distill import TEACHER_PLANES, distill, load_teacher, round_student
-from humanliff.training.train import SNAPSHOTS
+from humanliff.training.train import snapshots
 
 log = logging.getLogger("benchmark.distill")
 
@@ -255,9 +255,8 @@ def main() -> None:
                  last["loss"])
         reached = len(read_schedule(ema).timesteps)  # fewer rounds than asked when the budget ended the run
         results["runs"][name]["student_calls"] = reached
-        rows += [Row(f"{name} student, step {int(p.stem.split('_')[1])}", p, "distilled",
-                     len(read_schedule(p).timesteps))
-                 for p in sorted((run / SNAPSHOTS).glob("ema_*.pt")) if int(p.stem.split("_")[1]) < last["step"]]
+        rows += [Row(f"{name} student, step {step}", path, "distilled", len(read_schedule(path).timesteps))
+                 for step, path in snapshots(run) if step < last["step"]]
         rows.append(Row(f"{name} student", ema, "distilled", reached))
         if method == "consistency":
             rows += [Row(f"{name} student at {n}", _rescheduled(ema, out, steps=n), "distilled", n)

@@ -376,6 +376,11 @@ def snapshot_path(out: Path, step: int) -> Path:
     return out / SNAPSHOTS / f"ema_{step:07d}.pt"
 
 
+def snapshots(out: Path) -> list[tuple[int, Path]]:
+    """The ``(step, path)`` of each EMA snapshot of the run at ``out``, in step order."""
+    return sorted((int(p.stem.removeprefix("ema_")), p) for p in (out / SNAPSHOTS).glob("ema_*.pt"))
+
+
 def run_steps(trainer: DiffusionTrainer, data: LayerPairs, out: Path, store_manifest: dict[str, Any], *,
               desc: str = "train", deadline: float | None = None) -> Path:
     """Step ``trainer`` on ``data`` up to ``train.steps`` with a progress bar, logging to
