@@ -21,7 +21,7 @@ from humanliff.errors import HumanLiffError, InputFileError
 from humanliff.models.checkpoint import load_ema
 from humanliff.models.inference import inference_unet
 from humanliff.pipeline import Pipeline
-from humanliff.pretrained import DEFAULT_MODEL, default_model
+from humanliff.pretrained import DEFAULT_MODEL, DEFAULT_SOURCES, default_model
 from humanliff.runtime.field import Field, make_field
 from humanliff.runtime.layered import UNetFn
 from humanliff.runtime.schedule import DistilledSchedule, linear_schedule
@@ -34,14 +34,16 @@ PACKED_STORE = "store"
 
 
 def resolve_model(source: str | Path | None, store: str | Path | None) -> tuple[Path, Path]:
-    """``(ema.pt, store folder)`` of a pipeline source: ``"default"``, a packed model folder, a run folder or
-    its ``ema.pt`` (then ``store`` is needed). A missing ``source`` is named before anything else."""
+    """``(ema.pt, store folder)`` of a pipeline source: ``"default"`` (or None), ``"default-distilled"`` (its
+    shipped student), a packed model folder, a run folder or its ``ema.pt`` (then ``store`` is needed). A
+    missing ``source`` is named before anything else."""
     if source is None and store is not None:
         raise HumanLiffError(NO_MODEL)
-    if source is None or (str(source) == "default" and not Path(source).exists()):
+    name = "default" if source is None else str(source)
+    if name in DEFAULT_SOURCES and not Path(name).exists():
         if store is not None:
             raise HumanLiffError(f"--store {store}: the default model has its own store; give --unet too")
-        return default_model()
+        return default_model(distilled=DEFAULT_SOURCES[name])
     path = Path(source)
     if not path.exists():
         raise InputFileError(path, "no such file or folder (pass a training run's ema.pt or its folder)")

@@ -19,13 +19,22 @@ from humanliff.store import PLANES, create_store, open_store
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "assets" / "default"
 """Where the default model lives in the package."""
+DEFAULT_STUDENT = DEFAULT_MODEL / "student"
+"""The default model's distilled student (``humanliff distill``, sampler ``distilled``): its ``ema.pt`` only,
+beside the default model, whose store it shares."""
+DEFAULT_SOURCES = {"default": False, "default-distilled": True}
+"""Pipeline source names of the shipped models: name -> whether it is the distilled student."""
 
 
-def default_model() -> tuple[Path, Path]:
-    """``(ema.pt, store folder)`` of the default model, or a one-line error when it is not installed."""
-    ema, store = DEFAULT_MODEL / EMA_FILE, DEFAULT_MODEL / "store"
-    if not ema.is_file() or not (store / "manifest.json").is_file():
+def default_model(distilled: bool = False) -> tuple[Path, Path]:
+    """``(ema.pt, store folder)`` of the default model (``distilled``: of its shipped student, which samples
+    each layer in a few calls with the sampler ``distilled``), or a one-line error when it is not installed."""
+    ema, store = (DEFAULT_STUDENT if distilled else DEFAULT_MODEL) / EMA_FILE, DEFAULT_MODEL / "store"
+    if not (store / "manifest.json").is_file() or not (DEFAULT_MODEL / EMA_FILE).is_file():
         raise HumanLiffError(f"no --unet/--store given and no default model installed at {DEFAULT_MODEL}")
+    if not ema.is_file():
+        raise HumanLiffError(f"{ema}: no distilled student of the default model is installed "
+                             "(make one with humanliff distill and pass it as --unet)")
     return ema, store
 
 

@@ -38,7 +38,8 @@ def generate_command(unet_ckpt: str | None, store: str | None, preset: str | Non
     """Generate layered humans with the torch models: layer 0 from noise, each next layer conditioned on the
     one below.
 
-    Without --unet and --store the shipped default model is used. The settings are the model's own (the
+    Without --unet and --store the shipped default model is used (with --sampler distilled, its shipped
+    distilled student: a few UNet calls a layer). The settings are the model's own (the
     config its training recorded) unless --config is given, then --set, then the options. Writes the
     tri-planes, views, a contact sheet, turntables, meshes and viewer.html to --out.
     """
@@ -51,6 +52,8 @@ def generate_command(unet_ckpt: str | None, store: str | None, preset: str | Non
     check_generation_counts(humans, steps, views, size)
     start = parse_from(from_spec) if from_spec else None
     layers = resolve_layers(layer_spec, start)
+    if unet_ckpt is None and store is None and sampler == "distilled":
+        unet_ckpt = "default-distilled"
     pipe = Pipeline.from_pretrained(unet_ckpt, store=store, device=device, config=preset,
                                     overrides=[*overrides, *as_overrides({"sample.views": views,
                                                                           "sample.image_size": size})])
@@ -75,8 +78,8 @@ def run_command(artifacts: str | None, out_dir: str, force: bool, humans: int | 
     """Generate layered humans from an artifacts folder (from export), without the training code.
 
     The same pipeline as generate, through the engines; the settings are the manifest's, then --set, then
-    the options. Without ARTIFACTS, the default model is exported once per device type (--formats auto)
-    into ~/.cache/humanliff.
+    the options. Without ARTIFACTS, the default model (with --sampler distilled, its distilled student) is
+    exported once per device type (--formats auto) into ~/.cache/humanliff.
     """
     import time
 
@@ -89,7 +92,7 @@ def run_command(artifacts: str | None, out_dir: str, force: bool, humans: int | 
     if artifacts is None:
         from humanliff.export.default import default_artifacts
 
-        artifacts = str(default_artifacts(device))
+        artifacts = str(default_artifacts(device, distilled=sampler == "distilled"))
     prefer = [e.strip() for e in engines.split(",") if e.strip()]
     pipe = Pipeline.from_pretrained(artifacts, device=device, prefer=prefer, compile=compile_, engines_only=True,
                                     overrides=[*overrides, *as_overrides({"sample.views": views,

@@ -1,0 +1,69 @@
+"""The default model's distilled student: found by name, by ``--sampler distilled`` without ``--unet``, and
+exported for ``run`` under a key of its own; refused in one line when it is not installed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import humanliff.pretrained as pretrained
+from humanliff.cli import app
+from humanliff.ema_file import EMA_FILE, write_ema
+from humanliff.errors import HumanLiffError
+from humanliff.export import default as export_default
+from humanliff.generate import resolve_model
+from humanliff.runtime.schedule import DistilledSchedule
+
+TINY_OUTPUT = ["--humans", "1", "--layers", "0", "--views", "1", "--size", "16",
+               "--set", "sample.turntable_frames=1", "--set", "sample.mesh_resolution=8",
+               "--set", "render.n_samples=4", "--set", "render.n_importance=4"]
+
+
+@pytest.fixture
+def student(tmp_path, monkeypatch):
+    """A one-call student in the shipped student's place: the default model's weights with a schedule."""
+    blob = torch.load(pretrained.DEFAULT_MODEL / EMA_FILE, map_location="cpu", weights_only=True)
+    config = {**blob["config"], "sample": {**blob["config"]["sample"], "sampler": "distilled", "steps": 1}}
+    schedule = DistilledSchedule("dmd", "ddim", (999,), "default", 20)
+    folder = tmp_path / "student"
+    folder.mkdir()
+    write_ema(folder / EMA_FILE, blob["state_dict"], config, blob["store_manifest"],
+              {"distilled": schedule.to_record()})
+    monkeypatch.setattr(pretrained, "DEFAULT_STUDENT", folder)
+    return folder / EMA_FILE
+
+
+def test_default_distilled_source_and_cli_sampler(student, tmp_path):
+    assert resolve_model("default-distilled", None) == (student, pretrained.DEFAULT_MODEL / "store")
+    assert resolve_model(None, None)[0] == pretrained.DEFAULT_MODEL / EMA_FILE
+    with pytest.raises(HumanLiffError, match="the default model has its own store"):
+        resolve_model("default-distilled", tmp_path)
+    done = CliRunner().invoke(app, ["generate", "--sampler", "distilled", "--out", str(tmp_path / "gen"),
+                                    "--device", "cpu", *TINY_OUTPUT])
+    assert done.exit_code == 0, done.output
+    sample = json.loads((tmp_path / "gen" / "generation.json").read_text())["sample"]
+    assert sample["sampler"] == "distilled" and sample["steps"] == 1
+
+
+def test_run_exports_the_student_under_its_own_key(student, tmp_path, monkeypatch):
+    exported = []
+    monkeypatch.setattr(export_default, "cache_dir", lambda: tmp_path / "cache")
+    monkeypatch.setattr(export_default, "export_artifacts", lambda ema, store, folder, *a, **k: exported.append(
+        (ema, folder)))
+    student_folder = export_default.default_artifacts("cpu", distilled=True)
+    teacher_folder = export_default.default_artifacts("cpu")
+    assert exported == [(student, student_folder), (pretrained.DEFAULT_MODEL / EMA_FILE, teacher_folder)]
+    assert student_folder.name.startswith("default-distilled-") and student_folder.name.endswith("-cpu")
+    assert teacher_folder.name.startswith("default-") and student_folder != teacher_folder
+
+
+def test_missing_student_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(pretrained, "DEFAULT_STUDENT", tmp_path / "absent")
+    result = CliRunner().invoke(app, ["generate", "--sampler", "distilled", "--out", str(tmp_path / "gen"),
+                                      "--device", "cpu", *TINY_OUTPUT])
+    assert result.exit_code == 1 and result.output.count("\n") == 1
+    assert "no distilled student of the default model is installed" in result.output
+    assert not (tmp_path / "gen").exists()
