@@ -12,16 +12,17 @@ Steps, each logged as a progress line and written to ``<out>/distill.json`` and 
    distils on them.
 2. For each ``--methods`` x ``--steps`` x ``--variant``: ``humanliff distill`` for ``--train-steps`` steps or
    ``--budget-s`` seconds of training (compile included), whichever ends first; with ``--snapshot-every``
-   its EMA is kept (and scored as a row) every that many steps. A ``dmd`` run starts from
-   ``--init`` (scored as a row of its own), else from the progressive student of its steps made earlier in
-   the same call, else from the teacher.
+   its EMA is kept (and scored as a row) every that many steps. A ``dmd`` run starts from ``--init``
+   (scored as a row of its own unless ``--no-score-init``), else from the progressive student of its steps
+   made earlier in the same call, else from the teacher.
 3. ``eval gen`` (weight-free metrics) of ``--humans`` humans (seeds 0..N-1) from the teacher with
    ``--teacher-sampler`` (and each of ``--teacher-rows``) and from each student; a consistency student is
    also scored at fewer calls (its schedule's trailing subsets, ``--resample``), and a progressive one with
    fresh noise between its calls (``--progressive-noise``) and the students its earlier rounds kept
    (``--round-students``), as extra rows.
-4. The best student by ``fd_pca`` (the Fréchet distance of tri-planes, lower is better) is packed to
-   ``<out>/best_student`` (``humanliff model pack``: fp16 weights + the store's first subjects).
+4. The best student by ``fd_pca`` (the Fréchet distance of tri-planes, lower is better) so far is packed to
+   ``<out>/best_student`` (``humanliff model pack``: fp16 weights + the store's first subjects) as soon as it
+   is scored, so a call cut short keeps it.
 5. Time a 4-layer human (sampling only, ``sample_layers``; compiled on CUDA with ``--compile``) at batch 1
    and 16 for the teacher and the best student, while the time left (``--deadline-s``) allows.
 """
@@ -202,6 +203,8 @@ def main() -> None:
     parser.add_argument("--teacher-rows", default="", metavar="SAMPLER:STEPS[,...]",
                         help="more teacher rows, e.g. ddim:32,dpmpp_sde:4 (the ODE a progressive student distils)")
     parser.add_argument("--init", default=None, help="the ema.pt dmd students start from (see step 2)")
+    parser.add_argument("--score-init", action=argparse.BooleanOptionalAction, default=True,
+                        help="score --init as a row of its own")
     parser.add_argument("--set", action="append", default=[], help="render overrides (generation and evaluation)")
     parser.add_argument("--device", default=None)
     args = parser.parse_args()
@@ -224,7 +227,7 @@ def main() -> None:
     for text in (t for t in args.teacher_rows.split(",") if t):
         sampler, _, steps_text = text.partition(":")
         rows.append(Row(f"teacher {sampler} {steps_text}", teacher, sampler, int(steps_text)))
-    if args.init:
+    if args.init and args.score_init:
         rows.append(Row("init student", Path(args.init), "distilled", len(read_schedule(args.init).timesteps)))
     shared = out / TEACHER_PLANES
     cuda = args.device.startswith("cuda")
@@ -269,24 +272,24 @@ def main() -> None:
                 rows += [Row(f"{name} student at {n} (round {k + 1})", round_student(run, n), "distilled", n)
                          for k, n in enumerate(_finished_rounds(run, reached))]
         _write(results, targets)
-    for row in rows:
-        log.info("eval gen: %s", row.name)
-        results["rows"][row.name] = _score(row, store, args, out)
-        log.info("%s", markdown({row.name: results["rows"][row.name]}, args.humans).splitlines()[2])
-        _write(results, targets)
-    students = [r for r in rows if r.sampler == "distilled" and "at" not in r.name.split()]
-
     def fd(row: Row) -> float:
         per_layer = results["rows"][row.name]["layers"].values()
         return statistics.mean(entry["generated"]["fd_pca"] for entry in per_layer)
 
-    best = min(students, key=fd)
-    results["best"] = best.name
-    packed = out / "best_student"
-    if packed.exists():
-        shutil.rmtree(packed)
-    results["packed"] = str(pack_model(best.unet, store, packed))
-    _write(results, targets)
+    packed, best = out / "best_student", None
+    for row in rows:
+        log.info("eval gen: %s", row.name)
+        results["rows"][row.name] = _score(row, store, args, out)
+        log.info("%s", markdown({row.name: results["rows"][row.name]}, args.humans).splitlines()[2])
+        student = row.sampler == "distilled" and "at" not in row.name.split()
+        if student and (best is None or fd(row) < fd(best)):  # packed at once: a call cut short keeps it
+            best = row
+            if packed.exists():
+                shutil.rmtree(packed)
+            results["best"], results["packed"] = best.name, str(pack_model(best.unet, store, packed))
+        _write(results, targets)
+    if best is None:
+        raise SystemExit("error: --methods: no student was made or scored")
     for row in (rows[0], best) if args.time_teacher else (best,):
         for batch in (int(b) for b in args.batches.split(",")):
             if time.monotonic() - began > args.deadline_s:
