@@ -11,11 +11,12 @@ from click.testing import CliRunner
 
 import humanliff.pretrained as pretrained
 from humanliff.cli import app
-from humanliff.ema_file import EMA_FILE, write_ema
+from humanliff.ema_file import EMA_FILE, read_ema, read_schedule, write_ema
 from humanliff.errors import HumanLiffError
 from humanliff.export import default as export_default
 from humanliff.generate import resolve_model
 from humanliff.runtime.schedule import DistilledSchedule
+from humanliff.store import open_store
 
 TINY_OUTPUT = ["--humans", "1", "--layers", "0", "--views", "1", "--size", "16",
                "--set", "sample.turntable_frames=1", "--set", "sample.mesh_resolution=8",
@@ -67,3 +68,17 @@ def test_missing_student_is_one_line(tmp_path, monkeypatch):
     assert result.exit_code == 1 and result.output.count("\n") == 1
     assert "no distilled student of the default model is installed" in result.output
     assert not (tmp_path / "gen").exists()
+
+
+def test_shipped_student_fits_the_default_model():
+    """The student in the package: 4 calls a layer, the teacher's architecture, fp16, the default store's subjects."""
+    ema, store = pretrained.default_model(distilled=True)
+    blob, teacher = read_ema(ema), read_ema(pretrained.default_model()[0])
+    schedule = read_schedule(ema)
+    assert schedule is not None and schedule.steps == 4 and schedule.method == "dmd"
+    assert blob["config"]["sample"]["sampler"] == "distilled" and blob["config"]["sample"]["steps"] == 4
+    assert blob["config"]["unet"] == teacher["config"]["unet"]
+    assert {k: v.shape for k, v in blob["state_dict"].items()} == {k: v.shape for k, v in
+                                                                  teacher["state_dict"].items()}
+    assert {v.dtype for v in blob["state_dict"].values()} == {torch.float16}
+    assert blob["store_manifest"]["subjects"] == open_store(store).subjects
