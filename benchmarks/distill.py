@@ -53,6 +53,7 @@ from humanliff.models.inference import inference_unet
 from humanliff.pretrained import default_model, pack_model
 from humanliff.runtime.compute import default_device
 from humanliff.runtime.layered import human_generators, sample_layers
+from humanliff.runtime.sampler_names import SAMPLER_NAMES, SCHEDULED
 from humanliff.runtime.schedule import linear_schedule, trailing_timesteps
 from humanliff.training.distill import TEACHER_PLANES, distill, load_teacher, round_student
 from humanliff.training.train import snapshots
@@ -166,6 +167,20 @@ def _variant(text: str) -> tuple[str, tuple[str, ...]]:
     return name, tuple(s for s in sets.split(",") if s)
 
 
+def _teacher_rows(text: str) -> list[tuple[str, int]]:
+    """``SAMPLER:STEPS,...`` as ``[(sampler, steps)]``; a malformed entry or a sampler a teacher cannot run is
+    one ``error:`` line (exit code 1)."""
+    rows = []
+    samplers = [name for name in SAMPLER_NAMES if name not in SCHEDULED]
+    for entry in (t for t in text.split(",") if t):
+        sampler, _, steps = entry.partition(":")
+        if sampler not in samplers or not steps.isdigit() or int(steps) < 1:
+            raise SystemExit(f"error: --teacher-rows: {entry!r} is not SAMPLER:STEPS with STEPS >= 1 and SAMPLER "
+                             f"one of {', '.join(samplers)}")
+        rows.append((sampler, int(steps)))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
@@ -224,9 +239,8 @@ def main() -> None:
     load_teacher(teacher)  # a bad teacher: one line before any compute
     rows = [Row(f"teacher {args.teacher_sampler} {args.teacher_steps}", teacher, args.teacher_sampler,
                 args.teacher_steps)]
-    for text in (t for t in args.teacher_rows.split(",") if t):
-        sampler, _, steps_text = text.partition(":")
-        rows.append(Row(f"teacher {sampler} {steps_text}", teacher, sampler, int(steps_text)))
+    for sampler, steps in _teacher_rows(args.teacher_rows):
+        rows.append(Row(f"teacher {sampler} {steps}", teacher, sampler, steps))
     if args.init and args.score_init:
         rows.append(Row("init student", Path(args.init), "distilled", len(read_schedule(args.init).timesteps)))
     shared = out / TEACHER_PLANES

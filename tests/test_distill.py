@@ -384,3 +384,15 @@ def test_benchmark_dmd_variants_from_an_init(tiny, students, tmp_path, monkeypat
     assert runs["dmd_2_ttur"]["distill"]["fake_updates"] == 2 and runs["dmd_2_reg"]["distill"]["fake_updates"] == 1
     assert runs["dmd_2_reg"]["distill"]["regression"] == 0.5 and runs["dmd_2_reg"]["train"]["lr"] == 1e-4
     assert results["best"] in results["rows"] and set(results["timing"]) == {results["best"]}
+
+
+@pytest.mark.parametrize("rows", ["ddim", "ddim:0", "euler:4", "distilled:4", "ddim:x"])
+def test_benchmark_refuses_bad_teacher_rows(tiny, tmp_path, monkeypatch, rows):
+    from benchmarks import distill as bench
+
+    _, ema, store = tiny
+    monkeypatch.setattr(sys, "argv", ["distill", "--out", str(tmp_path / "bench"), "--teacher", str(ema),
+                                      "--store", str(store), "--device", "cpu", "--teacher-rows", f"dpmpp:2,{rows}"])
+    with pytest.raises(SystemExit, match=f"error: --teacher-rows: '{rows}' is not SAMPLER:STEPS"):
+        bench.main()
+    assert not (tmp_path / "bench" / "runs").exists()
