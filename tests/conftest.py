@@ -1,4 +1,5 @@
-"""Shared fixtures: headless chromium (Debian's, driven by Playwright) for the viewer tests."""
+"""Shared fixtures: a private runtime cache for the whole session (the suite never writes to the user's
+``~/.cache/humanliff``) and headless chromium (Debian's, driven by Playwright) for the viewer tests."""
 
 import os
 from pathlib import Path
@@ -8,6 +9,14 @@ import pytest
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_runtime_cache(tmp_path_factory):
+    """``$HUMANLIFF_CACHE`` in a temporary folder for the session (tests may still set their own)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HUMANLIFF_CACHE", str(tmp_path_factory.mktemp("humanliff_cache")))
+        yield
 
 
 @pytest.fixture(scope="module")
