@@ -13,6 +13,9 @@ leave those parts out)::
    sees every launch) under ``torch.profiler``, eager and, with ``--compiled``, compiled block by block: GPU
    time per kernel category (convolution, GEMM, attention, Triton (Inductor's fused elementwise and
    reductions), other elementwise, optimizer) and the top kernels and aten ops (``profile_*.txt``).
+3. With ``--groupnorm``: forward + backward of one compiled top-level ResBlock (encoder C -> C, decoder
+   2C -> C) with the UNet's GroupNorm (written out under compile, so activations stay channels_last) and with
+   ``F.group_norm`` (whose traced output is NCHW): milliseconds and peak memory.
 
 Rows go to ``<out>/<date>-<device>-train-profile.{json,md}`` (and ``$OUT`` when set) as they come.
 """
@@ -34,6 +37,7 @@ from torch.profiler import ProfilerActivity, profile
 from benchmarks.report import Report
 from benchmarks.timing import time_fn
 from humanliff.config import Config, load_config
+from humanliff.models.unet import GroupNorm32, ResBlock
 from humanliff.training.distributed import DistInfo
 from humanliff.training.train import DiffusionTrainer
 
@@ -138,6 +142,44 @@ def profile_step(rep: Report, cfg: Config, micro: int, label: str, out_dirs: lis
         (out / f"profile_{slug}.txt").write_text(text)
 
 
+class NativeGroupNorm(GroupNorm32):
+    """``GroupNorm32`` as it was before 2026-12-06: ``F.group_norm`` under ``torch.compile`` too."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.group_norm(x.float(), self.num_groups, self.weight, self.bias, self.eps).to(x.dtype)
+
+
+def _resblock_row(rep: Report, cfg: Config, micro: int, c_in: int, label: str, norm: type[GroupNorm32]) -> None:
+    dev, r, c = torch.device("cuda"), cfg.triplane.resolution, cfg.unet.model_channels
+    torch.manual_seed(0)
+    block = ResBlock(c_in, 4 * c, 0.0, c, cfg.unet.use_scale_shift_norm)
+    block.in_layers[0], block.out_layers[0] = norm(32, c_in), norm(32, c)
+    compiled = torch.compile(block.to(dev).to(memory_format=torch.channels_last))
+    x = torch.randn(micro, c_in, r, r, device=dev).contiguous(memory_format=torch.channels_last).requires_grad_()
+    emb = torch.randn(micro, 4 * c, device=dev)
+
+    def step() -> None:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            out = compiled(x, emb)
+        out.float().square().mean().backward()
+
+    t = time_fn(step, warmup=3, repeats=10, device=dev)
+    peak = torch.cuda.max_memory_allocated(dev) / 2**20
+    rep.add("groupnorm", f"ResBlock {c_in} -> {c} at {r}^2, batch {micro}, compiled, GroupNorm {label}",
+            t.median_ms, "ms", note=f"forward + backward, bf16 autocast, channels_last; peak {peak:.0f} MB")
+
+
+def bench_groupnorm(rep: Report, cfg: Config, micro: int) -> None:
+    """Forward + backward of one compiled ResBlock at the top level (an encoder block C -> C and a decoder
+    block 2C -> C), bf16, channels_last, with ``GroupNorm32`` (written out under compile) and with
+    ``NativeGroupNorm``: what keeping the normed activations channels_last is worth."""
+    c = cfg.unet.model_channels
+    for c_in in (c, 2 * c):
+        for label, norm in (("written out", GroupNorm32), ("F.group_norm", NativeGroupNorm)):
+            _resblock_row(rep, cfg, micro, c_in, label, norm)
+            torch.cuda.empty_cache()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True)
@@ -146,6 +188,8 @@ def main() -> None:
     parser.add_argument("--compiled", action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument("--eager", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--convs", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--groupnorm", action=argparse.BooleanOptionalAction, default=False,
+                        help="compiled ResBlocks with GroupNorm written out against F.group_norm")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("error: benchmarks.train_profile: needs CUDA")
@@ -161,6 +205,8 @@ def main() -> None:
                                cuda_graph=False)
     if args.convs:
         bench_convs(rep, cfg, args.microbatch)
+    if args.groupnorm:
+        bench_groupnorm(rep, cfg, args.microbatch)
     settings = [("eager", dataclasses.replace(base, compile=False))] if args.eager else []
     if args.compiled:
         settings.append(("compiled block by block", dataclasses.replace(base, compile=True, compile_scope="blocks")))
