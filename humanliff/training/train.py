@@ -425,10 +425,12 @@ def run_steps(trainer: DiffusionTrainer, data: LayerPairs, out: Path, store_mani
                 logger.debug("%s", record)
             loss_sum.zero_()
             since, tick = 0, time.perf_counter()
-        if main and tc.snapshot_every and trainer.step % tc.snapshot_every == 0:
-            trainer.save_ema(snapshot_path(out, trainer.step), store_manifest)
+        snapshot = main and tc.snapshot_every and trainer.step % tc.snapshot_every == 0
+        weights = trainer.ema.state_dict(trainer.model) if snapshot or (main and save) else None
+        if snapshot:
+            trainer.save_ema(snapshot_path(out, trainer.step), store_manifest, weights)
         if main and save:  # ema.pt first: a run killed between the two redoes the step and writes both
-            trainer.save_ema(out / EMA_FILE, store_manifest)
+            trainer.save_ema(out / EMA_FILE, store_manifest, weights)
             save_checkpoint(out / CHECKPOINT, trainer.model, trainer.ema, trainer.optimizer, trainer.step,
                             cfg, trainer.extra_state())
             saved = trainer.step
