@@ -14,8 +14,9 @@ leave those parts out)::
    time per kernel category (convolution, GEMM, attention, Triton (Inductor's fused elementwise and
    reductions), other elementwise, optimizer) and the top kernels and aten ops (``profile_*.txt``).
 3. With ``--groupnorm``: forward + backward of one compiled top-level ResBlock (encoder C -> C, decoder
-   2C -> C) with the UNet's GroupNorm (written out under compile, so activations stay channels_last) and with
-   ``F.group_norm`` (whose traced output is NCHW): milliseconds and peak memory.
+   2C -> C) with the UNet's GroupNorm (``F.group_norm``, whose traced output is NCHW) and with the candidate
+   ``ChannelsLastGroupNorm`` (written out under compile, so activations stay channels_last): milliseconds
+   and peak memory.
 
 Rows go to ``<out>/<date>-<device>-train-profile.{json,md}`` (and ``$OUT`` when set) as they come.
 """
@@ -142,11 +143,27 @@ def profile_step(rep: Report, cfg: Config, micro: int, label: str, out_dirs: lis
         (out / f"profile_{slug}.txt").write_text(text)
 
 
-class NativeGroupNorm(GroupNorm32):
-    """``GroupNorm32`` as it was before 2026-12-06: ``F.group_norm`` under ``torch.compile`` too."""
+def group_norm_fp32(x: torch.Tensor, groups: int, weight: torch.Tensor, bias: torch.Tensor,
+                    eps: float) -> torch.Tensor:
+    """``F.group_norm`` of ``x`` ``[B, C, H, W]`` in fp32 written out as views and reductions, so that the
+    output keeps ``x``'s memory format when traced (``F.group_norm``'s meta function returns NCHW for a
+    channels_last input, so a compiled training step may copy every normed activation back)."""
+    b, c = x.shape[:2]
+    grouped = x.float().view(b, groups, c // groups, *x.shape[2:])
+    centred = grouped - grouped.mean(dim=(2, 3, 4), keepdim=True)
+    variance = centred.square().mean(dim=(2, 3, 4), keepdim=True)
+    normed = (centred * torch.rsqrt(variance + eps)).view(x.shape)
+    return normed * weight.view(-1, 1, 1) + bias.view(-1, 1, 1)
+
+
+class ChannelsLastGroupNorm(GroupNorm32):
+    """The candidate for the UNet's ``GroupNorm32`` (issue 21, not adopted until measured): the written-out
+    form under ``torch.compile``, ``F.group_norm`` (one kernel) in eager mode."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.group_norm(x.float(), self.num_groups, self.weight, self.bias, self.eps).to(x.dtype)
+        if torch.compiler.is_compiling():
+            return group_norm_fp32(x, self.num_groups, self.weight, self.bias, self.eps).to(x.dtype)
+        return super().forward(x)
 
 
 def _resblock_row(rep: Report, cfg: Config, micro: int, c_in: int, label: str, norm: type[GroupNorm32]) -> None:
@@ -171,11 +188,11 @@ def _resblock_row(rep: Report, cfg: Config, micro: int, c_in: int, label: str, n
 
 def bench_groupnorm(rep: Report, cfg: Config, micro: int) -> None:
     """Forward + backward of one compiled ResBlock at the top level (an encoder block C -> C and a decoder
-    block 2C -> C), bf16, channels_last, with ``GroupNorm32`` (written out under compile) and with
-    ``NativeGroupNorm``: what keeping the normed activations channels_last is worth."""
+    block 2C -> C), bf16, channels_last, with the UNet's ``GroupNorm32`` and with ``ChannelsLastGroupNorm``:
+    what keeping the normed activations channels_last is worth."""
     c = cfg.unet.model_channels
     for c_in in (c, 2 * c):
-        for label, norm in (("written out", GroupNorm32), ("F.group_norm", NativeGroupNorm)):
+        for label, norm in (("F.group_norm (the UNet's)", GroupNorm32), ("written out", ChannelsLastGroupNorm)):
             _resblock_row(rep, cfg, micro, c_in, label, norm)
             torch.cuda.empty_cache()
 

@@ -52,3 +52,24 @@ def test_train_section_end_to_end_on_the_cpu(tmp_path, monkeypatch, one_thread):
     assert curve["steps"] == 4 and len(curve["per_step_before"]) == 4
     assert curve["per_step_before"] == curve["per_step_after"] and 0.05 < np.mean(curve["per_step_before"]) < 2
     assert payload["meta"]["train_skipped"] == "none"
+
+
+def test_written_out_group_norm_matches_and_keeps_channels_last():
+    """``benchmarks.train_profile``'s GroupNorm candidate: ``F.group_norm``'s values, channels_last kept on meta
+    tensors (``F.group_norm``'s meta output is NCHW), eager and compiled."""
+    from benchmarks.train_profile import ChannelsLastGroupNorm, group_norm_fp32
+
+    x = (torch.randn(2, 64, 8, 8) * 3 + 1).contiguous(memory_format=torch.channels_last)
+    weight, bias = torch.randn(64), torch.randn(64)
+    reference = torch.nn.functional.group_norm(x, 32, weight, bias, 1e-5)
+    assert (group_norm_fp32(x, 32, weight, bias, 1e-5) - reference).abs().max() < 1e-5
+    meta = [t.to("meta") for t in (x, weight, bias)]
+    assert group_norm_fp32(meta[0], 32, meta[1], meta[2], 1e-5).is_contiguous(memory_format=torch.channels_last)
+    assert not torch.nn.functional.group_norm(*meta[:1], 32, *meta[1:], 1e-5).is_contiguous(
+        memory_format=torch.channels_last)
+    norm = ChannelsLastGroupNorm(32, 64)
+    with torch.no_grad():
+        norm.weight.copy_(weight)
+        norm.bias.copy_(bias)
+        assert (norm(x) - reference).abs().max() < 1e-5
+        assert (torch.compile(norm)(x) - reference).abs().max() < 1e-4

@@ -30,26 +30,10 @@ def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: float = 10
     return F.pad(emb, (0, 1)) if dim % 2 else emb
 
 
-def group_norm_fp32(x: torch.Tensor, groups: int, weight: torch.Tensor, bias: torch.Tensor,
-                    eps: float) -> torch.Tensor:
-    """``F.group_norm`` of ``x`` ``[B, C, H, W]`` in fp32 written out as views and reductions, so the output
-    keeps ``x``'s memory format when traced (``F.group_norm``'s meta function returns NCHW for a
-    channels_last input, and a compiled training step then copies every normed activation back)."""
-    b, c = x.shape[:2]
-    grouped = x.float().view(b, groups, c // groups, *x.shape[2:])
-    centred = grouped - grouped.mean(dim=(2, 3, 4), keepdim=True)
-    variance = centred.square().mean(dim=(2, 3, 4), keepdim=True)
-    normed = (centred * torch.rsqrt(variance + eps)).view(x.shape)
-    return normed * weight.view(-1, 1, 1) + bias.view(-1, 1, 1)
-
-
 class GroupNorm32(nn.GroupNorm):
-    """GroupNorm whose statistics are computed in fp32; the output keeps the input's dtype. Eager runs
-    ``F.group_norm`` (one kernel); under ``torch.compile`` the written-out form, which Inductor fuses."""
+    """GroupNorm whose statistics are computed in fp32; the output keeps the input's dtype."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.compiler.is_compiling():
-            return group_norm_fp32(x, self.num_groups, self.weight, self.bias, self.eps).to(x.dtype)
         return F.group_norm(x.float(), self.num_groups, self.weight, self.bias, self.eps).to(x.dtype)
 
 
