@@ -29,18 +29,18 @@ from benchmarks.report import Report
 from benchmarks.timing import time_fn
 from humanliff.config import RenderConfig
 from humanliff.export.artifacts import export_artifacts
+from humanliff.outputs.writer import render_occupancy
 from humanliff.pipeline import Pipeline
 from humanliff.pretrained import DEFAULT_SOURCES, default_model
 from humanliff.run_pipeline import EngineModels, engine_field, load_artifacts, run_config
 from humanliff.runtime.cameras import orbit_cameras
 from humanliff.runtime.compute import default_device
-from humanliff.runtime.occupancy import build_occupancy
 from humanliff.runtime.render import render_image
 
 LAYERS = [0, 1, 2, 3]
 
 
-def _human(pipe: Pipeline, loaded: EngineModels, batch: int, size: int, calls: list[int]) -> None:
+def sample_and_view(pipe: Pipeline, loaded: EngineModels, batch: int, size: int, calls: list[int]) -> None:
     """One warm call: ``batch`` 4-layer humans, then one view of each human's top layer."""
     device = loaded.device
     render_cfg = dataclasses.replace(RenderConfig(**loaded.manifest["render"]), chunk=size * size)
@@ -49,9 +49,8 @@ def _human(pipe: Pipeline, loaded: EngineModels, batch: int, size: int, calls: l
     planes = pipe(batch, LAYERS, seed=0, callback=lambda _: calls.append(1)).planes
     for i in range(batch):
         field = engine_field(loaded.decoder, planes[-1][i:i + 1])
-        occupancy = build_occupancy(field, render_cfg.occupancy_resolution, render_cfg.occupancy_threshold,
-                                    device=device)
-        render_image(field, K, R, T, size, size, bounds, render_cfg, occupancy=occupancy)
+        render_image(field, K, R, T, size, size, bounds, render_cfg,
+                     occupancy=render_occupancy(field, render_cfg, device))
 
 
 def bench_model(rep: Report, name: str, out: Path, formats: str, batches: list[int], size: int,
@@ -71,8 +70,9 @@ def bench_model(rep: Report, name: str, out: Path, formats: str, batches: list[i
     try:
         for batch in batches:
             calls: list[int] = []
-            _human(pipe, loaded, batch, size, calls)  # counts this batch's UNet calls once
-            t = time_fn(lambda b=batch: _human(pipe, loaded, b, size, []), warmup=1, repeats=3, device=device)
+            sample_and_view(pipe, loaded, batch, size, calls)  # counts this batch's UNet calls once
+            t = time_fn(lambda b=batch: sample_and_view(pipe, loaded, b, size, []), warmup=1, repeats=3,
+                        device=device)
             per_human[batch] = t.median_ms / 1e3 / batch
             sample = pipe.config.sample
             rep.add("default_human", f"{name}: warm 4-layer human, batch {batch}, {sample.sampler} "

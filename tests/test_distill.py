@@ -14,6 +14,7 @@ import torch
 from click.testing import CliRunner
 from tiny_models import FAST, make_tiny_models
 
+from benchmarks.default_human import sample_and_view
 from humanliff.cli import DISTILL_METHODS, app
 from humanliff.config import load_config
 from humanliff.ema_file import read_schedule
@@ -23,7 +24,7 @@ from humanliff.generate import generate
 from humanliff.models.checkpoint import load_ema
 from humanliff.models.inference import inference_unet
 from humanliff.pipeline import Pipeline
-from humanliff.runtime.layered import human_generators, sample_layers, top_rows_mask
+from humanliff.runtime.layered import calls_per_layer, human_generators, sample_layers, top_rows_mask
 from humanliff.runtime.manifest import read_manifest
 from humanliff.runtime.sampling import check_sampler, sample
 from humanliff.runtime.schedule import (
@@ -245,6 +246,10 @@ def test_export_and_run_a_student(students, tiny, tmp_path):
     manifest = read_manifest(arts)
     assert manifest["distilled"]["timesteps"] == [999, 499] and manifest["sample"]["sampler"] == "distilled"
     engines = Pipeline.from_pretrained(arts, device="cpu", engines_only=True)
+    calls = []
+    sample_and_view(engines, engines.models, 2, 8, calls)  # benchmarks.default_human's timed call
+    strength = engines.config.sample.strength
+    assert len(calls) == sum(calls_per_layer(2, strength, k) for k in range(4)) and len(calls) >= 5
     ran = engines(2)
     cfg = load_config("tiny", [*FAST, "sample.sampler=distilled", "sample.steps=2", "sample.batch=2"])
     generate(cfg, student, store, tmp_path / "gen", progress=False)
