@@ -104,7 +104,7 @@ def main() -> None:
     student = bench_model(rep, "default-distilled", args.out, formats, batches, args.size, device)
     for batch in batches:
         rep.add("default_human", f"student against the teacher, batch {batch}, per human", student[batch], "s",
-                baseline=teacher[batch], note="ratio: how many times faster")
+                baseline=teacher[batch], note="baseline: the teacher's (default) warm human, this run")
 
 
 if __name__ == "__main__":
