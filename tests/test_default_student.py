@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 import humanliff.pretrained as pretrained
 from humanliff.cli import app
+from humanliff.cli.options import asks_for_student
 from humanliff.ema_file import EMA_FILE, read_ema, read_schedule, write_ema
 from humanliff.errors import HumanLiffError
 from humanliff.export import default as export_default
@@ -82,3 +83,11 @@ def test_shipped_student_fits_the_default_model():
                                                                   teacher["state_dict"].items()}
     assert {v.dtype for v in blob["state_dict"].values()} == {torch.float16}
     assert blob["store_manifest"]["subjects"] == open_store(store).subjects
+
+
+def test_asks_for_student_reads_the_option_then_the_last_override():
+    assert asks_for_student("distilled", ())
+    assert asks_for_student(None, ("sample.steps=4", "sample.sampler = distilled"))
+    assert not asks_for_student(None, ("sample.sampler=distilled", "sample.sampler=ddim"))
+    assert not asks_for_student("dpmpp", ("sample.sampler=distilled",))
+    assert not asks_for_student(None, ())

@@ -7,6 +7,7 @@ import click
 from humanliff.cli.options import (
     FORMAT_NAMES,
     as_overrides,
+    asks_for_student,
     check_generation_counts,
     command,
     config_options,
@@ -52,7 +53,7 @@ def generate_command(unet_ckpt: str | None, store: str | None, preset: str | Non
     check_generation_counts(humans, steps, views, size)
     start = parse_from(from_spec) if from_spec else None
     layers = resolve_layers(layer_spec, start)
-    if unet_ckpt is None and store is None and sampler == "distilled":
+    if unet_ckpt is None and store is None and asks_for_student(sampler, overrides):
         unet_ckpt = "default-distilled"
     pipe = Pipeline.from_pretrained(unet_ckpt, store=store, device=device, config=preset,
                                     overrides=[*overrides, *as_overrides({"sample.views": views,
@@ -92,7 +93,7 @@ def run_command(artifacts: str | None, out_dir: str, force: bool, humans: int | 
     if artifacts is None:
         from humanliff.export.default import default_artifacts
 
-        artifacts = str(default_artifacts(device, distilled=sampler == "distilled"))
+        artifacts = str(default_artifacts(device, distilled=asks_for_student(sampler, overrides)))
     prefer = [e.strip() for e in engines.split(",") if e.strip()]
     pipe = Pipeline.from_pretrained(artifacts, device=device, prefer=prefer, compile=compile_, engines_only=True,
                                     overrides=[*overrides, *as_overrides({"sample.views": views,

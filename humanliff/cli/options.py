@@ -17,7 +17,7 @@ from humanliff.config import LIMITS, load_config, preset_names
 from humanliff.console import ConsoleStream
 from humanliff.errors import HumanLiffError
 from humanliff.run_folder import check_count, check_device
-from humanliff.runtime.sampler_names import ETA_SAMPLERS, SAMPLER_NAMES
+from humanliff.runtime.sampler_names import ETA_SAMPLERS, SAMPLER_NAMES, SCHEDULED
 
 LAYOUT_NAMES = LIMITS["data"]["layout"].choices
 """``--layout`` choices: the keys of ``humanliff.data.loader.LAYOUTS`` (kept in the config so that the CLI
@@ -166,6 +166,13 @@ def generation_options(out_dir: str) -> Callable[..., Any]:
                            "Image side in pixels (default: sample.image_size)."),
         device_option,
     ])
+
+
+def asks_for_student(sampler: str | None, overrides: tuple[str, ...]) -> bool:
+    """Whether ``--sampler`` (or else the last ``--set sample.sampler=...``) is a distilled student's sampler:
+    without a model given, ``generate`` and ``run`` then use the default model's shipped student."""
+    chosen = [o.partition("=")[2].strip() for o in overrides if o.partition("=")[0].strip() == "sample.sampler"]
+    return (sampler or (chosen[-1] if chosen else None)) in SCHEDULED
 
 
 def check_generation_counts(humans: int | None, steps: int | None, views: int | None, size: int | None) -> None:
