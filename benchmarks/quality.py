@@ -8,7 +8,8 @@ Each row generates ``--humans`` humans (seeds 0..N-1, layers 0-3) with the defau
 ``humanliff generate`` (cheap output settings: the evaluation renders on its own), then scores them with
 ``evaluate_generation`` against the default store; the improvement rows re-score a row's planes with
 floater removal (``render.occupancy_largest``) or sample with the head band kept (``sample.keep_top``) or
-layers above the first started from the layer below (``sample.strength``, SDEdit).
+layers above the first started from the layer below (``sample.strength``, SDEdit). The ``student_4`` rows
+sample the shipped distilled student (4 calls at layer 0, ``round(4 * strength)`` above) instead.
 A generation folder or a row's score already under ``--out`` is reused, so a run cut short resumes
 (run the same command again). Results go to
 ``<out>/quality.json`` and ``<out>/quality.md`` (and ``$OUT`` when set), rewritten after every row.
@@ -56,6 +57,8 @@ class Row:
     floaters_removed: bool = False
     planes_of: str | None = None
     """Re-score this row's planes instead of sampling (render-time changes only)."""
+    model: str = "default"
+    """The pipeline source: the default model or its shipped student (``default-distilled``)."""
 
 
 BAND = SampleConfig.keep_top
@@ -82,6 +85,8 @@ ROWS = (
     Row("dpmpp_sde_10+head", "dpmpp_sde", 10, keep_top=BAND),
     Row("dpmpp_sde_10+head+floaters", "dpmpp_sde", 10, keep_top=BAND, floaters_removed=True,
         planes_of="dpmpp_sde_10+head"),
+    *(Row(f"student_4+head{f'+sdedit_{s}' if s < 1 else ''}", "distilled", 4, keep_top=BAND, strength=s,
+          model="default-distilled") for s in (0.5, 0.75, 1.0)),
 )
 
 
@@ -102,7 +107,7 @@ def run_row(row: Row, precision: str, args: argparse.Namespace, out: Path) -> di
                                  f"sample.strength={row.strength}",
                                  f"sample.batch={args.humans}", f"sample.precision={precision}"])
         start = time.perf_counter()
-        generate(cfg, None, None, gen, device=args.device, progress=False)
+        generate(cfg, row.model, None, gen, device=args.device, progress=False)
         sample_s = time.perf_counter() - start
     eval_cfg = load_config(None, [*args.set, f"render.occupancy_largest={row.floaters_removed}"])
     start = time.perf_counter()
