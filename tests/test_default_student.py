@@ -87,7 +87,9 @@ def test_shipped_student_fits_the_default_model():
 
 def test_asks_for_student_reads_the_option_then_the_last_override():
     assert asks_for_student("distilled", ())
-    assert asks_for_student(None, ("sample.steps=4", "sample.sampler = distilled"))
+    assert asks_for_student(None, ("sample.steps=4", "sample.sampler=distilled"))
+    with pytest.raises(HumanLiffError, match="unknown key 'sampler '"):  # as the pipeline would refuse it
+        asks_for_student(None, ("sample.sampler = distilled",))
     assert not asks_for_student(None, ("sample.sampler=distilled", "sample.sampler=ddim"))
     assert not asks_for_student("dpmpp", ("sample.sampler=distilled",))
     assert not asks_for_student(None, ())

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from humanliff.config import LIMITS, load_config, preset_names
+from humanliff.config import LIMITS, Config, load_config, preset_names
 from humanliff.console import ConsoleStream
 from humanliff.errors import HumanLiffError
 from humanliff.run_folder import check_count, check_device
@@ -169,10 +169,10 @@ def generation_options(out_dir: str) -> Callable[..., Any]:
 
 
 def asks_for_student(sampler: str | None, overrides: tuple[str, ...]) -> bool:
-    """Whether ``--sampler`` (or else the last ``--set sample.sampler=...``) is a distilled student's sampler:
-    without a model given, ``generate`` and ``run`` then use the default model's shipped student."""
-    chosen = [o.partition("=")[2].strip() for o in overrides if o.partition("=")[0].strip() == "sample.sampler"]
-    return (sampler or (chosen[-1] if chosen else None)) in SCHEDULED
+    """Whether ``--sampler`` (or else ``sample.sampler`` after the ``--set`` overrides, read as the config reads
+    them) is a distilled student's sampler: without a model given, ``generate`` and ``run`` then use the
+    default model's shipped student."""
+    return (sampler or Config().with_overrides(overrides).sample.sampler) in SCHEDULED
 
 
 def check_generation_counts(humans: int | None, steps: int | None, views: int | None, size: int | None) -> None:
