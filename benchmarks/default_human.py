@@ -8,11 +8,11 @@ Usage (CUDA: two exports, then the timing; the CPU runs it too, as a check)::
 For each model (``default``: the teacher with its own settings, DPM-Solver++(2M) SDE 20 steps a layer, 10
 above layer 0 with ``sample.strength`` 0.5; ``default-distilled``: the student, 4 calls at layer 0 and 2
 above) its engines are exported into ``<out>/<model>`` (``--formats``; bf16 on CUDA, fp32 on the CPU;
-tuned for the largest batch), then a warm 4-layer human is timed per batch: sampling with the model's own
-settings plus one ``--size`` view of each human's top layer (occupancy grid and render), as ``humanliff run``
-does before writing files. Rows: seconds per batch and per human, the UNet calls counted through the
-pipeline's callback, and the student against the teacher; ``<out>/<date>-<device>-default-human.{json,md}``
-(and ``$OUT`` when set).
+tuned for the largest batch; an export found there is reused, with no export row), then a warm 4-layer
+human is timed per batch: sampling with the model's own settings plus one ``--size`` view of each human's
+top layer (occupancy grid and render), as ``humanliff run`` does before writing files. Rows: seconds per
+batch and per human, the UNet calls counted through the pipeline's callback, and the student against the
+teacher; ``<out>/<date>-<device>-default-human.{json,md}`` (and ``$OUT`` when set).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import argparse
 import dataclasses
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -40,17 +41,23 @@ from humanliff.runtime.render import render_image
 LAYERS = [0, 1, 2, 3]
 
 
-def sample_and_view(pipe: Pipeline, loaded: EngineModels, batch: int, size: int, calls: list[int]) -> None:
-    """One warm call: ``batch`` 4-layer humans, then one view of each human's top layer."""
+def human_call(pipe: Pipeline, loaded: EngineModels, size: int) -> Callable[[int, list[int]], None]:
+    """The timed call: ``call(batch, calls)`` samples ``batch`` 4-layer humans (one item appended to ``calls``
+    per UNet call), then renders one ``size`` view of each human's top layer. Cameras and render settings
+    are made once, outside it."""
     device = loaded.device
     render_cfg = dataclasses.replace(RenderConfig(**loaded.manifest["render"]), chunk=size * size)
     bounds = loaded.bounds.to(device)
     K, R, T = (x[0].to(device) for x in orbit_cameras(loaded.bounds, 1, size))
-    planes = pipe(batch, LAYERS, seed=0, callback=lambda _: calls.append(1)).planes
-    for i in range(batch):
-        field = engine_field(loaded.decoder, planes[-1][i:i + 1])
-        render_image(field, K, R, T, size, size, bounds, render_cfg,
-                     occupancy=render_occupancy(field, render_cfg, device))
+
+    def call(batch: int, calls: list[int]) -> None:
+        planes = pipe(batch, LAYERS, seed=0, callback=lambda _: calls.append(1)).planes
+        for i in range(batch):
+            field = engine_field(loaded.decoder, planes[-1][i:i + 1])
+            render_image(field, K, R, T, size, size, bounds, render_cfg,
+                         occupancy=render_occupancy(field, render_cfg, device))
+
+    return call
 
 
 def bench_model(rep: Report, name: str, out: Path, formats: str, batches: list[int], size: int,
@@ -58,21 +65,21 @@ def bench_model(rep: Report, name: str, out: Path, formats: str, batches: list[i
     """Export ``name``'s engines, then time a warm human per batch; returns seconds per human by batch."""
     ema, store = default_model(distilled=DEFAULT_SOURCES[name])
     folder = out / name
-    started = time.perf_counter()
     if not (folder / "manifest.json").is_file():
+        started = time.perf_counter()
         export_artifacts(ema, store, folder, formats, batch=max(batches),
                          dtype="bf16" if device.type == "cuda" else "fp32", device=device, progress=False)
-    rep.add("default_human", f"{name}: export ({formats})", time.perf_counter() - started, "s",
-            note=f"{ema.name} of {ema.parent.name}")
+        rep.add("default_human", f"{name}: export ({formats})", time.perf_counter() - started, "s",
+                note=f"{ema.name} of {ema.parent.name}")
     loaded = load_artifacts(folder, device, prefer=tuple(formats.split(",")))
     pipe = Pipeline(loaded, run_config(folder, loaded.manifest))
+    call = human_call(pipe, loaded, size)
     per_human = {}
     try:
         for batch in batches:
             calls: list[int] = []
-            sample_and_view(pipe, loaded, batch, size, calls)  # counts this batch's UNet calls once
-            t = time_fn(lambda b=batch: sample_and_view(pipe, loaded, b, size, []), warmup=1, repeats=3,
-                        device=device)
+            call(batch, calls)  # counts this batch's UNet calls once
+            t = time_fn(lambda b=batch: call(b, []), warmup=1, repeats=3, device=device)
             per_human[batch] = t.median_ms / 1e3 / batch
             sample = pipe.config.sample
             rep.add("default_human", f"{name}: warm 4-layer human, batch {batch}, {sample.sampler} "

@@ -14,7 +14,7 @@ import torch
 from click.testing import CliRunner
 from tiny_models import FAST, make_tiny_models
 
-from benchmarks.default_human import sample_and_view
+from benchmarks.default_human import human_call
 from humanliff.cli import DISTILL_METHODS, app
 from humanliff.config import load_config
 from humanliff.ema_file import read_schedule
@@ -247,7 +247,7 @@ def test_export_and_run_a_student(students, tiny, tmp_path):
     assert manifest["distilled"]["timesteps"] == [999, 499] and manifest["sample"]["sampler"] == "distilled"
     engines = Pipeline.from_pretrained(arts, device="cpu", engines_only=True)
     calls = []
-    sample_and_view(engines, engines.models, 2, 8, calls)  # benchmarks.default_human's timed call
+    human_call(engines, engines.models, 8)(2, calls)  # benchmarks.default_human's timed call
     strength = engines.config.sample.strength
     assert len(calls) == sum(calls_per_layer(2, strength, k) for k in range(4)) and len(calls) >= 5
     ran = engines(2)
