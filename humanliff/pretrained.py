@@ -29,13 +29,16 @@ DEFAULT_SOURCES = {"default": False, "default-distilled": True}
 def default_model(distilled: bool = False) -> tuple[Path, Path]:
     """``(ema.pt, store folder)`` of the default model (``distilled``: of its shipped student, which samples
     each layer in a few calls with the sampler ``distilled``), or a one-line error when it is not installed."""
-    ema, store = (DEFAULT_STUDENT if distilled else DEFAULT_MODEL) / EMA_FILE, DEFAULT_MODEL / "store"
-    if not (store / "manifest.json").is_file() or not (DEFAULT_MODEL / EMA_FILE).is_file():
+    teacher, store = DEFAULT_MODEL / EMA_FILE, DEFAULT_MODEL / "store"
+    if not teacher.is_file() or not (store / "manifest.json").is_file():
         raise HumanLiffError(f"no --unet/--store given and no default model installed at {DEFAULT_MODEL}")
-    if not ema.is_file():
-        raise HumanLiffError(f"{ema}: no distilled student of the default model is installed "
+    if not distilled:
+        return teacher, store
+    student = DEFAULT_STUDENT / EMA_FILE
+    if not student.is_file():
+        raise HumanLiffError(f"{student}: no distilled student of the default model is installed "
                              "(make one with humanliff distill and pass it as --unet)")
-    return ema, store
+    return student, store
 
 
 def pack_model(unet_ckpt: str | Path, store_path: str | Path, out: str | Path, subjects: int = 4) -> Path:
